@@ -1,0 +1,46 @@
+# Data: every source becomes results/data/{dataset}/{size}.npz in the BloodMNIST npz schema.
+
+
+rule download_medmnist:
+    output:
+        "results/downloads/{flag}_{size}.npz",
+    log:
+        "logs/download/{flag}_{size}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/download_medmnist.py"
+
+
+rule prepare_dataset:
+    input:
+        download_input,
+    output:
+        "results/data/{dataset}/{size}.npz",
+    log:
+        "logs/prepare/{dataset}_{size}.log",
+    benchmark:
+        "benchmarks/prepare/{dataset}_{size}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        source=dataset_config,
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+rule montage:
+    input:
+        "results/data/{dataset}/%d.npz" % config["defaults"]["size"],
+    output:
+        report(
+            "results/figures/montage_{dataset}.png",
+            caption="../paper/captions/montage.rst",
+            category="Data",
+        ),
+    log:
+        "logs/montage/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/montage.py"

@@ -1,0 +1,1 @@
+"""Shared code of the blood-cell classification workflow (data, models, metrics, tables)."""

@@ -1,0 +1,38 @@
+"""Write files so that a reader never sees a half-written result."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path that is renamed onto `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name ends with the final name, so writers that check extensions (Keras) accept it.
+    fd, tmp_name = tempfile.mkstemp(prefix=".part-", suffix="-" + final.name, dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise OSError(error.errno, f"no space left on device while writing {final}") from error
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(final: str | os.PathLike, text: str) -> None:
+    """Write `text` to `final` atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,109 @@
+"""The BloodMNIST npz schema that every data source is converted to, and its checks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Label order of BloodMNIST (medmnist 3.0.2 INFO); short names for tables and plots.
+BLOODMNIST_CLASSES: tuple[str, ...] = (
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "immature granulocyte",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
+)
+
+MIN_SIZE = 32  # smallest input the Keras ResNets accept
+
+
+class DatasetError(ValueError):
+    """A dataset file that does not follow the BloodMNIST npz schema."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N x H x W x 3, uint8) and integer labels (N,) of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def check_arrays(arrays: dict[str, np.ndarray], n_classes: int, source: str = "<arrays>") -> None:
+    """Raise DatasetError naming `source` and the key when `arrays` break the npz schema."""
+    for split in SPLITS:
+        for kind in ("images", "labels"):
+            key = f"{split}_{kind}"
+            if key not in arrays:
+                raise DatasetError(f"{source}: missing key '{key}' (expected keys {_expected_keys()})")
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8:
+            raise DatasetError(f"{source}: '{split}_images' has dtype {images.dtype}, expected uint8")
+        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+            raise DatasetError(
+                f"{source}: '{split}_images' has shape {images.shape}, expected N x H x H x 3 (square RGB)"
+            )
+        if images.shape[1] < MIN_SIZE:
+            raise DatasetError(f"{source}: '{split}_images' are {images.shape[1]} px, expected at least {MIN_SIZE}")
+        if labels.ndim not in (1, 2) or (labels.ndim == 2 and labels.shape[1] != 1):
+            raise DatasetError(f"{source}: '{split}_labels' has shape {labels.shape}, expected N x 1")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DatasetError(f"{source}: '{split}_labels' has dtype {labels.dtype}, expected integers")
+        if len(labels) != len(images):
+            raise DatasetError(
+                f"{source}: {len(images)} '{split}_images' but {len(labels)} '{split}_labels'; counts must match"
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+            raise DatasetError(
+                f"{source}: '{split}_labels' range {labels.min()}..{labels.max()} is outside 0..{n_classes - 1}"
+            )
+    sizes = {arrays[f"{split}_images"].shape[1] for split in SPLITS}
+    if len(sizes) != 1:
+        raise DatasetError(f"{source}: splits have different image sizes {sorted(sizes)}")
+
+
+def _expected_keys() -> list[str]:
+    """The keys every dataset npz holds."""
+    return [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
+
+
+def load_split(path: str | os.PathLike, split: str, n_classes: int) -> Split:
+    """Load and check one split of a dataset npz."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in _expected_keys() if key in data.files}
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: not a readable npz file ({error})") from error
+    check_arrays(arrays, n_classes, str(path))
+    return Split(arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1).astype(np.int64))
+
+
+def save_dataset(path: str | os.PathLike, arrays: dict[str, np.ndarray], n_classes: int) -> None:
+    """Check `arrays` and write them atomically as an uncompressed npz (fast to load)."""
+    check_arrays(arrays, n_classes, str(path))
+    normalised = {
+        key: (value.reshape(-1, 1).astype(np.uint8) if key.endswith("_labels") else value)
+        for key, value in arrays.items()
+        if key in _expected_keys()
+    }
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **normalised)
+
+
+def class_names_of(source: dict) -> tuple[str, ...]:
+    """Class names in label order of a dataset's config block."""
+    if source["source"] in ("medmnist", "synthetic", "pbc"):
+        return BLOODMNIST_CLASSES
+    raise ValueError(f"source: '{source['source']}' has no known class list")

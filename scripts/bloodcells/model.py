@@ -1,0 +1,150 @@
+"""The poster's ResNet classifiers, built flat so that every inner layer stays reachable (Grad-CAM)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+from keras import ops
+
+ARCHITECTURES = {"resnet50": keras.applications.ResNet50, "resnet101": keras.applications.ResNet101}
+# Caffe-mode ImageNet means in BGR order, as keras.applications.resnet.preprocess_input uses them.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+LAST_BLOCK = "conv5_block3_out"
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random shear, zoom and horizontal flip, with the shear unit spelled out."""
+
+    shear: float = 0.2
+    shear_unit: str = "radians"
+    zoom: tuple[float, float] = (0.8, 1.2)
+    horizontal_flip: bool = True
+
+    @property
+    def shear_radians(self) -> float:
+        """The shear range in radians, whatever unit the config used."""
+        if self.shear_unit == "radians":
+            return self.shear
+        if self.shear_unit == "degrees":
+            return math.radians(self.shear)
+        raise ValueError(f"augmentation.shear_unit: '{self.shear_unit}' is not 'radians' or 'degrees'")
+
+
+@keras.saving.register_keras_serializable(package="bloodcells")
+class RandomShearZoomFlip(keras.layers.Layer):
+    """Shear, zoom and flip composed into one affine map, so each pixel is resampled once."""
+
+    def __init__(
+        self,
+        shear_radians: float = 0.2,
+        zoom: tuple[float, float] = (0.8, 1.2),
+        horizontal_flip: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")  # geometry stays in float32 under mixed precision
+        super().__init__(**kwargs)
+        self.shear_radians = float(shear_radians)
+        self.zoom = (float(zoom[0]), float(zoom[1]))
+        self.horizontal_flip = bool(horizontal_flip)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        images = ops.cast(images, "float32")
+        if not training:
+            return images
+        batch = ops.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+        shear = keras.random.uniform((batch,), -self.shear_radians, self.shear_radians, seed=self.seed_generator)
+        zoom_x = keras.random.uniform((batch,), self.zoom[0], self.zoom[1], seed=self.seed_generator)
+        zoom_y = keras.random.uniform((batch,), self.zoom[0], self.zoom[1], seed=self.seed_generator)
+        if self.horizontal_flip:
+            coin = keras.random.uniform((batch,), 0.0, 1.0, seed=self.seed_generator)
+            flip = ops.where(coin < 0.5, -1.0, 1.0)
+        else:
+            flip = ops.ones((batch,))
+        transform = affine_transform_rows(shear, zoom_x, zoom_y, flip, height, width)
+        return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            shear_radians=self.shear_radians, zoom=list(self.zoom), horizontal_flip=self.horizontal_flip, seed=self.seed
+        )
+        return config
+
+
+def affine_transform_rows(shear, zoom_x, zoom_y, flip, height: int, width: int):
+    """Rows [a0 a1 a2 b0 b1 b2 0 0] mapping output to input pixels: shear @ zoom @ flip about the centre.
+
+    The shear and zoom matrices are those of Keras' legacy ImageDataGenerator.
+    """
+    m00 = zoom_x * flip
+    m01 = -ops.sin(shear) * zoom_y
+    m10 = ops.zeros_like(shear)
+    m11 = ops.cos(shear) * zoom_y
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    a2 = cx - (m00 * cx + m01 * cy)
+    b2 = cy - (m10 * cx + m11 * cy)
+    zeros = ops.zeros_like(shear)
+    return ops.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="bloodcells")
+class CaffePreprocess(keras.layers.Layer):
+    """keras.applications.resnet.preprocess_input (caffe mode) as a layer: RGB to BGR, minus ImageNet means."""
+
+    def call(self, images):
+        bgr = ops.flip(ops.cast(images, "float32"), axis=-1)
+        return ops.cast(bgr - ops.convert_to_tensor(CAFFE_BGR_MEAN, "float32"), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def build_model(
+    arch: str,
+    size: int,
+    n_classes: int,
+    *,
+    weights: str | None = None,
+    dropout: float = 0.3,
+    augmentation: Augmentation | None = None,
+    seed: int = 0,
+) -> keras.Model:
+    """ResNet (include_top=False, all layers trainable) + GAP + Dropout + Dense softmax, taking uint8 images."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch: '{arch}' is not one of {sorted(ARCHITECTURES)}")
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
+    x = inputs
+    if augmentation is not None:
+        x = RandomShearZoomFlip(
+            augmentation.shear_radians, augmentation.zoom, augmentation.horizontal_flip, seed=seed, name="augment"
+        )(x)
+    x = CaffePreprocess(name="preprocess")(x)
+    # input_tensor= keeps the ResNet's layers in this model's own graph instead of nesting it as one layer.
+    base = ARCHITECTURES[arch](include_top=False, weights=weights, input_tensor=x)
+    base.trainable = True
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    # A float32 softmax keeps probabilities and the loss stable under mixed precision.
+    outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=f"{arch}_{size}px")
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
+    """Adam, RMSprop or SGD with momentum, as the poster's optimizer study compares them."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=momentum)
+    raise ValueError(f"optimizer: '{name}' is not one of ['adam', 'rmsprop', 'sgd']")

@@ -1,0 +1,211 @@
+"""Resumable training of one run: tf.data input, per-epoch checkpoints, early stopping on validation loss."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .atomic import atomic_path, write_text_atomic
+from .model import Augmentation
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that identifies a trained model (one run of a study)."""
+
+    arch: str = "resnet50"
+    size: int = 64
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    momentum: float = 0.0
+    dropout: float = 0.3
+    class_weights: bool = False
+    weights: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a run is trained: epoch rule, augmentation and hardware switches."""
+
+    max_epochs: int = 30
+    patience: int = 5
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    mixed_precision: bool = False
+    xla: bool = False
+    deterministic: bool = False
+    threads: int = 1
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights n / (k * count), as scikit-learn's 'balanced' mode computes them."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return {label: float(weight) for label, weight in enumerate(weights)}
+
+
+def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
+    """Set threads, determinism and precision policy before any TensorFlow op runs."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, settings.threads))
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+    keras.utils.set_random_seed(seed)
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
+
+
+def epoch_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int, seed: int, first_epoch: int, last_epoch: int):
+    """Batches of epochs first_epoch..last_epoch-1, each shuffled by (seed, epoch) so a resumed run sees the same order."""
+    import tensorflow as tf
+
+    with tf.device("/CPU:0"):
+        # A variable is captured by reference; a constant this large would be copied into the graph.
+        image_store = tf.Variable(images, trainable=False)
+        label_store = tf.constant(labels, tf.int32)
+    n = len(labels)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(indices):
+        return tf.gather(image_store, indices), tf.one_hot(tf.gather(label_store, indices), n_classes)
+
+    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
+    return epochs.flat_map(one_epoch).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int):
+    """Unshuffled batches for validation."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, tf.one_hot(labels, n_classes)))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class Checkpoint:
+    """The resumable state of a run: last model (with optimizer), best weights and early-stopping counters."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.state_path = self.directory / "state.json"
+        self.last_model = self.directory / "last.keras"
+        self.best_weights = self.directory / "best.weights.h5"
+
+    def load_state(self) -> dict | None:
+        """The saved state, or None when no complete checkpoint exists."""
+        if not (self.state_path.exists() and self.last_model.exists()):
+            return None
+        return json.loads(self.state_path.read_text())
+
+    def save(self, model, state: dict, improved: bool) -> None:
+        """Write model, best weights and state atomically; the state file goes last so it never points ahead."""
+        with atomic_path(self.last_model) as tmp:
+            model.save(tmp)
+        if improved:
+            with atomic_path(self.best_weights) as tmp:
+                model.save_weights(tmp)
+        write_text_atomic(self.state_path, json.dumps(state, indent=1))
+
+    def remove(self) -> None:
+        """Delete the checkpoint once the final model is written."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log: Callable[[str], None]):
+    """A Keras callback that records history, applies early stopping on val_loss and checkpoints every epoch."""
+    import keras
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
+            state["history"].append(row)
+            val_loss = row["val_loss"]
+            improved = val_loss < state["best_val_loss"]
+            if improved:
+                state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
+            else:
+                state["wait"] += 1
+            state["epochs_done"] = epoch + 1
+            if state["wait"] >= patience:
+                state["stopped_early"] = True
+                self.model.stop_training = True
+                log(f"early stopping after epoch {epoch + 1}: val_loss did not improve for {patience} epochs")
+            checkpoint.save(self.model, state, improved)
+
+    return EpochCheckpoint()
+
+
+def compile_model(model, spec: RunSpec, xla: bool) -> None:
+    """Compile with the run's optimizer, categorical cross-entropy, accuracy and AUC."""
+    import keras
+
+    from .model import make_optimizer
+
+    model.compile(
+        optimizer=make_optimizer(spec.optimizer, spec.learning_rate, spec.momentum),
+        loss="categorical_crossentropy",
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+        jit_compile=xla,
+    )
+
+
+def train_run(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    n_classes: int,
+    spec: RunSpec,
+    settings: TrainSettings,
+    checkpoint_dir: str | os.PathLike,
+    log: Callable[[str], None] = print,
+    verbose: int = 2,
+):
+    """Train (or resume) one run and return the model with its best weights and the history rows."""
+    import keras
+
+    from .model import build_model
+
+    configure_tensorflow(settings, spec.seed)
+    checkpoint = Checkpoint(checkpoint_dir)
+    state = checkpoint.load_state()
+    if state is None:
+        state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "history": [],
+                 "stopped_early": False, "spec": asdict(spec)}
+        model = build_model(spec.arch, spec.size, n_classes, weights=spec.weights, dropout=spec.dropout,
+                            augmentation=settings.augmentation, seed=spec.seed)
+        compile_model(model, spec, settings.xla)
+    else:
+        if state.get("spec") != asdict(spec):
+            raise ValueError(f"{checkpoint.state_path}: checkpoint belongs to {state.get('spec')}, not {asdict(spec)}; delete it to start over")
+        log(f"resuming from {checkpoint.last_model} after epoch {state['epochs_done']}")
+        model = keras.saving.load_model(checkpoint.last_model, safe_mode=True)
+    finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
+    if not finished:
+        train_images, train_labels = train
+        steps = math.ceil(len(train_labels) / spec.batch_size)
+        ds = epoch_dataset(train_images, train_labels, n_classes, spec.batch_size, spec.seed,
+                           state["epochs_done"], settings.max_epochs)
+        class_weight = balanced_class_weights(train_labels, n_classes) if spec.class_weights else None
+        callback = make_epoch_callback(checkpoint, state, settings.patience, log)
+        model.fit(ds, epochs=settings.max_epochs, initial_epoch=state["epochs_done"], steps_per_epoch=steps,
+                  validation_data=eval_dataset(*val, n_classes, spec.batch_size), class_weight=class_weight,
+                  callbacks=[callback], verbose=verbose)
+    if checkpoint.best_weights.exists():
+        model.load_weights(checkpoint.best_weights)
+    log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
+    return model, state["history"], checkpoint

@@ -1,0 +1,14 @@
+"""Snakemake adapter: download one official MedMNIST npz and verify its MD5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bloodcells.logs import log_to_file
+from bloodcells.sources import download_verified, medmnist_url_and_md5
+
+if __name__ == "__main__":
+    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+    log_to_file(smk.log[0])
+    url, md5 = medmnist_url_and_md5(smk.wildcards.flag, int(smk.wildcards.size))
+    download_verified(url, md5, Path(smk.output[0]))

@@ -1,0 +1,42 @@
+"""Snakemake adapter: predict the test split with a trained run and write predictions.npz and metrics.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bloodcells.atomic import atomic_path, write_text_atomic
+from bloodcells.dataset import class_names_of, load_split
+from bloodcells.logs import log_to_file
+from bloodcells.metrics import evaluate_predictions
+
+
+def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int, threads: int) -> np.ndarray:
+    """Class probabilities of `images` from the saved model (no augmentation: inference mode)."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    outputs = model.output_shape[-1]
+    if outputs != n_classes:
+        raise ValueError(f"{model_path}: model predicts {outputs} classes but the evaluation data has {n_classes}")
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=2), dtype=np.float32)
+
+
+def main(smk) -> None:
+    """Evaluate one run on the test split."""
+    log_to_file(smk.log[0])
+    class_names = class_names_of(smk.config["datasets"][smk.params.dataset])
+    test = load_split(smk.input.data, "test", len(class_names))
+    probabilities = predict(smk.input.model, test.images, len(class_names), smk.params.batch_size, smk.threads)
+    metrics = evaluate_predictions(test.labels, probabilities, class_names)
+    with atomic_path(smk.output.predictions) as tmp:
+        np.savez(tmp, probabilities=probabilities, labels=test.labels, class_names=np.array(class_names))
+    write_text_atomic(smk.output.metrics, json.dumps(metrics, indent=1))
+    print(f"test accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f} on {metrics['n_images']} images")
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821  (injected by Snakemake's script: directive)

@@ -1,0 +1,14 @@
+"""Snakemake adapter: a montage of training images, one row per class."""
+
+from __future__ import annotations
+
+from bloodcells.dataset import class_names_of, load_split
+from bloodcells.logs import log_to_file
+from bloodcells.montage import make_montage
+
+if __name__ == "__main__":
+    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+    log_to_file(smk.log[0])
+    class_names = class_names_of(smk.config["datasets"][smk.wildcards.dataset])
+    train = load_split(smk.input[0], "train", len(class_names))
+    make_montage(train.images, train.labels, class_names, smk.output[0], title=f"{smk.wildcards.dataset}: training images")

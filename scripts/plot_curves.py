@@ -1,0 +1,13 @@
+"""Snakemake adapter: plot one run's training curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bloodcells.curves import plot_history
+from bloodcells.logs import log_to_file
+
+if __name__ == "__main__":
+    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+    log_to_file(smk.log[0])
+    plot_history(pd.read_csv(smk.input[0]), smk.wildcards.run, smk.output[0])

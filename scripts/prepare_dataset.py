@@ -1,0 +1,34 @@
+"""Snakemake adapter: convert a dataset source to results/data/{dataset}/{size}.npz."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bloodcells.dataset import class_names_of, save_dataset
+from bloodcells.logs import log_to_file
+from bloodcells.sources import import_pbc, load_medmnist_npz
+from bloodcells.synthetic import make_synthetic_dataset
+
+
+def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of one dataset at one size, from whichever source its config names."""
+    kind = source["source"]
+    if kind == "medmnist":
+        return load_medmnist_npz(Path(inputs[0]))
+    if kind == "synthetic":
+        return make_synthetic_dataset(size, source["n_train"], source["n_val"], source["n_test"], source.get("seed", 0))
+    if kind == "pbc":
+        return import_pbc(Path(source["path"]), size, source.get("seed", 0))
+    raise ValueError(f"source: '{kind}' is not one of ['medmnist', 'synthetic', 'pbc']")
+
+
+if __name__ == "__main__":
+    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+    log_to_file(smk.log[0])
+    source = smk.params.source
+    arrays = load_source(source, int(smk.wildcards.size), list(smk.input))
+    save_dataset(smk.output[0], arrays, len(class_names_of(source)))
+    counts = {split: len(arrays[f"{split}_labels"]) for split in ("train", "val", "test")}
+    print(f"{smk.wildcards.dataset} at {smk.wildcards.size} px from {source['source']}: {counts}")
