@@ -1,7 +1,5 @@
 """Snakemake adapter: download one official MedMNIST npz and verify its MD5."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from bloodcells.logs import log_to_file

@@ -1,7 +1,5 @@
 """Snakemake adapter: predict the test split with a trained run and write predictions.npz and metrics.json."""
 
-from __future__ import annotations
-
 import json
 
 import numpy as np

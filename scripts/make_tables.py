@@ -1,7 +1,5 @@
 """Snakemake adapter: Tables 1 and 3 in CSV, HTML and LaTeX."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """Snakemake adapter: a montage of training images, one row per class."""
 
-from __future__ import annotations
-
 from bloodcells.dataset import class_names_of, load_split
 from bloodcells.logs import log_to_file
 from bloodcells.montage import make_montage

@@ -1,7 +1,5 @@
 """Snakemake adapter: plot one run's training curves."""
 
-from __future__ import annotations
-
 import pandas as pd
 
 from bloodcells.curves import plot_history

@@ -1,7 +1,5 @@
 """Snakemake adapter: convert a dataset source to results/data/{dataset}/{size}.npz."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,5 @@
 """Snakemake adapter: train one run and write model.keras and history.csv."""
 
-from __future__ import annotations
-
 import csv
 import io
 

@@ -27,7 +27,7 @@ Scene = dict[str, np.ndarray]  # size-free parameters of n images; every array h
 
 MAX_RBC = 10
 N_CHROMATIN = 90
-PIXELS_PER_CHUNK = 1 << 20  # bounds the float temporaries of one rendering pass (~40 MB per array)
+PIXELS_PER_CHUNK = 1 << 17  # small enough that the float temporaries of one pass stay in cache
 
 # Colours as they look on white (RGB); rendering converts them to optical density.
 BACKGROUND_WARM = (253, 233, 210)
@@ -47,7 +47,7 @@ NUCLEUS = {
     BASOPHIL: (88, 52, 128),
     EOSINOPHIL: (92, 62, 150),
     ERYTHROBLAST: (48, 24, 78),
-    IMMATURE_GRANULOCYTE: (122, 88, 176),
+    IMMATURE_GRANULOCYTE: (104, 70, 164),
     LYMPHOCYTE: (72, 42, 122),
     MONOCYTE: (112, 80, 160),
     NEUTROPHIL: (82, 46, 132),
@@ -75,17 +75,30 @@ GRANULE_SIGMA = {
     PLATELET: 0.018,
 }
 # Immature nuclei and monocytes have fine, lacy chromatin; erythroblasts and lymphocytes dense, even.
-CHROMATIN_SIGMA = {IMMATURE_GRANULOCYTE: 0.022, MONOCYTE: 0.022}
+CHROMATIN_SIGMA = {IMMATURE_GRANULOCYTE: 0.024, MONOCYTE: 0.026}
 CHROMATIN_CONTRAST = {
     BASOPHIL: (0.1, 0.3),
     EOSINOPHIL: (0.15, 0.35),
     ERYTHROBLAST: (0.05, 0.2),
-    IMMATURE_GRANULOCYTE: (0.35, 0.6),
+    IMMATURE_GRANULOCYTE: (0.25, 0.45),
     LYMPHOCYTE: (0.15, 0.35),
-    MONOCYTE: (0.35, 0.55),
+    MONOCYTE: (0.2, 0.4),
     NEUTROPHIL: (0.15, 0.35),
     PLATELET: (0.0, 0.0),
 }
+# Borderline cells: a few images of a class are drawn with the morphology of the class it is
+# most confused with in BloodMNIST (band neutrophil vs metamyelocyte, large lymphocyte vs
+# erythroblast, ...), so even a perfect model cannot reach 100 %.
+LOOKALIKE = {
+    BASOPHIL: IMMATURE_GRANULOCYTE,
+    EOSINOPHIL: NEUTROPHIL,
+    ERYTHROBLAST: LYMPHOCYTE,
+    IMMATURE_GRANULOCYTE: MONOCYTE,
+    LYMPHOCYTE: ERYTHROBLAST,
+    MONOCYTE: IMMATURE_GRANULOCYTE,
+    NEUTROPHIL: IMMATURE_GRANULOCYTE,
+}
+LOOKALIKE_RATE = 0.03
 # Basophil and promyelocyte granules lie over the nucleus; the others sit in the cytoplasm.
 GRANULES_OVER_NUCLEUS = {BASOPHIL, IMMATURE_GRANULOCYTE, PLATELET}
 
@@ -225,7 +238,7 @@ CELL_RADIUS = {
     LYMPHOCYTE: (0.34, 0.5),
     MONOCYTE: (0.58, 0.76),
     NEUTROPHIL: (0.5, 0.64),
-    PLATELET: (0.0, 0.0),
+    PLATELET: (0.12, 0.22),  # spread of the platelet clump
 }
 GRANULES = {
     BASOPHIL: ((50, 90), (0.7, 1.2)),
@@ -249,9 +262,9 @@ def sample_scene(label: int, n: int, rng: np.random.Generator) -> Scene:
     # Cells sit near the centre, as in BloodMNIST's centred crops.
     s["centre"] = np.clip(rng.normal(0, 0.06, (n, 2)), -0.16, 0.16).astype(np.float32)
     s["theta"] = _uniform(rng, 0, 2 * np.pi, n)
-    s["soft"] = _uniform(rng, 0.012, 0.05, n)  # focus: width of the edges
-    s["noise"] = _uniform(rng, 1.0, 6.0, n)  # sensor noise sd, 0-255 scale
-    s["stain"] = np.exp(rng.normal(0, 0.1, (n, 1)) + rng.normal(0, 0.04, (n, 3))).astype(np.float32)
+    s["soft"] = _uniform(rng, 0.012, 0.06, n)  # focus: width of the edges
+    s["noise"] = _uniform(rng, 1.0, 8.0, n)  # sensor noise sd, 0-255 scale
+    s["stain"] = np.exp(rng.normal(0, 0.12, (n, 1)) + rng.normal(0, 0.05, (n, 3))).astype(np.float32)
     s["illum"] = rng.normal(0, 0.12, (n, 2)).astype(np.float32)
     cool = rng.beta(0.6, 3.0, (n, 1))
     s["bg"] = (((1 - cool) * _od(BACKGROUND_WARM) + cool * _od(BACKGROUND_COOL))
@@ -261,7 +274,7 @@ def sample_scene(label: int, n: int, rng: np.random.Generator) -> Scene:
     s["nuc_od"] = _jitter_colour(rng, NUCLEUS[label], n, 0.1)
     s["gran_od"] = _jitter_colour(rng, GRANULE[label], n, 0.1)
     low, high = CELL_RADIUS[label]
-    cell_r = _uniform(rng, low, high, n) if label != PLATELET else _uniform(rng, 0.12, 0.22, n)
+    cell_r = _uniform(rng, low, high, n)
     s["cell_r"] = cell_r
     s["aspect"] = _uniform(rng, 0.88, 1.0, n)
     wobble = 0.07 if label == MONOCYTE else 0.035
@@ -349,7 +362,14 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _coverage(signed_distance: np.ndarray, soft: np.ndarray) -> np.ndarray:
     """Opacity in [0, 1] from a signed distance (negative inside), with a linear edge `soft` wide."""
-    return np.clip(0.5 - signed_distance / soft, 0.0, 1.0)
+    alpha = 0.5 - signed_distance / soft
+    return _clip01(alpha)
+
+
+def _clip01(values: np.ndarray) -> np.ndarray:
+    """Clip to [0, 1] in place (np.clip's wrapper costs more than the two ufuncs)."""
+    np.maximum(values, 0.0, out=values)
+    return np.minimum(values, 1.0, out=values)
 
 
 def _to_image(local: np.ndarray, centre: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -362,47 +382,77 @@ def _to_image(local: np.ndarray, centre: np.ndarray, theta: np.ndarray) -> np.nd
 def _chain_distance(xy: np.ndarray, vertex_r: np.ndarray, seg_r: np.ndarray, gx: np.ndarray,
                     gy: np.ndarray) -> np.ndarray:
     """Signed distance (n x H x W) to a union of discs and capsules along a polyline."""
-    px, py = xy[..., 0, None, None], xy[..., 1, None, None]
-    dx, dy = gx[:, None] - px, gy[:, None] - py
-    best = (np.sqrt(dx * dx + dy * dy) - vertex_r[..., None, None]).min(axis=1)
-    if seg_r.shape[1]:
-        ex = (xy[:, 1:, 0] - xy[:, :-1, 0])[..., None, None]
-        ey = (xy[:, 1:, 1] - xy[:, :-1, 1])[..., None, None]
-        length2 = ex * ex + ey * ey + 1e-9
-        ax, ay = dx[:, :-1], dy[:, :-1]
-        t = np.clip((ax * ex + ay * ey) / length2, 0.0, 1.0)
-        qx, qy = ax - t * ex, ay - t * ey
-        capsule = (np.sqrt(qx * qx + qy * qy) - seg_r[..., None, None]).min(axis=1)
-        best = np.minimum(best, capsule)
+    # Loop over the few vertices so each temporary is one n x H x W array that stays in cache.
+    best = None
+    for k in range(xy.shape[1]):
+        dx = gx - xy[:, k, 0, None, None]
+        dy = gy - xy[:, k, 1, None, None]
+        d = np.sqrt(dx * dx + dy * dy)
+        d -= vertex_r[:, k, None, None]
+        best = d if best is None else np.minimum(best, d, out=best)
+        if k < seg_r.shape[1]:
+            ex = (xy[:, k + 1, 0] - xy[:, k, 0])[:, None, None]
+            ey = (xy[:, k + 1, 1] - xy[:, k, 1])[:, None, None]
+            inv_length2 = 1.0 / (ex * ex + ey * ey + 1e-9)
+            # Projection parameter t along the segment splits into an x part and a y part.
+            t = dx * (ex * inv_length2) + dy * (ey * inv_length2)
+            _clip01(t)
+            qx = dx - t * ex
+            qy = dy - t * ey
+            qx *= qx
+            qy *= qy
+            qx += qy
+            np.sqrt(qx, out=qx)
+            qx -= seg_r[:, k, None, None]
+            np.minimum(best, qx, out=best)
     return best
 
 
 def _cell_distance(s: Scene, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     """Signed distance (n x H x W) to the cell outline: a slightly irregular ellipse."""
-    theta = s["theta"][:, None, None]
+    c, sn = np.cos(s["theta"])[:, None, None], np.sin(s["theta"])[:, None, None]
     x = gx - s["centre"][:, 0, None, None]
     y = gy - s["centre"][:, 1, None, None]
-    u = (np.cos(theta) * x + np.sin(theta) * y) / s["aspect"][:, None, None]
-    v = -np.sin(theta) * x + np.cos(theta) * y
-    rho = np.sqrt(u * u + v * v) + 1e-6
-    cu, sv = u / rho, v / rho
-    cos2, sin2 = cu * cu - sv * sv, 2 * cu * sv
-    cos3, sin3 = cu * cos2 - sv * sin2, sv * cos2 + cu * sin2
+    # Rotated, stretched coordinates are sums of an x-only and a y-only term: one full-size add each.
+    u = (c / s["aspect"][:, None, None]) * x + (sn / s["aspect"][:, None, None]) * y
+    v = -sn * x + c * y
+    uu, vv, uv = u * u, v * v, u * v
+    rho2 = uu + vv + 1e-9
+    rho = np.sqrt(rho2)
+    # cos/sin of 2 phi and 3 phi from polynomials in u, v: no atan2.
     w2, w3 = s["wobble"][:, 0, None, None], s["wobble"][:, 1, None, None]
     p2, p3 = s["wobble_phase"][:, 0, None, None], s["wobble_phase"][:, 1, None, None]
-    outline = 1 + w2 * (cos2 * np.cos(p2) - sin2 * np.sin(p2)) + w3 * (cos3 * np.cos(p3) - sin3 * np.sin(p3))
-    return rho - s["cell_r"][:, None, None] * outline
+    harmonic2 = (w2 * np.cos(p2)) * (uu - vv) - (2 * w2 * np.sin(p2)) * uv
+    harmonic3 = (w3 * np.cos(p3)) * u * (uu - 3 * vv) - (w3 * np.sin(p3)) * v * (3 * uu - vv)
+    outline = harmonic2 / rho2 + harmonic3 / (rho2 * rho)
+    outline += 1.0
+    outline *= s["cell_r"][:, None, None]
+    return rho - outline
 
 
 def _erythrocyte_density(rbc: np.ndarray, gx: np.ndarray, gy: np.ndarray, soft: np.ndarray) -> np.ndarray:
     """Relative stain (n x H x W) of the erythrocytes: discs with a pale centre."""
-    px, py, r = rbc[..., 0, None, None], rbc[..., 1, None, None], rbc[..., 2, None, None]
-    d2 = (gx[:, None] - px) ** 2 + (gy[:, None] - py) ** 2
-    # (d^2 - r^2) / 2r is the signed distance near the rim, without a square root.
-    disc = _coverage((d2 - r * r) / (2 * r + 1e-6), soft[:, None, None, None])
-    pallor_r = r * rbc[..., 3, None, None]
-    pallor = np.clip(1.0 - d2 / (pallor_r * pallor_r + 1e-6), 0.0, 1.0)
-    return (disc * (1.0 - rbc[..., 4, None, None] * pallor)).sum(axis=1)
+    r = rbc[..., 2]
+    active = r > 0
+    r_safe = np.where(active, r, 1.0)
+    # Near the rim (d^2 - r^2) / 2r is the signed distance, so coverage is linear in d^2:
+    # c0 - a d^2, split into x and y parts so only one add per erythrocyte is full size.
+    a = 1.0 / (2 * r_safe * soft[:, None])
+    c0 = np.where(active, 0.5 + a * r * r, -1.0)
+    b = rbc[..., 4] / (r_safe * rbc[..., 3]) ** 2
+    total = np.zeros((len(rbc), gy.shape[1], gx.shape[2]), np.float32)
+    for k in np.flatnonzero(active.any(axis=0)):
+        dx2 = (gx - rbc[:, k, 0, None, None]) ** 2
+        dy2 = (gy - rbc[:, k, 1, None, None]) ** 2
+        disc = (c0[:, k, None, None] - a[:, k, None, None] * dx2) - a[:, k, None, None] * dy2
+        _clip01(disc)
+        # Central pallor: depth * (1 - d^2 / rp^2), floored at 0.
+        pallor = (rbc[:, k, 4, None, None] - b[:, k, None, None] * dx2) - b[:, k, None, None] * dy2
+        np.maximum(pallor, 0.0, out=pallor)
+        pallor *= disc
+        disc -= pallor
+        total += disc
+    return total
 
 
 def _splat(xy: np.ndarray, weight: np.ndarray, size: int) -> np.ndarray:
@@ -424,17 +474,18 @@ def _splat(xy: np.ndarray, weight: np.ndarray, size: int) -> np.ndarray:
 
 def _gaussian_blur(images: np.ndarray, sigma_px: float) -> np.ndarray:
     """Separable Gaussian blur of n x H x W arrays with zero padding."""
-    reach = max(1, int(np.ceil(3 * sigma_px)))
+    reach = max(1, int(np.ceil(2.5 * sigma_px)))
     taps = np.exp(-0.5 * (np.arange(-reach, reach + 1) / sigma_px) ** 2).astype(np.float32)
     taps /= taps.sum()
-    size = images.shape[-1]
-    out = images
-    for axis in (1, 2):
-        padded = np.pad(out, [(0, 0)] + [(reach, reach) if a == axis else (0, 0) for a in (1, 2)])
-        acc = np.zeros_like(out)
-        for j, tap in enumerate(taps):
-            acc += tap * (padded[:, j:j + size, :] if axis == 1 else padded[:, :, j:j + size])
-        out = acc
+    n, size = len(images), images.shape[-1]
+    padded = np.zeros((n, size + 2 * reach, size + 2 * reach), np.float32)
+    padded[:, reach:reach + size, reach:reach + size] = images
+    rows = np.zeros((n, size, size + 2 * reach), np.float32)
+    for j, tap in enumerate(taps):
+        rows += tap * padded[:, j:j + size, :]
+    out = np.zeros((n, size, size), np.float32)
+    for j, tap in enumerate(taps):
+        out += tap * rows[:, :, j:j + size]
     return out
 
 
@@ -442,13 +493,21 @@ def _spots(s: Scene, local_xy: np.ndarray, weight: np.ndarray, sigma: float, siz
     """Opacity (n x H x W) of Gaussian spots `sigma` wide at cell-local points, saturating where packed."""
     sigma_px = max(sigma * size / 2, 0.5)
     xy = _to_image(local_xy, s["centre"], s["theta"])
-    spots = _gaussian_blur(_splat(xy, weight, size), sigma_px) * (2 * np.pi * sigma_px * sigma_px)
-    return 1.0 - np.exp(-1.6 * spots)
+    # Scaled so an isolated spot peaks near 1 whatever the resolution.
+    spots = _gaussian_blur(_splat(xy, weight * np.float32(-1.6 * 2 * np.pi * sigma_px ** 2), size), sigma_px)
+    np.exp(spots, out=spots)
+    return np.subtract(1.0, spots, out=spots)
 
 
-def _blend(od: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """Lay a layer of OD `colour` with opacity `alpha` over `od` (all n x H x W x 3 broadcastable)."""
-    return od + alpha[..., None] * (colour - od)
+def _sensor_noise(rng: np.random.Generator, shape: tuple[int, ...], sd: np.ndarray) -> np.ndarray:
+    """Zero-mean noise with per-image standard deviation `sd` (0-255 scale), for n x ... arrays."""
+    # The sum of two uniform random bytes is near-Gaussian and ~10x faster to draw than normals.
+    raw = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), np.uint8).reshape(2, *shape)
+    noise = raw[0].astype(np.float32)
+    noise += raw[1]
+    noise -= 255.0
+    noise *= (sd / np.float32(np.sqrt(2 * (256**2 - 1) / 12))).reshape(-1, *([1] * (len(shape) - 1)))
+    return noise
 
 
 def render_scene(label: int, s: Scene, size: int, noise_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -461,10 +520,6 @@ def render_scene(label: int, s: Scene, size: int, noise_rng: np.random.Generator
     soft = np.sqrt(s["soft"] ** 2 + pixel * pixel).astype(np.float32)
     soft3 = soft[:, None, None]
 
-    illum = 1 + s["illum"][:, 0, None, None] * gx + s["illum"][:, 1, None, None] * gy
-    od = s["bg"][:, None, None, :] * illum[..., None]
-    od = od + _erythrocyte_density(s["rbc"], gx, gy, soft)[..., None] * s["rbc_od"][:, None, None, :]
-
     if label == PLATELET:
         frag = s["frag"]
         xy = _to_image(frag[..., :2], s["centre"], s["theta"])
@@ -472,42 +527,68 @@ def render_scene(label: int, s: Scene, size: int, noise_rng: np.random.Generator
     else:
         body = _cell_distance(s, gx, gy)
     body_alpha = _coverage(body, soft3)
-    od = _blend(od, body_alpha, s["cyto_od"][:, None, None, :])
-
     granules = _spots(s, s["gran_xy"], s["gran_w"], GRANULE_SIGMA[label], size)
     if label not in GRANULES_OVER_NUCLEUS:
-        granules = granules * body_alpha
-    gran_od = s["gran_od"][:, None, None, :]
-    if label not in GRANULES_OVER_NUCLEUS:
-        od = _blend(od, granules, gran_od)
+        granules *= body_alpha
+    # Layers bottom to top: (opacity, field that scales the colour or None, colour index).
+    layers: list[tuple[np.ndarray, np.ndarray | None, str]] = [(body_alpha, None, "cyto_od")]
     if label != PLATELET:
-        nuc_xy = _to_image(s["nuc_xy"] * s["cell_r"][:, None, None], s["centre"], s["theta"])
-        nucleus = _chain_distance(nuc_xy, s["nuc_rv"] * s["cell_r"][:, None], s["nuc_rs"] * s["cell_r"][:, None],
-                                  gx, gy)
+        r = s["cell_r"][:, None]
+        nuc_xy = _to_image(s["nuc_xy"] * r[..., None], s["centre"], s["theta"])
+        nucleus = _chain_distance(nuc_xy, s["nuc_rv"] * r, s["nuc_rs"] * r, gx, gy)
         # Chromatin is never outside the cell membrane.
         nuc_alpha = _coverage(np.maximum(nucleus, body + 0.02), soft3)
         clumps = _spots(s, s["chrom_xy"], s["chrom_w"], CHROMATIN_SIGMA.get(label, 0.03), size)
-        contrast = s["chrom_contrast"][:, None, None]
         # Clumps are darker and the gaps between them paler than the nucleus' mean colour.
-        mottle = 1 + contrast * (2 * clumps - 1)
-        od = _blend(od, nuc_alpha, s["nuc_od"][:, None, None, :] * mottle[..., None])
-    if label in GRANULES_OVER_NUCLEUS:
-        od = _blend(od, granules, gran_od)
+        contrast = s["chrom_contrast"][:, None, None]
+        mottle = (1 - contrast) + (2 * contrast) * clumps
+        layers.append((nuc_alpha, mottle, "nuc_od"))
+    layers.insert(len(layers) if label in GRANULES_OVER_NUCLEUS else 1, (granules, None, "gran_od"))
 
-    od = od * s["stain"][:, None, None, :]
-    light = 255.0 * np.exp(-od)
-    light += noise_rng.standard_normal(light.shape, dtype=np.float32) * s["noise"][:, None, None, None]
-    images = np.clip(light + 0.5, 0, 255).astype(np.uint8)
+    # Compositing is linear in the colours: find each layer's weight top-down into one
+    # channel-first stack, then mix all colours with a single batched matmul.
+    fields = np.empty((n, len(layers) + 2, size, size), np.float32)
+    remaining = np.ones_like(body_alpha)
+    for i, (alpha, scale, _) in enumerate(reversed(layers)):
+        np.multiply(alpha, remaining, out=fields[:, i])
+        remaining -= fields[:, i]
+        if scale is not None:
+            fields[:, i] *= scale
+    illum = 1 + s["illum"][:, 0, None, None] * gx + s["illum"][:, 1, None, None] * gy
+    np.multiply(remaining, illum, out=fields[:, -2])
+    np.multiply(remaining, _erythrocyte_density(s["rbc"], gx, gy, soft), out=fields[:, -1])
+    colours = [s[key] for _, _, key in reversed(layers)] + [s["bg"], s["rbc_od"]]
+    palette = (np.stack(colours, axis=2) * s["stain"][:, :, None]).astype(np.float32)
+    od = np.matmul(palette, fields.reshape(n, len(colours), size * size))
+    # 255 * exp(-od) + noise, rounded and clipped, in place.
+    np.subtract(np.float32(np.log(255.0)), od, out=od)
+    np.exp(od, out=od)
+    od += _sensor_noise(noise_rng, od.shape, s["noise"])
+    od += 0.5
+    np.clip(od, 0, 255, out=od)
+    images = od.astype(np.uint8).transpose(0, 2, 1).reshape(n, size, size, 3)
     return images, body < 0
+
+
+def pick_looks(label: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The class whose morphology each of `n` images of class `label` is drawn with (mostly `label`)."""
+    sister = LOOKALIKE.get(label)
+    looks = np.full(n, label)
+    if sister is not None:
+        looks[rng.random(n) < LOOKALIKE_RATE] = sister
+    return looks
 
 
 def draw_cell(label: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image of class `label`: uint8 H x W x 3 image and bool H x W mask of the central cell."""
     check_size(size)
-    scene = sample_scene(label, 1, rng)
+    if not 0 <= label < N_CLASSES:
+        raise ValueError(f"label {label} is outside 0..{N_CLASSES - 1}")
+    look = int(pick_looks(label, 1, rng)[0])
+    scene = sample_scene(look, 1, rng)
     # Noise gets its own stream so the parameters drawn next do not depend on the image size.
     noise_rng = np.random.default_rng(rng.integers(2**63))
-    images, masks = render_scene(label, scene, size, noise_rng)
+    images, masks = render_scene(look, scene, size, noise_rng)
     return images[0], masks[0]
 
 
@@ -516,22 +597,31 @@ def _take(s: Scene, index: slice | np.ndarray) -> Scene:
     return {key: value[index] for key, value in s.items()}
 
 
-def draw_split(labels: np.ndarray, size: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N x H x W x 3) and masks (N x H x W) for `labels`, class by class in chunks."""
+def _child(seed: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
+    """A fixed child stream of `seed` (unlike spawn(), the same however often it is asked for)."""
+    return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, *key))
+
+
+def draw_images(labels: np.ndarray, size: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N x H x W x 3) and masks (N x H x W) for `labels`, drawn class by class in chunks."""
     check_size(size)
+    labels = np.asarray(labels).reshape(-1)
     images = np.empty((len(labels), size, size, 3), np.uint8)
     masks = np.empty((len(labels), size, size), bool)
     chunk = max(1, PIXELS_PER_CHUNK // (size * size))
-    for label, class_seed in zip(range(N_CLASSES), seed.spawn(N_CLASSES)):
+    for label in range(N_CLASSES):
         where = np.flatnonzero(labels == label)
-        if not len(where):
-            continue
-        param_rng, noise_rng = (np.random.default_rng(child) for child in class_seed.spawn(2))
-        # All parameters are drawn before rendering, so chunking (which depends on size) cannot change them.
-        scene = sample_scene(label, len(where), param_rng)
-        for start in range(0, len(where), chunk):
-            part = slice(start, start + chunk)
-            images[where[part]], masks[where[part]] = render_scene(label, _take(scene, part), size, noise_rng)
+        param_rng = np.random.default_rng(_child(seed, label, 0))
+        noise_rng = np.random.default_rng(_child(seed, label, 1))
+        looks = pick_looks(label, len(where), param_rng)
+        for look in np.unique(looks):
+            subset = where[looks == look]
+            # All parameters are drawn before rendering, so chunking (which depends on size) cannot change them.
+            scene = sample_scene(int(look), len(subset), param_rng)
+            for start in range(0, len(subset), chunk):
+                part = slice(start, start + chunk)
+                images[subset[part]], masks[subset[part]] = render_scene(int(look), _take(scene, part), size,
+                                                                         noise_rng)
     return images, masks
 
 
@@ -542,10 +632,10 @@ def make_synthetic_dataset(size: int, n_train: int, n_val: int, n_test: int, see
     arrays: dict[str, np.ndarray] = {}
     counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
     # One independent stream per split: a split's images do not depend on the other splits' sizes.
-    for split, split_seed in zip(SPLITS, np.random.SeedSequence(seed).spawn(len(SPLITS))):
-        label_seed, image_seed = split_seed.spawn(2)
-        labels = stratified_labels(counts[split], np.random.default_rng(label_seed))
-        images, masks = draw_split(labels, size, image_seed)
+    root = np.random.SeedSequence(seed)
+    for index, split in enumerate(SPLITS):
+        labels = stratified_labels(counts[split], np.random.default_rng(_child(root, index, 0)))
+        images, masks = draw_images(labels, size, _child(root, index, 1))
         arrays[f"{split}_images"] = images
         arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
         if with_masks:

@@ -59,10 +59,13 @@ def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, settings.threads))
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, settings.threads))
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process (tests): its thread and memory settings stay.
     keras.utils.set_random_seed(seed)
     if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -136,7 +139,7 @@ def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log:
             row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
             state["history"].append(row)
             val_loss = row["val_loss"]
-            improved = val_loss < state["best_val_loss"]
+            improved = bool(val_loss < state["best_val_loss"])  # False for NaN: a diverged epoch never counts as best
             if improved:
                 state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
             else:

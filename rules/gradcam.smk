@@ -1,0 +1,43 @@
+# Grad-CAM panels, heatmaps and per-class focus scores of chosen runs (default: the poster's model).
+
+from bloodcells.gradcam import choose_runs
+
+# config key gradcam.runs, checked against the planned runs; empty = the poster's model (ResNet-101, largest size, bs 16).
+GRADCAM_RUNS = choose_runs(
+    config["gradcam"].get("runs"), RUNS, TABLE3_RUNS, config["seeds"][0]
+)
+
+
+rule gradcam:
+    input:
+        model="results/runs/{run}/model.keras",
+        predictions="results/runs/{run}/predictions.npz",
+        data=run_data,
+    output:
+        panel=report(
+            "results/gradcam/{run}/panel.png",
+            caption="../paper/captions/gradcam.rst",
+            category="Grad-CAM",
+            labels={"run": "{run}"},
+        ),
+        pdf="results/gradcam/{run}/panel.pdf",
+        heatmaps="results/gradcam/{run}/heatmaps.npz",
+        focus="results/gradcam/{run}/focus.csv",
+    log:
+        "logs/gradcam/{run}.log",
+    benchmark:
+        "benchmarks/gradcam/{run}.tsv"
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        dataset=lambda wildcards: config["datasets"][RUNS[wildcards.run]["dataset"]],
+        layer=config["gradcam"]["layer"],
+        per_class_correct=config["gradcam"]["per_class_correct"],
+        per_class_mistakes=config["gradcam"]["per_class_mistakes"],
+        batch_size=config["gradcam"]["batch_size"],
+        disc_radius=config["gradcam"]["disc_radius"],
+    script:
+        "../scripts/gradcam.py"

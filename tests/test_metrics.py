@@ -1,0 +1,44 @@
+"""MedMNIST-style metrics."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from bloodcells.metrics import accuracy, evaluate_predictions, mean_ovr_auc
+
+NAMES = ["a", "b", "c"]
+
+
+def test_accuracy_is_argmax_agreement():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.5, 0.3]])
+    assert accuracy(np.array([0, 2, 1, 1]), probabilities) == 0.75
+
+
+def test_auc_is_mean_of_one_vs_rest_aucs():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    probabilities = rng.dirichlet(np.ones(3), 200) + np.eye(3)[labels] * 0.3
+    expected = np.mean([roc_auc_score(labels == k, probabilities[:, k]) for k in range(3)])
+    assert mean_ovr_auc(labels, probabilities) == pytest.approx(expected)
+    assert mean_ovr_auc(labels, np.eye(3)[labels]) == 1.0
+
+
+def test_auc_skips_a_class_absent_from_the_labels():
+    labels = np.array([0, 1, 0, 1])
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.3, 0.6, 0.1]])
+    assert mean_ovr_auc(labels, probabilities) == 1.0
+
+
+def test_evaluate_predictions_reports_per_class_and_confusion():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    predictions = np.array([0, 1, 1, 2, 2, 0])
+    metrics = evaluate_predictions(labels, np.eye(3)[predictions], NAMES)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert metrics["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert metrics["per_class"]["c"]["recall"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_predictions_rejects_wrong_class_count():
+    with pytest.raises(ValueError, match=r"expected \(2, 3\)"):
+        evaluate_predictions(np.array([0, 1]), np.ones((2, 5)) / 5, NAMES)

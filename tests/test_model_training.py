@@ -1,0 +1,108 @@
+"""The ResNet model, its augmentation layer and resumable training."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+from sklearn.utils.class_weight import compute_class_weight
+
+from bloodcells.model import Augmentation, CaffePreprocess, RandomShearZoomFlip, build_model
+from bloodcells.synthetic import make_synthetic_dataset
+from bloodcells.training import Checkpoint, RunSpec, TrainSettings, balanced_class_weights, make_epoch_callback, train_run
+
+
+def test_balanced_class_weights_match_scikit_learn():
+    labels = np.array([0] * 10 + [1] * 30 + [2] * 5 + [3] * 55)
+    ours = balanced_class_weights(labels, 4)
+    expected = compute_class_weight("balanced", classes=np.arange(4), y=labels)
+    assert [ours[k] for k in range(4)] == pytest.approx(list(expected))
+
+
+def test_caffe_preprocess_equals_keras_preprocess_input():
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("uint8")
+    expected = keras.applications.resnet.preprocess_input(images.astype("float32"))
+    assert np.allclose(CaffePreprocess()(images), expected, atol=1e-4)
+
+
+def test_augmentation_is_identity_at_inference_and_random_in_training():
+    images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    layer = RandomShearZoomFlip(0.2, (0.8, 1.2), True, seed=3)
+    assert np.array_equal(np.asarray(layer(images, training=False)), images.astype("float32"))
+    assert not np.allclose(np.asarray(layer(images, training=True)), images)
+
+
+def test_augmentation_without_shear_or_zoom_only_flips():
+    image = np.random.default_rng(2).integers(0, 256, (1, 16, 16, 3)).astype("uint8")
+    layer = RandomShearZoomFlip(0.0, (1.0, 1.0), True, seed=0)
+    outputs = {np.asarray(layer(image, training=True)).tobytes() for _ in range(12)}
+    flipped = image[:, :, ::-1].astype("float32").tobytes()
+    assert outputs == {image.astype("float32").tobytes(), flipped}
+
+
+def test_shear_unit_is_explicit():
+    assert Augmentation(shear=0.2, shear_unit="radians").shear_radians == 0.2
+    assert Augmentation(shear=0.2, shear_unit="degrees").shear_radians == pytest.approx(0.0034907, rel=1e-4)
+    with pytest.raises(ValueError, match="shear_unit"):
+        _ = Augmentation(shear_unit="gradians").shear_radians
+
+
+def test_model_is_flat_with_the_poster_head():
+    model = build_model("resnet50", 64, 8, dropout=0.3)
+    assert model.get_layer("conv5_block3_out").output.shape[1:3] == (2, 2)
+    assert model.get_layer("dropout").rate == 0.3
+    assert model.get_layer("predictions").units == 8 and model.output.dtype == "float32"
+    assert all(layer.trainable for layer in model.layers)
+    with pytest.raises(ValueError, match="resnet18"):
+        build_model("resnet18", 64, 8)
+
+
+def test_saved_model_loads_in_safe_mode(tmp_path):
+    model = build_model("resnet50", 32, 3, augmentation=Augmentation())
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert np.allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    """48 training and 16 validation synthetic cells at 32 px."""
+    arrays = make_synthetic_dataset(32, 48, 16, 8, seed=0)
+    return (arrays["train_images"], arrays["train_labels"].ravel()), (arrays["val_images"], arrays["val_labels"].ravel())
+
+
+def test_training_resumes_after_the_last_finished_epoch(tmp_path, tiny_data):
+    train, val = tiny_data
+    spec = RunSpec(arch="resnet50", size=32, batch_size=16, learning_rate=1e-3, seed=0)
+    messages = []
+    _, history, checkpoint = train_run(train, val, 8, spec, TrainSettings(max_epochs=1, patience=5, threads=2), tmp_path, messages.append, verbose=0)
+    assert [row["epoch"] for row in history] == [1]
+    assert checkpoint.load_state()["epochs_done"] == 1
+    _, history, _ = train_run(train, val, 8, spec, TrainSettings(max_epochs=2, patience=5, threads=2), tmp_path, messages.append, verbose=0)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"loss", "val_loss", "accuracy", "val_accuracy", "auc"} <= set(history[0])
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, tiny_data):
+    train, val = tiny_data
+    settings = TrainSettings(max_epochs=1, threads=2)
+    train_run(train, val, 8, RunSpec(size=32, batch_size=16, seed=0), settings, tmp_path, verbose=0)
+    with pytest.raises(ValueError, match="checkpoint belongs to"):
+        train_run(train, val, 8, RunSpec(size=32, batch_size=32, seed=0), settings, tmp_path, verbose=0)
+
+
+def test_early_stopping_counts_epochs_without_improvement(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0, "history": [], "stopped_early": False}
+    callback = make_epoch_callback(Checkpoint(tmp_path), state, patience=2, log=print)
+    callback.set_model(model)
+    for epoch, val_loss in enumerate([1.0, 0.5, 0.7, float("nan")]):
+        callback.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+    assert state["best_epoch"] == 2 and state["best_val_loss"] == 0.5
+    assert state["stopped_early"] and model.stop_training and state["epochs_done"] == 4
+    saved = Checkpoint(tmp_path).load_state()
+    assert [row["epoch"] for row in saved.pop("history")] == [1, 2, 3, 4]
+    assert saved == {key: value for key, value in state.items() if key != "history"}
+    assert (tmp_path / "best.weights.h5").exists()
