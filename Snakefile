@@ -6,13 +6,18 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default; a --configfile given on the command line replaces it instead of being
+# merged into it, so a demo or test config never inherits the full study's grid.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/gradcam.smk"
 include: "rules/report.smk"
 
 

@@ -62,7 +62,7 @@ def hardware_switch(value) -> bool:
 
 
 def all_targets() -> list[str]:
-    """Everything a full build makes: per-run metrics and curves, the montage and Tables 1 and 3."""
+    """Everything a full build makes: per-run metrics and curves, the montage, Grad-CAM panels, Tables 1 and 3."""
     targets = expand("results/runs/{run}/metrics.json", run=TABLE3_RUNS)
     targets += expand("results/runs/{run}/curves.png", run=TABLE3_RUNS)
     targets += expand(
@@ -71,4 +71,9 @@ def all_targets() -> list[str]:
         ext=["csv", "html", "tex"],
     )
     targets.append(f"results/figures/montage_{config['dataset']}.png")
+    targets += expand(
+        "results/gradcam/{run}/{name}",
+        run=GRADCAM_RUNS,
+        name=["panel.png", "focus.csv"],
+    )
     return targets

@@ -12,11 +12,12 @@ from bloodcells.metrics import evaluate_predictions
 
 def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int, threads: int) -> np.ndarray:
     """Class probabilities of `images` from the saved model (no augmentation: inference mode)."""
-    import keras
     import tensorflow as tf
 
+    from bloodcells.model import load_model
+
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = load_model(model_path)
     outputs = model.output_shape[-1]
     if outputs != n_classes:
         raise ValueError(f"{model_path}: model predicts {outputs} classes but the evaluation data has {n_classes}")

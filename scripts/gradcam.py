@@ -1,6 +1,7 @@
-"""Snakemake adapter: Grad-CAM panels, heatmaps and per-class focus scores of one run on its test split."""
+"""Snakemake adapter: Grad-CAM panels, heatmaps and per-class focus scores of one run on its test split.
 
-from __future__ import annotations
+No `from __future__` import: Snakemake's script: directive puts its preamble above the first line.
+"""
 
 import csv
 import io
@@ -24,6 +25,7 @@ from bloodcells.gradcam import (
     upsample,
 )
 from bloodcells.logs import log_to_file
+from bloodcells.model import load_model
 
 UPSAMPLE_CHUNK = 256  # heatmaps upsampled at a time for the focus scores (bounds memory at 224 px)
 
@@ -60,7 +62,6 @@ def table_csv(rows: list[dict]) -> str:
 def main(smk) -> None:
     """Compute Grad-CAM for every test image (predicted class), then write panels, heatmaps.npz and focus.csv."""
     log_to_file(smk.log[0])
-    import keras
     import tensorflow as tf
 
     try:  # only possible before TensorFlow's first op (always so in a Snakemake job)
@@ -78,7 +79,7 @@ def main(smk) -> None:
         raise ValueError(f"{smk.input.predictions}: labels differ from the test split of {smk.input.data}; "
                          "re-run evaluate")
 
-    model = keras.saving.load_model(smk.input.model, safe_mode=True)
+    model = load_model(smk.input.model)  # safe mode, with the custom layers registered
     layer = resolve_layer(model, smk.params.layer)
     h, w = spatial_layers(model)[layer]
     print(f"run {run}: Grad-CAM at '{layer}' ({h}x{w} map for {test.images.shape[1]} px images), "

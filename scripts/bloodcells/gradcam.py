@@ -236,10 +236,10 @@ def plot_panels(images: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, pr
     n_mistakes = max([len(m) for m in selection.mistakes] + [0])
     n_slots = n_correct + n_mistakes
     n_rows = len(class_names)
-    height = 1.45 * n_rows + 0.5
+    height = 1.45 * n_rows + 0.9
     fig, axes = plt.subplots(n_rows, 2 * n_slots, figsize=(1.25 * 2 * n_slots + 1.6, height), squeeze=False,
                              gridspec_kw={"wspace": 0.05, "hspace": 0.55})
-    fig.subplots_adjust(top=1 - 0.55 / height, bottom=0.1 / height)
+    fig.subplots_adjust(top=1 - 0.85 / height, bottom=0.1 / height)  # room for the title and the first labels
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -274,7 +274,7 @@ def plot_panels(images: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, pr
     bar = fig.colorbar(cm.ScalarMappable(colors.Normalize(0, 1), COLORMAP), ax=axes, fraction=0.02, pad=0.01)
     bar.set_label("Grad-CAM heat (each map divided by its maximum)", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    fig.suptitle(title or "Grad-CAM: image | heatmap over greyscale image", fontsize=9, y=1 - 0.15 / height)
+    fig.suptitle(title or "Grad-CAM: image | heatmap over greyscale image", fontsize=9, y=1 - 0.1 / height)
     try:
         with atomic_path(png_path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")

@@ -148,3 +148,8 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> ke
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=momentum)
     raise ValueError(f"optimizer: '{name}' is not one of ['adam', 'rmsprop', 'sgd']")
+
+
+def load_model(path) -> keras.Model:
+    """Load a saved run model in Keras' safe mode (no arbitrary code), with this module's layers registered."""
+    return keras.saving.load_model(path, safe_mode=True)

@@ -179,9 +179,7 @@ def train_run(
     verbose: int = 2,
 ):
     """Train (or resume) one run and return the model with its best weights and the history rows."""
-    import keras
-
-    from .model import build_model
+    from .model import build_model, load_model
 
     configure_tensorflow(settings, spec.seed)
     checkpoint = Checkpoint(checkpoint_dir)
@@ -196,7 +194,7 @@ def train_run(
         if state.get("spec") != asdict(spec):
             raise ValueError(f"{checkpoint.state_path}: checkpoint belongs to {state.get('spec')}, not {asdict(spec)}; delete it to start over")
         log(f"resuming from {checkpoint.last_model} after epoch {state['epochs_done']}")
-        model = keras.saving.load_model(checkpoint.last_model, safe_mode=True)
+        model = load_model(checkpoint.last_model)
     finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
     if not finished:
         train_images, train_labels = train

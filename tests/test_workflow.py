@@ -1,0 +1,121 @@
+"""The workflow end to end on a tiny synthetic config, its lint, and resumption after a kill."""
+
+import json
+import re
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, SNAKEMAKE, run_snakemake
+
+TINY = REPO / "tests/configs/tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of the whole workflow on the tiny config."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    return workdir
+
+
+def declared_outputs(workdir: Path) -> list[str]:
+    """Every output file the workflow declares for the tiny config, from snakemake --summary."""
+    summary = run_snakemake(workdir, "--cores", "1", "--configfile", str(TINY), "--summary").stdout
+    lines = [line.split("\t") for line in summary.splitlines() if "\t" in line]
+    return [fields[0] for fields in lines[1:]]
+
+
+def test_every_declared_output_exists(tiny_run):
+    outputs = declared_outputs(tiny_run)
+    # per run: model, history, predictions, metrics, curves; tables; data, montage; Grad-CAM of one run
+    assert len(outputs) >= 4 * 5 + 6 + 2 + 4
+    for output in outputs:
+        assert (tiny_run / output).stat().st_size > 0, output
+    nothing_left = run_snakemake(tiny_run, "-n", "--cores", "1", "--configfile", str(TINY))
+    assert "Nothing to be done" in nothing_left.stdout + nothing_left.stderr
+
+
+def test_metrics_and_predictions_of_every_run(tiny_run):
+    runs = sorted(p.name for p in (tiny_run / "results/runs").iterdir())
+    assert runs == sorted(f"synthetic-32-{a}-bs{b}-s0" for a in ("resnet50", "resnet101") for b in (16, 32))
+    for run in runs:
+        metrics = json.loads((tiny_run / f"results/runs/{run}/metrics.json").read_text())
+        assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["auc"] <= 1
+        assert set(metrics["per_class"]) == {"basophil", "eosinophil", "erythroblast", "immature granulocyte",
+                                             "lymphocyte", "monocyte", "neutrophil", "platelet"}
+        assert np.array(metrics["confusion_matrix"]).sum() == 32
+        with np.load(tiny_run / f"results/runs/{run}/predictions.npz") as predictions:
+            assert predictions["probabilities"].shape == (32, 8)
+            assert np.allclose(predictions["probabilities"].sum(axis=1), 1, atol=1e-4)
+        history = pd.read_csv(tiny_run / f"results/runs/{run}/history.csv")
+        assert list(history["epoch"]) == [1]
+        assert re.search(r"\d+/\d+ - \d+m?s - .*val_loss", (tiny_run / f"logs/train/{run}.log").read_text())
+        assert not (tiny_run / f"results/checkpoints/{run}").exists()
+
+
+def test_gradcam_panels_of_the_poster_model(tiny_run):
+    folder = tiny_run / "results/gradcam/synthetic-32-resnet101-bs16-s0"
+    for name in ("panel.png", "panel.pdf", "heatmaps.npz", "focus.csv"):
+        assert (folder / name).stat().st_size > 0, name
+    focus = pd.read_csv(folder / "focus.csv")
+    assert focus["region"].str.contains("mask").all()
+
+
+def test_tables_hold_every_grid_run(tiny_run):
+    table3 = pd.read_csv(tiny_run / "results/tables/table3.csv")
+    assert len(table3) == 4 * 2 and set(table3["metric"]) == {"accuracy", "auc"}
+    table1 = pd.read_csv(tiny_run / "results/tables/table1.csv")
+    assert len(table1) == 4 * 8
+    html = (tiny_run / "results/tables/table3.html").read_text()
+    assert "synthetic demo cells" in html and "ResNet-101 (32 px), batch 16" in html
+    assert "\\begin{tabular}" in (tiny_run / "results/tables/table1.tex").read_text()
+
+
+def test_lint_is_clean(tmp_path):
+    result = run_snakemake(tmp_path, "--lint", "--configfile", str(TINY), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_killed_training_resumes_at_the_next_epoch(tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["training"]["max_epochs"] = 3
+    config["training"]["patience"] = 3
+    config["datasets"]["synthetic"]["n_train"] = 160
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    run = "synthetic-32-resnet50-bs16-s0"
+    target = f"results/runs/{run}/model.keras"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+               "--configfile", str(config_path), target]
+    state_file = workdir / f"results/checkpoints/{run}/state.json"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               env=os.environ | {"CUDA_VISIBLE_DEVICES": ""})
+    deadline = time.time() + 600
+    while not (state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= 1):
+        assert process.poll() is None, "training finished or failed before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # snakemake and its training job, as a cluster's OOM killer would
+    process.wait()
+    killed_after = json.loads(state_file.read_text())["epochs_done"]
+    assert killed_after < 3 and not (workdir / target).exists()
+
+    run_snakemake(workdir, "--unlock", "--configfile", str(config_path))
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(config_path), target)
+    log = (workdir / f"logs/train/{run}.log").read_text()
+    assert f"resuming from results/checkpoints/{run}/last.keras after epoch {killed_after}" in log
+    resumed_part = log.split("resuming from")[1]
+    assert f"Epoch {killed_after + 1}/3" in resumed_part and "Epoch 1/3" not in resumed_part
+    history = pd.read_csv(workdir / f"results/runs/{run}/history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
