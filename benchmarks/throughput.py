@@ -17,7 +17,8 @@ after one untimed warm-up epoch of the same length that also traces and compiles
 
 The augmentation pipeline alone is timed at --augment-size px (224 by default): ours (the
 epoch_dataset batches through the augmentation layer in a tf.function, on TensorFlow's default
-device) against legacy (ImageDataGenerator.flow producing batches).
+device, compiled with XLA by the same auto rule as training) against legacy
+(ImageDataGenerator.flow producing batches).
 
 The last printed line is always
   pipeline_efficiency=<ours/limit> speedup_vs_legacy=<ours/legacy> augment_speedup=<ours/legacy>
@@ -42,7 +43,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 VARIANTS = ("ours", "limit", "legacy")
@@ -64,13 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-classes", type=int, default=8)
     p.add_argument("--shear", type=float, default=0.2)
     p.add_argument("--shear-unit", default="radians", choices=["radians", "degrees"])
-    p.add_argument("--augment-impl", default="layer", choices=["layer", "separable"],
-                   help="ours' augmentation: the workflow's layer, or the separable-gather prototype")
     p.add_argument("--augment-size", type=int, default=224, help="size of the augmentation-alone timing; 0 skips it")
     p.add_argument("--augment-batch", type=int, default=None, help="default: --batch")
     p.add_argument("--augment-steps", type=int, default=10)
     p.add_argument("--augment-repeats", type=int, default=None, help="default: --repeats")
-    p.add_argument("--augment-jit", default="auto", help="auto (on when the implementation compiles with XLA and a GPU is used), on, off")
+    p.add_argument("--augment-jit", default="auto", help="auto (on with a GPU, as --xla), on, off: XLA for the augmentation-alone timing")
     p.add_argument("--epoch-images", type=int, default=0, help="also time one full epoch of N images via the real path")
     p.add_argument("--epoch-val-images", type=int, default=0, help="validation images evaluated after that epoch")
     p.add_argument("--seed", type=int, default=0)
@@ -230,22 +228,7 @@ def build(args, keras, augmented: bool, mixed: bool):
 
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     augmentation = augmentation_config(args) if augmented else None
-    model = build_model(args.arch, args.size, args.n_classes, weights=None, augmentation=augmentation, seed=args.seed)
-    if augmented and args.augment_impl == "separable":
-        model = swap_in_separable(model, keras, args)
-    return model
-
-
-def swap_in_separable(model, keras, args):
-    """Rebuild the model with the prototype layer in place of 'augment' (same config, same weights)."""
-    from separable_affine import SeparableShearZoomFlip
-
-    def clone(layer):
-        if layer.name == "augment":
-            return SeparableShearZoomFlip.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    return keras.models.clone_model(model, clone_function=clone)
+    return build_model(args.arch, args.size, args.n_classes, weights=None, augmentation=augmentation, seed=args.seed)
 
 
 def run_ours(args, keras, tf, mixed, xla, timer_kwargs, images=None, labels=None, epochs=None):
@@ -261,7 +244,7 @@ def run_ours(args, keras, tf, mixed, xla, timer_kwargs, images=None, labels=None
     epochs = epochs or args.repeats + 1
     ds = epoch_dataset(images, labels, args.n_classes, args.batch, args.seed, 0, epochs)
     timer = make_timer(keras, **timer_kwargs)
-    model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0, shuffle=False)
     return model, summarize(steps * args.batch, timer.epochs)
 
 
@@ -315,13 +298,9 @@ def augment_ours(args, keras, tf, on_gpu: bool) -> dict:
     from bloodcells.training import epoch_dataset
 
     aug = augmentation_config(args)
-    if args.augment_impl == "separable":
-        from separable_affine import SeparableShearZoomFlip as Layer
-    else:
-        Layer = RandomShearZoomFlip
-    # ImageProjectiveTransformV3 (the layer's op) has no XLA kernel; the separable prototype has none missing.
-    jit = resolve_switch(args.augment_jit, on_gpu and args.augment_impl == "separable")
-    layer = Layer(aug.shear_radians, aug.zoom, aug.horizontal_flip, seed=args.seed, name="augment")
+    # The layer resamples by two 1-D gather passes, which compile with XLA: the same auto rule as --xla.
+    jit = resolve_switch(args.augment_jit, on_gpu)
+    layer = RandomShearZoomFlip(aug.shear_radians, aug.zoom, aug.horizontal_flip, seed=args.seed, name="augment")
     augment = tf.function(lambda batch: layer(batch, training=True), jit_compile=jit, autograph=False)
     batch, steps = args.augment_batch, args.augment_steps
     images, labels = random_data(batch * steps, args.augment_size, args.n_classes, args.seed)
@@ -340,7 +319,7 @@ def augment_ours(args, keras, tf, on_gpu: bool) -> dict:
             seconds.append(elapsed)
             rates.append(batch * steps / elapsed)
     return {"images_per_s": statistics.median(rates), "runs_images_per_s": rates, "seconds": seconds,
-            "impl": args.augment_impl, "jit_compile": jit, "device": "GPU" if on_gpu else "CPU",
+            "jit_compile": jit, "device": "GPU" if on_gpu else "CPU",
             "what": "epoch_dataset batches -> augmentation layer (training=True) in a tf.function"}
 
 
@@ -384,7 +363,7 @@ def time_epoch(args, keras, tf, mixed, xla, model=None) -> dict:
     ds = epoch_dataset(images, labels, args.n_classes, args.batch, args.seed, 0, epochs)
     timer = make_timer(keras)
     model.fit(ds, epochs=epochs, steps_per_epoch=math.ceil(len(labels) / args.batch), validation_data=validation,
-              callbacks=[timer], verbose=0)
+              callbacks=[timer], verbose=0, shuffle=False)
     epochs_timed = timer.epochs
     last = epochs_timed[-1]
     return {"images": args.epoch_images, "val_images": args.epoch_val_images, "size": args.size, "batch": args.batch,
@@ -431,7 +410,7 @@ def main(argv=None) -> dict:
                      "mixed_precision": mixed, "xla": xla, "requested": {"mixed_precision": args.mixed_precision,
                                                                          "xla": args.xla},
                      "augmentation": {"shear": args.shear, "shear_unit": args.shear_unit, "zoom": [0.8, 1.2],
-                                      "horizontal_flip": True, "impl": args.augment_impl},
+                                      "horizontal_flip": True},
                      "augment_size": args.augment_size, "augment_batch": args.augment_batch,
                      "augment_steps": args.augment_steps, "augment_repeats": args.augment_repeats,
                      "smoke": args.smoke, "data": "random uint8 (content does not change speed)",

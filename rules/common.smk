@@ -5,6 +5,7 @@ import sys
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
+from bloodcells.hardware import has_gpu, resolve_switch
 from bloodcells.plan import plan_runs, validate_config
 
 # Stops the run before any job starts, naming every bad key.
@@ -51,14 +52,9 @@ def download_input(wildcards) -> list[str]:
     ]
 
 
-def on_gpu() -> bool:
-    """Whether this machine has a GPU TensorFlow could use (by the CUDA device nodes, without importing TF)."""
-    return any(Path("/dev").glob("nvidia[0-9]*"))
-
-
 def hardware_switch(value) -> bool:
     """Resolve 'auto' of mixed_precision/xla: on with a GPU, off on a CPU."""
-    return on_gpu() if value == "auto" else bool(value)
+    return resolve_switch(value, has_gpu())
 
 
 def all_targets() -> list[str]:

@@ -37,6 +37,9 @@ def test_smoke_benchmark_writes_its_record(tmp_path):
     assert record["training"]["legacy"]["mixed_precision"] is False and record["training"]["legacy"]["xla"] is False
     for side in ("ours", "legacy"):
         assert record["augmentation"][side]["images_per_s"] > 0
+    # The augmentation-alone timing uses the workflow's layer, with XLA by the same auto rule as training.
+    assert record["augmentation"]["ours"]["jit_compile"] == record["settings"]["xla"]
+    assert "impl" not in record["augmentation"]["ours"] and "impl" not in record["settings"]["augmentation"]
     for key in ("pipeline_efficiency", "speedup_vs_legacy", "augment_speedup"):
         assert math.isfinite(record["ratios"][key]) and record["ratios"][key] > 0
         assert f"{key}={record['ratios'][key]:.3f}" in last

@@ -205,7 +205,7 @@ def train_run(
         callback = make_epoch_callback(checkpoint, state, settings.patience, log)
         model.fit(ds, epochs=settings.max_epochs, initial_epoch=state["epochs_done"], steps_per_epoch=steps,
                   validation_data=eval_dataset(*val, n_classes, spec.batch_size), class_weight=class_weight,
-                  callbacks=[callback], verbose=verbose)
+                  callbacks=[callback], verbose=verbose, shuffle=False)
     if checkpoint.best_weights.exists():
         model.load_weights(checkpoint.best_weights)
     log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
