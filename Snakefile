@@ -19,6 +19,8 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/gradcam.smk"
 include: "rules/report.smk"
+include: "rules/studies.smk"
+include: "rules/check.smk"
 
 
 rule all:

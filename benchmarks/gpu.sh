@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# Throughput benchmark on one GPU machine, within about 8 minutes, installing nothing (no network there).
+# Throughput benchmark on one GPU machine, within about 8 minutes, installing nothing.
+#
+# Needs: an NVIDIA GPU and driver, and a Python with tensorflow[and-cuda]==2.21.0 (TensorFlow plus
+# its CUDA 12 libraries) and this repo's requirements, e.g. on a user's workstation or a cluster
+# node. Without them it exits at once with NO-TENSORFLOW (exit 3) or NO-GPU (exit 4) and why.
+#
+# It cannot run on the lent GPU machines of this workplace (H100 / H200): they have Python 3.12,
+# PyTorch and JAX but no TensorFlow and no network, and only 64 MiB can be carried to them, so
+# the TensorFlow wheel (~600 MB) plus its CUDA 12 libraries (~3 GB) cannot reach them.
 #
 #   1. ResNet-50, 64 px, batch 32: ours / limit / legacy, plus augmentation alone at 224 px
+#      (the workflow's layer, under XLA like training on a GPU)
 #   2. ResNet-50, 224 px, batch 32: ours / limit / legacy, plus one full epoch of 11,959
 #      synthetic images (and validation of 1,712) through the real path
 #   3. k = 1, 2, 4 concurrent 64 px training processes on the one card (memory growth on):
 #      total images/s, timed together after every process has warmed up (a file barrier)
 #
 # Usage: bash benchmarks/gpu.sh           (PYTHON=/path/to/python to use another interpreter)
-# Writes r64.json, r224.json, kjobs.json, gpu.log and nvidia-smi.csv to $OUT when the device
-# tool sets it, else to benchmarks/results/gpu/ (at most 8 files: the device tool's limit).
+# Writes r64.json, r224.json, kjobs.json, gpu.log and nvidia-smi.csv to $OUT when set, else to
+# benchmarks/results/gpu/.
 set -u
 cd "$(dirname "$0")/.."
 
 OUT_DIR=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 PY=${PYTHON:-.venv/bin/python}
 BUDGET_S=${BUDGET_S:-470}      # stop starting new stages after this many seconds
 START=$(date +%s)
@@ -35,8 +45,12 @@ else
 fi
 
 if [ ! -x "$PY" ] || ! "$PY" -c "import tensorflow, keras" 2>/dev/null; then
-    echo "NO-TENSORFLOW: '$PY' cannot import tensorflow and keras. This script installs nothing (no network"
-    echo "on the GPU machine); bring an interpreter whose TensorFlow has CUDA libraries, set PYTHON=..."
+    echo "NO-TENSORFLOW: '$PY' cannot import tensorflow and keras. Nothing was measured."
+    echo "This script installs nothing. It needs a GPU machine whose Python has tensorflow[and-cuda]==2.21.0"
+    echo "and requirements.txt installed (e.g. a workstation or a cluster node); point PYTHON=... at it."
+    echo "The lent H100/H200 machines of this workplace cannot provide that: Python 3.12 with PyTorch and JAX"
+    echo "but no TensorFlow, no network, and only 64 MiB carried, too little for the TF wheel (~600 MB) plus"
+    echo "its CUDA 12 libraries (~3 GB)."
     exit 3
 fi
 if ! "$PY" - <<'EOF'
@@ -49,7 +63,8 @@ EOF
 then
     echo "NO-GPU: TensorFlow at '$PY' sees no GPU. pip's tensorflow wheel needs the CUDA 12 libraries of the"
     echo "tensorflow[and-cuda] extra (nvidia-*-cu12 packages, about 3 GB) in the same environment; a CPU-only"
-    echo "copy of the environment, or CUDA 13 libraries, are not enough. Nothing was measured."
+    echo "copy of the environment, or CUDA 13 libraries, are not enough; an NVIDIA driver must be present."
+    echo "Install tensorflow[and-cuda]==2.21.0 there. Nothing was measured."
     exit 4
 fi
 

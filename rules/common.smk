@@ -5,20 +5,43 @@ import sys
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells.hardware import has_gpu, resolve_switch
-from bloodcells.plan import plan_runs, validate_config
+from bloodcells.plan import configurations, plan_runs, validate_config
 
 # Stops the run before any job starts, naming every bad key.
 validate_config(config, REPO / "rules/schema/config.schema.yaml")
 
 RUNS, STUDIES = plan_runs(config)
 TABLE3_RUNS = STUDIES["table3"]
+# Study tables by name -> the study they show; a table is made where its study is in the config.
+STUDY_TABLES = {
+    "table2": "table2",
+    "table4": "external",
+    "methods_batch": "batch",
+    "methods_attention": "attention",
+    "methods_optimizer": "optimizer",
+    "methods_dropout": "dropout",
+}
+TABLES = [name for name, study in STUDY_TABLES.items() if study in STUDIES]
+TABLES += ["transfer"] if config.get("transfer") else []
+# Synthesized folder datasets (tests, demo): written by rule synthesize_folder.
+SYNTHESIZED = [
+    name
+    for name, source in config["datasets"].items()
+    if source["source"] == "folder" and "synthesize" in source
+]
+ATTENTION_NOTE = (
+    "'se' = squeeze-and-excitation (Hu, Shen & Sun, 'Squeeze-and-Excitation Networks', CVPR 2018; reduction 16); "
+    "'cbam' = Convolutional Block Attention Module, channel then spatial attention (Woo, Park, Lee & Kweon, "
+    "'CBAM: Convolutional Block Attention Module', ECCV 2018; reduction 16, 7x7 spatial kernel); either acts on "
+    "conv5_block3_out, before global average pooling."
+)
 
 
 wildcard_constraints:
     run="|".join(sorted(RUNS)),
     dataset="[a-z0-9_]+",
     size=r"\d+",
+    table="|".join(TABLES) or "(?!)",
 
 
 def repo_file(relative: str) -> str:
@@ -43,8 +66,10 @@ def dataset_config(wildcards) -> dict:
 
 
 def download_input(wildcards) -> list[str]:
-    """The verified official download a medmnist dataset is prepared from, if that is its source."""
+    """What a dataset is prepared from: the verified official download (medmnist) or a synthesized folder."""
     source = config["datasets"][wildcards.dataset]
+    if wildcards.dataset in SYNTHESIZED:
+        return [f"results/folders/{wildcards.dataset}"]
     if source["source"] != "medmnist":
         return []
     return [
@@ -52,9 +77,81 @@ def download_input(wildcards) -> list[str]:
     ]
 
 
-def hardware_switch(value) -> bool:
-    """Resolve 'auto' of mixed_precision/xla: on with a GPU, off on a CPU."""
-    return resolve_switch(value, has_gpu())
+def transfer_data(wildcards) -> str:
+    """The target dataset of a transfer evaluation, at the source run's size."""
+    return f"results/data/{wildcards.dataset}/{RUNS[wildcards.run]['size']}.npz"
+
+
+def study_configs(study: str) -> list[list]:
+    """[values, run ids] of each configuration of a study, in study order."""
+    return [[values, runs] for values, runs in configurations(STUDIES[study], RUNS)]
+
+
+def table_runs(table: str) -> list[str]:
+    """The run ids a study table reads, in order."""
+    study = "transfer_source" if table == "transfer" else STUDY_TABLES[table]
+    return STUDIES[study]
+
+
+def study_table_input(wildcards) -> dict:
+    """The per-run files one study table reads."""
+    runs = table_runs(wildcards.table)
+    inputs = {
+        "poster": repo_file("paper/poster_values.yaml"),
+        "templates": [
+            repo_file("paper/table.html.j2"),
+            repo_file("paper/table.tex.j2"),
+        ],
+    }
+    if wildcards.table == "transfer":
+        target = config["transfer"]["to"]
+        inputs["transfer"] = [
+            f"results/transfer/{run}/{target}/metrics.json" for run in runs
+        ]
+        return inputs
+    inputs["metrics"] = [f"results/runs/{run}/metrics.json" for run in runs]
+    inputs["bootstrap"] = [f"results/runs/{run}/bootstrap.json" for run in runs]
+    inputs["history"] = [f"results/runs/{run}/history.csv" for run in runs]
+    return inputs
+
+
+def table_params(wildcards) -> dict:
+    """Runs, configurations and dataset of a study table."""
+    runs = table_runs(wildcards.table)
+    study = (
+        "transfer_source"
+        if wildcards.table == "transfer"
+        else STUDY_TABLES[wildcards.table]
+    )
+    dataset = RUNS[runs[0]]["dataset"]
+    if wildcards.table == "transfer":
+        dataset = config["transfer"]["to"]
+    return {
+        "runs": runs,
+        "configs": study_configs(study),
+        "dataset": dataset,
+        "synthetic": any(
+            config["datasets"][RUNS[run]["dataset"]]["source"] == "synthetic"
+            or RUNS[run]["dataset"] in SYNTHESIZED
+            for run in runs
+        )
+        or dataset in SYNTHESIZED,
+    }
+
+
+# Studies whose configurations the significance tests compare.
+COMPARED_STUDIES = [
+    s
+    for s in ("table3", "table2", "attention", "optimizer", "dropout", "batch")
+    if s in STUDIES
+]
+
+
+def compared_runs() -> list[str]:
+    """Runs whose test predictions the McNemar tests read: every run on the main dataset."""
+    return [
+        run for run, values in RUNS.items() if values["dataset"] == config["dataset"]
+    ]
 
 
 def all_targets() -> list[str]:
@@ -67,6 +164,20 @@ def all_targets() -> list[str]:
         ext=["csv", "html", "tex"],
     )
     targets.append(f"results/figures/montage_{config['dataset']}.png")
+    # The studies: every run evaluated with its bootstrap interval and curves, the study tables, the statistics.
+    targets += expand(
+        "results/runs/{run}/{name}",
+        run=RUNS,
+        name=["metrics.json", "bootstrap.json", "curves.png"],
+    )
+    targets += expand(
+        "results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html", "tex"]
+    )
+    targets += [
+        "results/stats/significance.json",
+        "results/stats/significance.csv",
+        "results/stats/bootstrap.csv",
+    ]
     targets += expand(
         "results/gradcam/{run}/{name}",
         run=GRADCAM_RUNS,

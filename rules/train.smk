@@ -19,8 +19,6 @@ rule train:
     params:
         values=run_values,
         training=config["training"],
-        mixed_precision=hardware_switch(config["training"]["mixed_precision"]),
-        xla=hardware_switch(config["training"]["xla"]),
         # Outside the declared outputs, so Snakemake keeps it when a job is killed.
         checkpoint="results/checkpoints/{run}",
     script:

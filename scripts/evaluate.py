@@ -17,6 +17,8 @@ def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int
     from bloodcells.model import load_model
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
+    for gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, not the whole card
+        tf.config.experimental.set_memory_growth(gpu, True)
     model = load_model(model_path)
     outputs = model.output_shape[-1]
     if outputs != n_classes:
@@ -27,6 +29,8 @@ def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int
 def main(smk) -> None:
     """Evaluate one run on the test split."""
     log_to_file(smk.log[0])
+    from bloodcells.gpu_lock import pin_job_to_gpu
+    pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
     class_names = class_names_of(smk.config["datasets"][smk.params.dataset])
     test = load_split(smk.input.data, "test", len(class_names))
     probabilities = predict(smk.input.model, test.images, len(class_names), smk.params.batch_size, smk.threads)

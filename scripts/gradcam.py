@@ -62,6 +62,8 @@ def table_csv(rows: list[dict]) -> str:
 def main(smk) -> None:
     """Compute Grad-CAM for every test image (predicted class), then write panels, heatmaps.npz and focus.csv."""
     log_to_file(smk.log[0])
+    from bloodcells.gpu_lock import pin_job_to_gpu
+    pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
     import tensorflow as tf
 
     try:  # only possible before TensorFlow's first op (always so in a Snakemake job)

@@ -6,7 +6,7 @@ import numpy as np
 
 from bloodcells.dataset import class_names_of, save_dataset
 from bloodcells.logs import log_to_file
-from bloodcells.sources import import_pbc, load_medmnist_npz
+from bloodcells.sources import import_folder, import_pbc, load_medmnist_npz
 from bloodcells.synthetic import make_synthetic_dataset
 
 
@@ -19,7 +19,13 @@ def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndar
         return make_synthetic_dataset(size, source["n_train"], source["n_val"], source["n_test"], source.get("seed", 0))
     if kind == "pbc":
         return import_pbc(Path(source["path"]), size, source.get("seed", 0))
-    raise ValueError(f"source: '{kind}' is not one of ['medmnist', 'synthetic', 'pbc']")
+    if kind == "folder":
+        # A synthesized folder arrives as this rule's input; otherwise the folder is read from `path`.
+        root = Path(inputs[0]) if inputs else Path(source["path"])
+        return import_folder(root, size, source["classes"], train=source.get("train", "Train"),
+                             test=source.get("test", "TestA"), val_fraction=source.get("val_fraction", 0.2),
+                             test_fraction=source.get("test_fraction", 0.2), seed=source.get("seed", 0))
+    raise ValueError(f"source: '{kind}' is not one of ['medmnist', 'synthetic', 'pbc', 'folder']")
 
 
 if __name__ == "__main__":

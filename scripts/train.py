@@ -6,7 +6,9 @@ import io
 from bloodcells.atomic import atomic_path, write_text_atomic
 from bloodcells.dataset import class_names_of, load_split
 from bloodcells.model import Augmentation
-from bloodcells.training import RunSpec, TrainSettings, train_run
+from bloodcells.training import RunSpec, TrainSettings, run_epochs, train_run
+from bloodcells.gpu_lock import pin_job_to_gpu
+from bloodcells.hardware import resolve_switch
 from bloodcells.logs import log_to_file
 
 
@@ -20,24 +22,33 @@ def history_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def tensorflow_sees_gpu() -> bool:
+    """Whether TensorFlow can train on a GPU in this job."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def main(smk) -> None:
     """Read the run from the snakemake object, train it and write its outputs atomically."""
     log_to_file(smk.log[0])
-    values, training = smk.params.values, smk.params.training
+    pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
+    values = smk.params.values
+    training = run_epochs(smk.params.training, values.get("epochs"))  # a run with `epochs` trains exactly that many
     n_classes = len(class_names_of(smk.config["datasets"][values["dataset"]]))
-    spec = RunSpec(
-        **{key: values[key] for key in ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights", "seed")},
-        weights=training["weights"],
-    )
+    spec = RunSpec.from_values(values, training["weights"])
     augment = training["augmentation"]
+    # 'auto' is resolved here, on the host that trains, not where Snakemake parsed the workflow.
+    gpu = tensorflow_sees_gpu()
     settings = TrainSettings(
         max_epochs=training["max_epochs"],
         patience=training["patience"],
         augmentation=Augmentation(augment["shear"], augment["shear_unit"], tuple(augment["zoom"]), augment["horizontal_flip"]),
-        mixed_precision=smk.params.mixed_precision,
-        xla=smk.params.xla,
+        mixed_precision=resolve_switch(training["mixed_precision"], gpu),
+        xla=resolve_switch(training["xla"], gpu),
         deterministic=training["deterministic"],
         threads=smk.threads,
+        bn_momentum=training["bn_momentum"],
     )
     print(f"run {smk.wildcards.run}: {spec}\n{settings}", flush=True)
     train = load_split(smk.input.data, "train", n_classes)

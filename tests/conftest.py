@@ -25,3 +25,14 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
 def repo() -> Path:
     """The repository root."""
     return REPO
+
+
+TINY = REPO / "tests/configs/tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of the whole workflow on the tiny config (every study), shared by the workflow tests."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    return workdir

@@ -125,3 +125,50 @@ def test_augmented_model_trains_under_xla():
     images = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
     history = model.fit(images, np.eye(3)[[0, 1, 2, 0]], epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_attention_layer_sits_before_pooling_and_loads_in_safe_mode(tmp_path, attention):
+    from bloodcells.model import load_model
+
+    model = build_model("resnet50", 64, 5, attention=attention)
+    layer = model.get_layer("attention")
+    assert layer.input is model.get_layer("conv5_block3_out").output  # Grad-CAM's layer is still reachable
+    assert model.get_layer("avg_pool").input is layer.output
+    assert layer.count_params() > 0
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert type(loaded.get_layer("attention")) is type(layer)
+    assert np.allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_attention_gates_rescale_the_feature_map():
+    from bloodcells.model import CBAM, SqueezeExcitation
+
+    x = np.random.default_rng(1).random((2, 4, 4, 32)).astype("float32")
+    for layer in (SqueezeExcitation(ratio=8), CBAM(ratio=8, kernel_size=3)):
+        out = np.asarray(layer(x))
+        assert out.shape == x.shape
+        assert np.all(out <= x + 1e-6) and np.all(out >= 0)  # sigmoid gates in (0, 1) on a non-negative map
+    with pytest.raises(ValueError, match="attention"):
+        build_model("resnet50", 32, 3, attention="transformer")
+
+
+def test_run_spec_carries_attention_and_class_weights_from_plan_values():
+    values = {"arch": "resnet50", "size": 64, "batch_size": 32, "optimizer": "adam", "learning_rate": 1e-4,
+              "momentum": 0.0, "dropout": 0.3, "class_weights": True, "attention": "cbam", "epochs": 10,
+              "dataset": "raabin", "seed": 1}
+    spec = RunSpec.from_values(values, None)
+    assert spec.attention == "cbam" and spec.class_weights and spec.seed == 1
+
+
+def test_fixed_epoch_runs_do_not_stop_early_and_best_epoch_is_the_lowest_val_loss():
+    from bloodcells.training import best_epoch_row, run_epochs
+
+    training = {"max_epochs": 30, "patience": 5, "weights": None}
+    assert run_epochs(training, None) is training
+    assert run_epochs(training, 10) | {} == {"max_epochs": 10, "patience": 10, "weights": None}
+    history = [{"epoch": 1, "val_loss": 0.9, "loss": 1.0}, {"epoch": 2, "val_loss": 0.5, "loss": 0.6},
+               {"epoch": 3, "val_loss": float("nan"), "loss": 0.4}, {"epoch": 4, "val_loss": 0.5, "loss": 0.3}]
+    assert best_epoch_row(history)["epoch"] == 2

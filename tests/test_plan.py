@@ -81,7 +81,8 @@ def test_expand_grid_is_cartesian_over_defaults():
 def test_runs_shared_by_studies_are_planned_once():
     config = load("config.yaml")
     config["seeds"] = [0, 1]
-    config["studies"]["batch"] = {"grid": {"batch_size": [16, 32]}}
+    config["studies"] = {"table3": config["studies"]["table3"], "batch": {"grid": {"batch_size": [16, 32]}}}
+    config.pop("transfer")
     runs, studies = plan_runs(config)
     assert len(runs) == 24  # 12 grid configurations x 2 seeds; the batch study adds nothing new
     assert set(studies["batch"]) <= set(studies["table3"])
@@ -91,10 +92,12 @@ def test_runs_shared_by_studies_are_planned_once():
 def test_dry_run_of_full_config_plans_the_twelve_table3_jobs(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--cores", "1", "--quiet", "rules", "--configfile", str(REPO / "config.yaml"))
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    assert counts["train"] == "12"
-    assert counts["evaluate"] == "12"
-    assert counts["download_medmnist"] == "3" and counts["prepare_dataset"] == "3"
+    # 12 Table 3 runs + 22 more of the studies (Table 2, methods tables, external dataset); shared runs once
+    assert counts["train"] == "34"
+    assert counts["evaluate"] == "34"
+    # BloodMNIST at 64/128/224 px, and the external Raabin-WBC folder at 64 px
+    assert counts["download_medmnist"] == "3" and counts["prepare_dataset"] == "4"
     listing = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config.yaml")).stdout
-    trained = set(re.findall(r"results/runs/(bloodmnist-[\w-]+)/model\.keras", listing))
+    trained = set(re.findall(r"results/runs/(bloodmnist-\d+-resnet\d+-bs\d+-s0)/model\.keras", listing))
     expected = {f"bloodmnist-{s}-{a}-bs{b}-s0" for s in (64, 128, 224) for a in ("resnet50", "resnet101") for b in (16, 32)}
     assert trained == expected

@@ -15,15 +15,7 @@ import yaml
 
 from conftest import REPO, SNAKEMAKE, run_snakemake
 
-TINY = REPO / "tests/configs/tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A finished run of the whole workflow on the tiny config."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    return workdir
+TINY = REPO / "tests/configs/tiny.yaml"  # the tiny_run fixture (conftest.py) runs it once per session
 
 
 def declared_outputs(workdir: Path) -> list[str]:
@@ -44,8 +36,8 @@ def test_every_declared_output_exists(tiny_run):
 
 
 def test_metrics_and_predictions_of_every_run(tiny_run):
-    runs = sorted(p.name for p in (tiny_run / "results/runs").iterdir())
-    assert runs == sorted(f"synthetic-32-{a}-bs{b}-s0" for a in ("resnet50", "resnet101") for b in (16, 32))
+    runs = sorted(f"synthetic-32-{a}-bs{b}-s0" for a in ("resnet50", "resnet101") for b in (16, 32))
+    assert set(runs) <= {p.name for p in (tiny_run / "results/runs").iterdir()}  # the studies add more runs
     for run in runs:
         metrics = json.loads((tiny_run / f"results/runs/{run}/metrics.json").read_text())
         assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["auc"] <= 1

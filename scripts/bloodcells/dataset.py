@@ -106,4 +106,6 @@ def class_names_of(source: dict) -> tuple[str, ...]:
     """Class names in label order of a dataset's config block."""
     if source["source"] in ("medmnist", "synthetic", "pbc"):
         return BLOODMNIST_CLASSES
+    if source["source"] == "folder":
+        return tuple(source["classes"].values())  # folder name -> class name, in label order
     raise ValueError(f"source: '{source['source']}' has no known class list")

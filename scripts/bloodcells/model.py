@@ -152,6 +152,81 @@ class CaffePreprocess(keras.layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="bloodcells")
+class SqueezeExcitation(keras.layers.Layer):
+    """Squeeze-and-excitation (Hu, Shen & Sun, CVPR 2018): channels rescaled by a gate from their global means.
+
+    gate = sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2), output = x * gate, with a bottleneck of C / ratio units.
+    """
+
+    def __init__(self, ratio: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        self.ratio = int(ratio)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        hidden = max(1, channels // self.ratio)
+        self.w1 = self.add_weight(shape=(channels, hidden), initializer="glorot_uniform", name="squeeze_kernel")
+        self.b1 = self.add_weight(shape=(hidden,), initializer="zeros", name="squeeze_bias")
+        self.w2 = self.add_weight(shape=(hidden, channels), initializer="glorot_uniform", name="excite_kernel")
+        self.b2 = self.add_weight(shape=(channels,), initializer="zeros", name="excite_bias")
+
+    def call(self, x):
+        squeezed = ops.mean(x, axis=(1, 2))
+        gate = ops.sigmoid(ops.matmul(ops.relu(ops.matmul(squeezed, self.w1) + self.b1), self.w2) + self.b2)
+        return x * gate[:, None, None, :]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return super().get_config() | {"ratio": self.ratio}
+
+
+@keras.saving.register_keras_serializable(package="bloodcells")
+class CBAM(keras.layers.Layer):
+    """Convolutional Block Attention Module (Woo, Park, Lee & Kweon, ECCV 2018): channel, then spatial attention.
+
+    Channel: gate = sigmoid(MLP(avgpool_hw(x)) + MLP(maxpool_hw(x))), one shared MLP with C / ratio hidden units.
+    Spatial: gate = sigmoid(conv_k x k([mean_c(x'), max_c(x')])), k = 7 as in the paper, 'same' padding.
+    """
+
+    def __init__(self, ratio: int = 16, kernel_size: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        self.ratio = int(ratio)
+        self.kernel_size = int(kernel_size)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        hidden = max(1, channels // self.ratio)
+        self.w1 = self.add_weight(shape=(channels, hidden), initializer="glorot_uniform", name="mlp_kernel1")
+        self.b1 = self.add_weight(shape=(hidden,), initializer="zeros", name="mlp_bias1")
+        self.w2 = self.add_weight(shape=(hidden, channels), initializer="glorot_uniform", name="mlp_kernel2")
+        self.b2 = self.add_weight(shape=(channels,), initializer="zeros", name="mlp_bias2")
+        k = self.kernel_size
+        self.spatial_kernel = self.add_weight(shape=(k, k, 2, 1), initializer="glorot_uniform", name="spatial_kernel")
+        self.spatial_bias = self.add_weight(shape=(1,), initializer="zeros", name="spatial_bias")
+
+    def _mlp(self, pooled):
+        return ops.matmul(ops.relu(ops.matmul(pooled, self.w1) + self.b1), self.w2) + self.b2
+
+    def call(self, x):
+        channel_gate = ops.sigmoid(self._mlp(ops.mean(x, axis=(1, 2))) + self._mlp(ops.max(x, axis=(1, 2))))
+        x = x * channel_gate[:, None, None, :]
+        pooled = ops.concatenate([ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1)
+        spatial_gate = ops.sigmoid(ops.conv(pooled, self.spatial_kernel, padding="same") + self.spatial_bias)
+        return x * spatial_gate
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return super().get_config() | {"ratio": self.ratio, "kernel_size": self.kernel_size}
+
+
+ATTENTION_LAYERS = {"se": SqueezeExcitation, "cbam": CBAM}
+
+
 def build_model(
     arch: str,
     size: int,
@@ -161,10 +236,17 @@ def build_model(
     dropout: float = 0.3,
     augmentation: Augmentation | None = None,
     seed: int = 0,
+    attention: str = "none",
 ) -> keras.Model:
-    """ResNet (include_top=False, all layers trainable) + GAP + Dropout + Dense softmax, taking uint8 images."""
+    """ResNet (include_top=False, all layers trainable) + [attention] + GAP + Dropout + Dense softmax, taking uint8 images.
+
+    An attention layer (`se` or `cbam`, named "attention") acts on the last block's output conv5_block3_out,
+    which stays a layer of the model, so Grad-CAM can still target it.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch: '{arch}' is not one of {sorted(ARCHITECTURES)}")
+    if attention != "none" and attention not in ATTENTION_LAYERS:
+        raise ValueError(f"attention: '{attention}' is not one of {['none', *sorted(ATTENTION_LAYERS)]}")
     inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
     x = inputs
     if augmentation is not None:
@@ -175,7 +257,10 @@ def build_model(
     # input_tensor= keeps the ResNet's layers in this model's own graph instead of nesting it as one layer.
     base = ARCHITECTURES[arch](include_top=False, weights=weights, input_tensor=x)
     base.trainable = True
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
+    x = base.output
+    if attention != "none":
+        x = ATTENTION_LAYERS[attention](name="attention")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     # A float32 softmax keeps probabilities and the loss stable under mixed precision.
     outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)

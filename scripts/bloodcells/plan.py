@@ -9,7 +9,12 @@ from typing import Any
 import jsonschema
 import yaml
 
-RUN_KEYS = ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights")
+RUN_KEYS = ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights",
+            "attention", "epochs")
+# Run values added after the first configs: absent from `defaults`, they take these values.
+OPTIONAL_RUN_DEFAULTS = {"attention": "none", "epochs": None}
+# The studies whose tables the workflow knows how to draw (any other study only trains and evaluates).
+TABLE_STUDIES = ("table2", "batch", "attention", "optimizer", "dropout", "external")
 
 
 class ConfigError(ValueError):
@@ -46,7 +51,35 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             f"config key 'dataset': '{config['dataset']}' is not one of the datasets {sorted(config['datasets'])}"
         )
     fill_defaults(config, schema)
+    for key, value in OPTIONAL_RUN_DEFAULTS.items():
+        config["defaults"].setdefault(key, value)
+    check_cross_references(config)
     return config
+
+
+def check_cross_references(config: dict) -> None:
+    """Datasets named by studies and the transfer evaluation must exist; folder classes must be unique."""
+    for study, spec in config["studies"].items():
+        if spec.get("dataset", config["dataset"]) not in config["datasets"]:
+            raise ConfigError(
+                f"config key 'studies.{study}.dataset': '{spec['dataset']}' is not one of the datasets "
+                f"{sorted(config['datasets'])}"
+            )
+    for name, source in config["datasets"].items():
+        if source["source"] == "folder":
+            classes = list(source["classes"].values())
+            if len(set(classes)) != len(classes):
+                raise ConfigError(f"config key 'datasets.{name}.classes': class names {classes} repeat")
+            if "path" not in source and "synthesize" not in source:
+                raise ConfigError(f"config key 'datasets.{name}': a folder source needs 'path' or 'synthesize'")
+    transfer = config.get("transfer")
+    if transfer:
+        for key in ("from", "to"):
+            dataset = transfer[key]["dataset"] if key == "from" else transfer[key]
+            if dataset not in config["datasets"]:
+                raise ConfigError(
+                    f"config key 'transfer.{key}': dataset '{dataset}' is not one of {sorted(config['datasets'])}"
+                )
 
 
 def format_value(key: str, value: Any) -> str:
@@ -61,13 +94,18 @@ def format_value(key: str, value: Any) -> str:
         return f"do{value:g}"
     if key == "class_weights":
         return "cw" if value else "nocw"
+    if key == "attention":
+        return str(value)  # 'se', 'cbam' (or 'none' where the defaults use an attention layer)
+    if key == "epochs":
+        return f"e{value}" if value is not None else "estop"
     raise KeyError(key)
 
 
 def run_id(dataset: str, values: dict, defaults: dict, seed: int) -> str:
     """A readable id such as 'bloodmnist-64-resnet50-bs32-rmsprop-lr1e-4-s0'."""
     parts = [dataset, str(values["size"]), values["arch"], f"bs{values['batch_size']}"]
-    parts += [format_value(k, values[k]) for k in RUN_KEYS[3:] if values[k] != defaults[k]]
+    parts += [format_value(k, values[k]) for k in RUN_KEYS[3:] if values.get(k, OPTIONAL_RUN_DEFAULTS.get(k))
+              != defaults.get(k, OPTIONAL_RUN_DEFAULTS.get(k))]
     return "-".join(parts + [f"s{seed}"])
 
 
@@ -77,18 +115,61 @@ def expand_grid(grid: dict, defaults: dict) -> list[dict]:
     return [{**defaults, **dict(zip(axes, combo))} for combo in itertools.product(*(grid[a] for a in axes))]
 
 
+def study_values(spec: dict, defaults: dict) -> list[dict]:
+    """The run values of one study, in order and without repeats.
+
+    A study lists its runs in any of three forms, which may be combined:
+    `grid` (one cartesian product), `grids` (a list of them, for tables that fill only some cells)
+    and `runs` (a list of partial value dicts). `set` overrides the defaults for all of them.
+    """
+    base = {**OPTIONAL_RUN_DEFAULTS, **defaults, **spec.get("set", {})}
+    values: list[dict] = []
+    grids = ([spec["grid"]] if "grid" in spec else []) + list(spec.get("grids", []))
+    for grid in grids:
+        values += expand_grid(grid, base)
+    values += [{**base, **partial} for partial in spec.get("runs", [])]
+    unique: list[dict] = []
+    for value in values:
+        if value not in unique:
+            unique.append(value)
+    return unique
+
+
 def plan_runs(config: dict) -> tuple[dict[str, dict], dict[str, list[str]]]:
-    """All distinct runs by id (values + dataset + seed) and the run ids of each study."""
+    """All distinct runs by id (values + dataset + seed) and the run ids of each study.
+
+    A run shared by several studies (same dataset, values and seed) gets one id and trains once. The
+    transfer evaluation's source run is planned as the pseudo-study 'transfer_source'.
+    """
     runs: dict[str, dict] = {}
     studies: dict[str, list[str]] = {}
-    dataset = config["dataset"]
-    for study, spec in config["studies"].items():
+    defaults = {**OPTIONAL_RUN_DEFAULTS, **config["defaults"]}
+    specs = dict(config["studies"])
+    if config.get("transfer"):
+        source = dict(config["transfer"]["from"])
+        specs["transfer_source"] = {"dataset": source.pop("dataset"), "runs": [source]}
+    for study, spec in specs.items():
+        dataset = spec.get("dataset", config["dataset"])
         ids = []
-        for values in expand_grid(spec["grid"], config["defaults"]):
+        for values in study_values(spec, defaults):
             for seed in config["seeds"]:
-                rid = run_id(dataset, values, config["defaults"], seed)
+                rid = run_id(dataset, values, defaults, seed)
                 runs[rid] = {**values, "dataset": dataset, "seed": seed}
                 if rid not in ids:
                     ids.append(rid)
         studies[study] = ids
     return runs, studies
+
+
+def configurations(run_ids: list[str], runs: dict[str, dict]) -> list[tuple[dict, list[str]]]:
+    """The run ids of a study grouped by configuration (values without the seed), in study order."""
+    groups: list[tuple[dict, list[str]]] = []
+    for rid in run_ids:
+        values = {key: value for key, value in runs[rid].items() if key != "seed"}
+        for known, members in groups:
+            if known == values:
+                members.append(rid)
+                break
+        else:
+            groups.append((values, [rid]))
+    return groups

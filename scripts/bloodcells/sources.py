@@ -249,3 +249,175 @@ def import_pbc(
     check_arrays(arrays, len(PBC_FOLDERS), f"PBC {root}")
     log("PBC: " + ", ".join(f"{split} {len(arrays[f'{split}_labels'])}" for split in SPLITS) + f" at {size} px")
     return arrays
+
+
+# --- folder (e.g. Raabin-WBC) ---------------------------------------------------------------------
+
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of any PIL image: grey, palette and CMYK converted, alpha composited on white,
+    16-bit (and 32-bit integer) grey scaled from its full range to 0..255 instead of being clipped."""
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else 255.0
+        if image.mode == "F":
+            top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+        grey = np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def read_square(path: Path, size: int) -> np.ndarray:
+    """One image file as size x size RGB uint8: the whole image resized (LANCZOS), as Keras' flow_from_directory does."""
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))  # decode at the smallest JPEG scale still >= size (much faster)
+        rgb = to_rgb(image)
+        return np.asarray(rgb.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def _class_folders(base: Path, classes: dict[str, str]) -> dict[str, Path]:
+    """The folder of each configured class under `base` (names matched case-insensitively); missing is an error."""
+    if not base.is_dir():
+        raise DatasetError(f"folder {base} does not exist")
+    found = {child.name.lower(): child for child in base.iterdir() if child.is_dir()}
+    folders = {}
+    for name in classes:
+        if name.lower() not in found:
+            raise DatasetError(f"class folder '{name}' is missing in {base} (expected {list(classes)})")
+        folders[name] = found[name.lower()]
+    return folders
+
+
+def read_class_folders(
+    base: Path, classes: dict[str, str], size: int, log: Callable[[str], None] = print
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels (the order of `classes`) of the class folders under `base`; unreadable files are skipped
+    and logged by name; a class folder without a readable image is an error that names it."""
+    folders = _class_folders(base, classes)
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    for label, (name, folder) in enumerate(folders.items()):
+        files = sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+        readable = 0
+        for path in files:
+            try:
+                images.append(read_square(path, size))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                skipped.append(f"{folder.name}/{path.name}")
+                log(f"{base.name}: skipping unreadable file {folder.name}/{path.name}: {error}")
+                continue
+            labels.append(label)
+            readable += 1
+        if not files:
+            raise DatasetError(f"class folder {folder} is empty")
+        if not readable:
+            raise DatasetError(f"class folder {folder} holds no readable image ({len(files)} unreadable files)")
+    if skipped:
+        log(f"{base.name}: skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}")
+    stack = np.stack(images) if images else np.empty((0, size, size, 3), np.uint8)
+    return stack, np.asarray(labels, dtype=np.int64)
+
+
+def _split_off(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out) with a stratified `fraction` of every class held out (at least one where possible)."""
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_held = int(np.rint(fraction * len(members)))
+        n_held = min(max(n_held, 1), len(members) - 1) if len(members) > 1 else 0
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return rng.permutation(np.concatenate(kept)), rng.permutation(np.concatenate(held))
+
+
+def import_folder(
+    root: Path,
+    size: int,
+    classes: dict[str, str],
+    *,
+    train: str = "Train",
+    test: str = "TestA",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, np.ndarray]:
+    """A one-folder-per-class image set (Raabin-WBC: Train/ and TestA/) as BloodMNIST-schema arrays.
+
+    Validation is a stratified `val_fraction` of train/ (the poster's 20 % validation split); the test split is
+    the `test` folder, or a stratified `test_fraction` of train/ where that folder is absent.
+    """
+    if size < MIN_SIZE:
+        raise ValueError(f"size {size} px is below the {MIN_SIZE} px the models accept")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"folder dataset {root} does not exist")
+    train_images, train_labels = read_class_folders(root / train, classes, size, log)
+    arrays: dict[str, np.ndarray] = {}
+    test_dir = root / test
+    if test_dir.is_dir():
+        test_images, test_labels = read_class_folders(test_dir, classes, size, log)
+    else:
+        log(f"{root}: no '{test}' folder; holding out {test_fraction:.0%} of '{train}' as the test split")
+        kept, held = _split_off(train_labels, test_fraction, seed + 1)
+        test_images, test_labels = train_images[held], train_labels[held]
+        train_images, train_labels = train_images[kept], train_labels[kept]
+    kept, held = _split_off(train_labels, val_fraction, seed)
+    for split, images, labels in (("train", train_images[kept], train_labels[kept]),
+                                  ("val", train_images[held], train_labels[held]),
+                                  ("test", test_images, test_labels)):
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
+    check_arrays(arrays, len(classes), f"folder {root}")
+    log(f"{root}: " + ", ".join(f"{split} {len(arrays[f'{split}_labels'])}" for split in SPLITS) + f" at {size} px; "
+        f"classes {list(classes.values())}")
+    return arrays
+
+
+def write_synthetic_folder(
+    root: Path, classes: dict[str, str], n_train: int, n_test: int, size: int = 48, seed: int = 0,
+    odd_files: bool = False, train: str = "Train", test: str = "TestA",
+) -> dict[str, int]:
+    """Synthetic cells of the named classes written as JPEG files in Raabin-WBC's layout (a test fixture).
+
+    Class names must be BloodMNIST classes (their look comes from the synthetic generator). With `odd_files`, some
+    images are written as grayscale, RGBA and 16-bit PNGs, and one unreadable file is added per split.
+    Returns the number of readable images per split.
+    """
+    from .synthetic import draw_images
+
+    label_of = {name: BLOODMNIST_CLASSES.index(name) for name in classes.values()}
+    root = Path(root)
+    counts = {}
+    for index, (split, n) in enumerate(((train, n_train), (test, n_test))):
+        names = list(classes)
+        folder_labels = np.arange(n) % len(names)
+        images, _ = draw_images(np.array([label_of[classes[names[k]]] for k in folder_labels]), size,
+                                np.random.SeedSequence([seed, index]))
+        for number, (k, image) in enumerate(zip(folder_labels, images)):
+            folder = root / split / names[k]
+            folder.mkdir(parents=True, exist_ok=True)
+            picture = Image.fromarray(image)
+            mode = number % 8 if odd_files else 7
+            if mode == 0:
+                picture.convert("L").save(folder / f"{number:05d}.png")
+            elif mode == 1:
+                picture.convert("RGBA").save(folder / f"{number:05d}.png")
+            elif mode == 2:
+                grey = np.asarray(picture.convert("L"), dtype=np.uint16) * 257
+                Image.fromarray(grey).save(folder / f"{number:05d}.png")  # mode I;16
+            else:
+                picture.save(folder / f"{number:05d}.jpg", quality=95)
+        if odd_files:
+            (root / split / names[0] / "broken.jpg").write_bytes(b"not an image")
+        counts[split] = n
+    return counts

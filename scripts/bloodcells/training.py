@@ -28,8 +28,16 @@ class RunSpec:
     momentum: float = 0.0
     dropout: float = 0.3
     class_weights: bool = False
+    attention: str = "none"
     weights: str | None = None
     seed: int = 0
+
+    @classmethod
+    def from_values(cls, values: dict, weights: str | None) -> "RunSpec":
+        """The spec of a planned run (its values from plan_runs) with the config's initial weights."""
+        names = ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights",
+                 "attention", "seed")
+        return cls(**{name: values[name] for name in names if name in values}, weights=weights)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class TrainSettings:
     xla: bool = False
     deterministic: bool = False
     threads: int = 1
+    bn_momentum: float | None = None  # None keeps Keras' 0.99
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -52,6 +61,21 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, floa
     weights = np.zeros(n_classes)
     weights[present] = len(labels) / (present.sum() * counts[present])
     return {label: float(weight) for label, weight in enumerate(weights)}
+
+
+def run_epochs(training: dict, epochs: int | None) -> dict:
+    """The training config of one run: a fixed epoch count (no early stopping) where the run sets `epochs`."""
+    if epochs is None:
+        return training
+    return training | {"max_epochs": int(epochs), "patience": int(epochs)}
+
+
+def best_epoch_row(history: list[dict]) -> dict:
+    """The history row of the epoch whose weights a run keeps: the first one with the lowest val_loss."""
+    losses = np.array([row.get("val_loss", np.nan) for row in history], dtype=float)
+    if not len(losses) or np.isnan(losses).all():
+        raise ValueError("history has no finite val_loss, so no epoch was kept")
+    return history[int(np.nanargmin(losses))]
 
 
 def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
@@ -154,6 +178,19 @@ def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log:
     return EpochCheckpoint()
 
 
+def set_batchnorm_momentum(model, momentum: float) -> None:
+    """Set the moving-average momentum of every BatchNormalization layer.
+
+    Trained from scratch on a few hundred steps, Keras' 0.99 leaves the moving statistics far
+    from the batch statistics, so validation accuracy lags training accuracy by epochs.
+    """
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 def compile_model(model, spec: RunSpec, xla: bool) -> None:
     """Compile with the run's optimizer, categorical cross-entropy, accuracy and AUC."""
     import keras
@@ -188,7 +225,9 @@ def train_run(
         state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "history": [],
                  "stopped_early": False, "spec": asdict(spec)}
         model = build_model(spec.arch, spec.size, n_classes, weights=spec.weights, dropout=spec.dropout,
-                            augmentation=settings.augmentation, seed=spec.seed)
+                            augmentation=settings.augmentation, seed=spec.seed, attention=spec.attention)
+        if settings.bn_momentum is not None:
+            set_batchnorm_momentum(model, settings.bn_momentum)
         compile_model(model, spec, settings.xla)
     else:
         if state.get("spec") != asdict(spec):

@@ -1,0 +1,364 @@
+"""Tables of the poster's studies (Table 2, Table 4, the four methods tables, the transfer table) and the paired
+comparisons behind its conclusions. Pure functions of the runs' values, metrics, histories and predictions.
+
+Every table is built as a list of cells {row, column, values (one per seed), poster, poster_row, poster_column},
+then written as a long CSV and through the paper/ templates (the same ones as Tables 1 and 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .stats import mcnemar, verdict
+from .tables import ARCH_LABELS, format_poster, format_value
+
+OPTIMIZER_LABELS = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}
+# Rows of the methods tables: the poster's three training rows, then the test rows this workflow adds.
+METHODS_ROWS = {
+    "train_accuracy": "Training Accuracy",
+    "train_auc": "Training AUC",
+    "train_loss": "Training Loss",
+    "test_accuracy": "Test Accuracy",
+    "test_auc": "Test AUC",
+}
+TABLE4_COLUMNS = {"precision": "precision", "recall": "recall", "f1": "f1-score", "support": "support",
+                  "class_accuracy": "accuracy"}
+MATCH_EXCLUDED = {"value", "row", "column", "metric", "class"}
+
+
+def lr_label(rate: float) -> str:
+    """'1e-4', '5e-4' as the poster writes learning rates."""
+    mantissa, exponent = f"{rate:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def optimizer_label(values: dict) -> str:
+    """'Adam', 'RMSprop', 'SGD (m=0.8)'."""
+    label = OPTIMIZER_LABELS.get(values["optimizer"], values["optimizer"])
+    return f"{label} (m={values['momentum']:g})" if values["optimizer"] == "sgd" else label
+
+
+def variant_label(values: dict, keys: Sequence[str]) -> str:
+    """A column label naming the values that differ between a study's configurations."""
+    parts = []
+    for key in keys:
+        value = values[key]
+        if key == "batch_size":
+            parts.append(f"Batch Size {value}")
+        elif key == "dropout":
+            parts.append(f"Dropout {value:g}")
+        elif key in ("optimizer", "momentum"):
+            if key == "optimizer" or values["optimizer"] == "sgd":
+                parts.append(optimizer_label(values) if key == "optimizer" else "")
+        elif key == "learning_rate":
+            parts.append(f"lr {lr_label(value)}")
+        elif key == "class_weights":
+            parts.append("Class Weighted" if value else "Unweighted")
+        elif key == "attention":
+            parts.append("no attention" if value == "none" else f"+ Attention ({value.upper()})")
+        elif key == "arch":
+            parts.append(ARCH_LABELS.get(value, value))
+        elif key == "size":
+            parts.append(f"{value} px")
+        else:
+            parts.append(f"{key} {value}")
+    return " ".join(part for part in parts if part) or "default"
+
+
+def varying_keys(configs: Sequence[dict]) -> list[str]:
+    """The run-value keys whose values differ between configurations, in a fixed order."""
+    keys = [k for k in ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout",
+                        "class_weights", "attention", "epochs")
+            if len({repr(c.get(k)) for c in configs}) > 1]
+    if "momentum" in keys and "optimizer" not in keys:
+        keys.remove("momentum")
+    return keys
+
+
+def _equal(a, b) -> bool:
+    """Run values equal (floats to rounding); the poster's 'attention: any' matches every attention layer."""
+    if b == "any":
+        return a not in (None, "none")
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9)
+    return a == b
+
+
+def poster_lookup(entries: Sequence[dict], values: dict, metric: str, class_name: str = "") -> dict | None:
+    """The poster entry for a configuration, metric and class: every run-value key it names must match."""
+    for entry in entries:
+        if entry.get("metric") != metric or entry.get("class", "") != class_name:
+            continue
+        if all(_equal(values.get(key), want) for key, want in entry.items() if key not in MATCH_EXCLUDED):
+            return entry
+    return None
+
+
+def cell(row: str, column: str, values: Sequence[float], entry: dict | None, runs: Sequence[str],
+         ci: Sequence[tuple[float, float]] = ()) -> dict:
+    """One table cell with its per-seed values and the poster's value where there is one."""
+    return {"row": row, "column": column, "values": [float(v) for v in values], "runs": list(runs),
+            "poster": None if entry is None else float(entry["value"]),
+            "poster_row": "" if entry is None else entry["row"], "poster_column": "" if entry is None else entry["column"],
+            "ci": list(ci)}
+
+
+def long_frame(table: str, cells: Sequence[dict]) -> pd.DataFrame:
+    """The long CSV form: one line per cell, mean and sd over seeds, the poster's value and the difference."""
+    rows = []
+    for c in cells:
+        values = np.asarray(c["values"], dtype=float)
+        mean = float(values.mean()) if len(values) else math.nan
+        sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        poster = math.nan if c["poster"] is None else c["poster"]
+        ci_low = ci_high = math.nan
+        if len(c["ci"]) == 1:  # one seed: its bootstrap interval; several seeds: see results/stats/bootstrap.csv
+            ci_low, ci_high = c["ci"][0]
+        rows.append({"table": table, "row": c["row"], "column": c["column"], "n_seeds": len(values), "mean": mean,
+                     "sd": sd, "ci95_low": ci_low, "ci95_high": ci_high, "poster": poster, "difference": mean - poster,
+                     "poster_row": c["poster_row"], "poster_column": c["poster_column"], "runs": ";".join(c["runs"])})
+    return pd.DataFrame(rows)
+
+
+def template_cells(frame: pd.DataFrame, row_order: Sequence[str], column_order: Sequence[str],
+                   digits: int = 4) -> dict:
+    """{'columns', 'rows'} for paper/table.*.j2; empty cells (the poster's '-') become dashes."""
+    rows = []
+    for row in row_order:
+        cells = []
+        for column in column_order:
+            match = frame[(frame["row"] == row) & (frame["column"] == column)]
+            if match.empty:
+                cells.append({"ours": "–", "poster": "–", "diff": "–"})
+                continue
+            line = match.iloc[0]
+            ours = format_value(line["mean"], line["sd"], int(line["n_seeds"]))
+            if digits == 0:
+                ours = f"{line['mean']:.0f}" if int(line["n_seeds"]) < 2 else ours
+            if not math.isnan(line["ci95_low"]):
+                ours += f" [{line['ci95_low']:.3f}, {line['ci95_high']:.3f}]"
+            poster, diff = format_poster(line["poster"], line["difference"])
+            cells.append({"ours": ours, "poster": poster, "diff": diff})
+        rows.append({"label": row, "cells": cells})
+    return {"columns": list(column_order), "rows": rows}
+
+
+# --- the tables -----------------------------------------------------------------------------------------
+
+
+def table2_cells(configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, dict], boot: dict[str, dict],
+                 poster: Sequence[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """Test accuracy by optimizer (rows) and learning rate (columns): only the cells the study fills."""
+    cells, row_order, rates = [], [], []
+    for values, runs in configs:
+        row = optimizer_label(values)
+        row_order += [row] if row not in row_order else []
+        rates += [values["learning_rate"]] if values["learning_rate"] not in rates else []
+        entry = poster_lookup(poster, values, "accuracy")
+        cells.append(cell(row, lr_label(values["learning_rate"]), [metrics[r]["accuracy"] for r in runs], entry, runs,
+                          [(boot[r]["accuracy"]["low"], boot[r]["accuracy"]["high"]) for r in runs if r in boot]))
+    row_rank = {"Adam": 0, "RMSprop": 1}
+    row_order.sort(key=lambda label: (row_rank.get(label, 2), label.startswith("SGD") and -float(label[7:-1] or 0)))
+    columns = [lr_label(rate) for rate in sorted(rates, reverse=True)]
+    return cells, row_order, columns
+
+
+def methods_cells(configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, dict], best_rows: dict[str, dict],
+                  boot: dict[str, dict], poster: Sequence[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """Training ACC, AUC and loss (best epoch's history row) and test ACC and AUC of each configuration."""
+    keys = varying_keys([values for values, _ in configs])
+    cells, columns = [], []
+    for values, runs in configs:
+        column = variant_label(values, keys)
+        columns.append(column)
+        for metric, row in METHODS_ROWS.items():
+            if metric.startswith("train_"):
+                name = metric[len("train_"):]
+                per_seed = [best_rows[r][name] for r in runs]
+                ci = ()
+            else:
+                name = metric[len("test_"):]
+                per_seed = [metrics[r][name] for r in runs]
+                ci = [(boot[r][name]["low"], boot[r][name]["high"]) for r in runs if r in boot]
+            cells.append(cell(row, column, per_seed, poster_lookup(poster, values, metric), runs, ci))
+    return cells, list(METHODS_ROWS.values()), columns
+
+
+def classification_report(metrics: dict) -> dict[str, dict[str, float]]:
+    """scikit-learn's classification report rows (classes, accuracy, macro and weighted avg) from metrics.json,
+    plus each class's accuracy (correct / support: the same number as its recall)."""
+    per_class = metrics["per_class"]
+    support = np.array([per_class[name]["support"] for name in per_class], dtype=float)
+    report: dict[str, dict[str, float]] = {}
+    for name, scores in per_class.items():
+        report[name] = {key: float(scores[key]) for key in ("precision", "recall", "f1", "support")}
+        report[name]["class_accuracy"] = float(scores["recall"])
+    for label, weights in (("macro avg", np.ones_like(support)), ("weighted avg", support)):
+        report[label] = {key: float(np.average([per_class[n][key] for n in per_class], weights=weights))
+                         for key in ("precision", "recall", "f1")} | {"support": float(support.sum())}
+    report["accuracy"] = {"f1": float(metrics["accuracy"]), "support": float(support.sum())}
+    return report
+
+
+def table4_cells(runs: Sequence[str], metrics: dict[str, dict], poster: Sequence[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """Table 4: the external run's classification report and per-class accuracy (mean over seeds)."""
+    reports = [classification_report(metrics[r]) for r in runs]
+    row_order = list(reports[0])
+    row_order = [r for r in row_order if r not in ("macro avg", "weighted avg", "accuracy")] + ["accuracy", "macro avg", "weighted avg"]
+    cells = []
+    for row in row_order:
+        for metric, column in TABLE4_COLUMNS.items():
+            if metric not in reports[0][row]:
+                continue
+            entry = poster_lookup(poster, {}, metric, row)
+            cells.append(cell(row, column, [report[row][metric] for report in reports], entry, runs))
+    return cells, row_order, list(TABLE4_COLUMNS.values())
+
+
+def transfer_metrics(labels: np.ndarray, probabilities: np.ndarray, source_classes: Sequence[str],
+                     target_classes: Sequence[str]) -> dict:
+    """Accuracy of a model trained on source classes on target images whose classes are a subset of them.
+
+    Unrestricted: argmax over every source class (a prediction of a class the target lacks is wrong).
+    Restricted: argmax over the shared classes only. AUC: mean one-vs-rest over the shared classes, with the
+    probabilities renormalised over them.
+    """
+    from .metrics import mean_ovr_auc, per_class_report
+
+    missing = [name for name in target_classes if name not in source_classes]
+    if missing:
+        raise ValueError(f"target classes {missing} are not among the source model's classes {list(source_classes)}")
+    columns = np.array([list(source_classes).index(name) for name in target_classes])
+    labels = np.asarray(labels).reshape(-1)
+    unrestricted = np.argmax(probabilities, axis=1)
+    shared = probabilities[:, columns]
+    restricted = np.argmax(shared, axis=1)
+    renormalised = shared / np.clip(shared.sum(axis=1, keepdims=True), 1e-12, None)
+    outside = ~np.isin(unrestricted, columns)
+    return {
+        "n_images": int(len(labels)),
+        "source_classes": list(source_classes),
+        "target_classes": list(target_classes),
+        "unrestricted_accuracy": float(np.mean(unrestricted == columns[labels])),
+        "restricted_accuracy": float(np.mean(restricted == labels)),
+        "restricted_auc": mean_ovr_auc(labels, renormalised),
+        "share_predicted_outside_target_classes": float(outside.mean()),
+        "restricted_per_class": per_class_report(labels, restricted, target_classes),
+    }
+
+
+def transfer_cells(results: Sequence[tuple[str, dict]]) -> tuple[list[dict], list[str], list[str]]:
+    """Rows: restricted / unrestricted accuracy, restricted AUC, share outside; one column per source configuration."""
+    names = {"restricted_accuracy": "Accuracy, restricted to the shared classes",
+             "unrestricted_accuracy": "Accuracy, all source classes",
+             "restricted_auc": "AUC, restricted to the shared classes",
+             "share_predicted_outside_target_classes": "Share predicted as a class the target lacks"}
+    column = results[0][0]
+    cells = [cell(row, column, [r[key] for _, r in results], None, [run for run, _ in results])
+             for key, row in names.items()]
+    return cells, list(names.values()), [column]
+
+
+# --- paired comparisons behind the poster's conclusions ---------------------------------------------------------
+
+
+def _find(configs: Sequence[tuple[dict, list[str]]], **wanted) -> tuple[dict, list[str]] | None:
+    for values, runs in configs:
+        if all(_equal(values.get(k), v) for k, v in wanted.items()):
+            return values, runs
+    return None
+
+
+def _model_label(values: dict) -> str:
+    return f"{ARCH_LABELS.get(values['arch'], values['arch'])} ({values['size']} px), batch {values['batch_size']}"
+
+
+def planned_comparisons(studies: dict[str, list[tuple[dict, list[str]]]], accuracy: dict[str, float],
+                        poster_table3: Sequence[dict], poster_table2: Sequence[dict]) -> list[dict]:
+    """The comparisons the poster draws conclusions from, as pairs of configurations (runs per seed) with the
+    direction the poster claims (a_better_claimed: the poster says configuration A is more accurate)."""
+    out: list[dict] = []
+    mean_acc = lambda runs: float(np.mean([accuracy[r] for r in runs]))  # noqa: E731
+    table3 = studies.get("table3", [])
+    # 1. the best vs the second-best Table 3 model (the poster's pair where the grid has it, else ours)
+    ranked = sorted((e for e in poster_table3 if e["metric"] == "accuracy"), key=lambda e: -e["value"])
+    top = [_find(table3, arch=e["arch"], size=e["size"], batch_size=e["batch_size"]) for e in ranked[:2]]
+    source = "poster's ranking"
+    if None in top:
+        top = sorted(table3, key=lambda config: -mean_acc(config[1]))[:2]
+        source = "reproduced ranking (the poster's two best models are not in this grid)"
+    if len(top) == 2:
+        (a, ra), (b, rb) = top
+        out.append({"comparison": "table3_best_vs_second", "a": _model_label(a), "b": _model_label(b), "a_runs": ra,
+                    "b_runs": rb, "a_better_claimed": True,
+                    "claim": f"Optimal configuration by accuracy: {_model_label(a)} beats the second-best, "
+                             f"{_model_label(b)} ({source})"})
+    # 2. batch 16 vs 32 for each model
+    for values, runs in table3:
+        if values["batch_size"] != 16:
+            continue
+        other = _find(table3, **{**{k: values[k] for k in ("arch", "size")}, "batch_size": 32})
+        if other is None:
+            continue
+        p16 = poster_lookup(poster_table3, values, "accuracy")
+        p32 = poster_lookup(poster_table3, other[0], "accuracy")
+        if p16 and p32:
+            claim16 = p16["value"] > p32["value"]
+            evidence = f"poster Table 3: {p16['value']:.4f} vs {p32['value']:.4f}"
+        else:
+            claim16, evidence = False, "poster conclusion: 'higher batch size improved F-1 scores'"
+        model = f"{ARCH_LABELS.get(values['arch'], values['arch'])} ({values['size']} px)"
+        out.append({"comparison": f"batch16_vs_32_{values['arch']}_{values['size']}", "a": f"{model}, batch 16",
+                    "b": f"{model}, batch 32", "a_runs": runs, "b_runs": other[1], "a_better_claimed": claim16,
+                    "claim": f"{model}: batch {16 if claim16 else 32} is more accurate ({evidence})"})
+    # 3. with vs without attention and class weights
+    for values, runs in studies.get("attention", []):
+        if values["attention"] == "none" or not values["class_weights"]:
+            continue
+        plain = {**values, "attention": "none", "class_weights": False}
+        base = None
+        for configs in studies.values():
+            base = base or _find(configs, **plain)
+        if base is None:
+            continue
+        out.append({"comparison": f"attention_{values['attention']}_cw_vs_none", "a": "no attention, unweighted loss",
+                    "b": f"attention ({values['attention'].upper()}) + class-weighted loss", "a_runs": base[1],
+                    "b_runs": runs, "a_better_claimed": True,
+                    "claim": "Attention and class-weighted loss reduce test accuracy (poster: 0.978 -> 0.955)"})
+    # 4. Adam vs RMSprop at the same learning rate: without (optimizer study) and with attention + weights (Table 2)
+    for study, claim_adam, evidence in (
+        ("optimizer", True, "poster optimizer table: Adam best (training ACC 0.9856 vs 0.9839)"),
+        ("table2", False, "poster Table 2: RMSprop 0.9737 vs Adam 0.9553 at 1e-4"),
+    ):
+        configs = studies.get(study, [])
+        for values, runs in configs:
+            if values["optimizer"] != "adam":
+                continue
+            other = _find(configs, **{**values, "optimizer": "rmsprop"})
+            if other is None:
+                continue
+            lr = lr_label(values["learning_rate"])
+            out.append({"comparison": f"{study}_adam_vs_rmsprop_lr{lr}", "a": f"Adam {lr}", "b": f"RMSprop {lr}",
+                        "a_runs": runs, "b_runs": other[1], "a_better_claimed": claim_adam,
+                        "claim": f"{'Adam' if claim_adam else 'RMSprop'} at {lr} is more accurate ({evidence})"})
+    return out
+
+
+def run_comparisons(planned: Sequence[dict], correct: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                    accuracy: dict[str, float], alpha: float) -> list[dict]:
+    """McNemar tests (seed paired with seed) of each planned comparison and the verdict on the poster's claim."""
+    results = []
+    for plan in planned:
+        tests = []
+        for ra, rb in zip(plan["a_runs"], plan["b_runs"]):
+            if not np.array_equal(labels[ra], labels[rb]):
+                raise ValueError(f"{ra} and {rb} were not evaluated on the same test images")
+            tests.append(mcnemar(correct[ra], correct[rb]) | {"a_run": ra, "b_run": rb,
+                                                              "a_accuracy": accuracy[ra], "b_accuracy": accuracy[rb]})
+        results.append({**{k: plan[k] for k in ("comparison", "claim", "a", "b", "a_better_claimed")},
+                        "alpha": alpha, "tests": tests, "verdict": verdict(tests, plan["a_better_claimed"], alpha)})
+    return results

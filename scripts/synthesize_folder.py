@@ -1,0 +1,17 @@
+"""Snakemake adapter: write synthetic cells in Raabin-WBC's folder layout (the external dataset of tests and demos)."""
+
+from pathlib import Path
+
+from bloodcells.logs import log_to_file
+from bloodcells.sources import write_synthetic_folder
+
+if __name__ == "__main__":
+    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+    log_to_file(smk.log[0])
+    source = smk.params.source
+    spec = source["synthesize"]
+    counts = write_synthetic_folder(
+        Path(smk.output[0]), source["classes"], spec["n_train"], spec["n_test"], spec.get("size", 48),
+        spec.get("seed", 0), spec.get("odd_files", False), source.get("train", "Train"), source.get("test", "TestA"),
+    )
+    print(f"wrote synthetic cells in folder layout to {smk.output[0]}: {counts}")

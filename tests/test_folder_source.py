@@ -1,0 +1,77 @@
+"""The `folder` source (Raabin-WBC layout): class mapping, odd image modes, unreadable files, missing classes."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bloodcells.dataset import DatasetError, class_names_of
+from bloodcells.sources import import_folder, read_square, to_rgb, write_synthetic_folder
+
+CLASSES = {"Basophil": "basophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte", "Monocyte": "monocyte",
+           "Neutrophil": "neutrophil"}
+
+
+@pytest.fixture
+def raabin(tmp_path):
+    """Synthetic cells in Raabin's layout: 40 training and 20 test images, with odd modes and one broken file each."""
+    write_synthetic_folder(tmp_path, CLASSES, 40, 20, size=48, seed=0, odd_files=True)
+    return tmp_path
+
+
+def test_folder_becomes_the_npz_schema_with_a_20_percent_validation_split(raabin):
+    messages = []
+    arrays = import_folder(raabin, 32, CLASSES, log=messages.append)
+    assert arrays["train_images"].shape == (30, 32, 32, 3) and arrays["train_images"].dtype == np.uint8
+    assert len(arrays["val_labels"]) == 10 and len(arrays["test_labels"]) == 20
+    assert np.bincount(arrays["val_labels"].ravel()).tolist() == [2] * 5  # stratified
+    assert np.bincount(arrays["test_labels"].ravel()).tolist() == [4] * 5
+    assert class_names_of({"source": "folder", "classes": CLASSES}) == tuple(CLASSES.values())
+
+
+def test_unreadable_files_are_skipped_and_named_with_a_count(raabin):
+    messages = []
+    import_folder(raabin, 32, CLASSES, log=messages.append)
+    log = "\n".join(messages)
+    assert "skipping unreadable file Basophil/broken.jpg" in log
+    assert "Train: skipped 1 unreadable file(s): Basophil/broken.jpg" in log
+    assert "TestA: skipped 1 unreadable file(s)" in log
+
+
+def test_grayscale_rgba_and_16_bit_images_are_converted(tmp_path):
+    grey = Image.fromarray(np.full((10, 12), 128, np.uint8), "L")
+    rgba = Image.fromarray(np.dstack([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)]), "RGBA")
+    sixteen = Image.fromarray(np.full((6, 6), 65535, np.uint16))
+    assert sixteen.mode.startswith("I")
+    assert np.asarray(to_rgb(grey)).tolist()[0][0] == [128, 128, 128]
+    assert np.asarray(to_rgb(rgba))[0, 0].tolist() == [255, 255, 255]  # transparent pixels on white
+    assert np.asarray(to_rgb(sixteen))[0, 0].tolist() == [255, 255, 255]  # scaled from 16 bits, not clipped
+    for name, image in (("g.png", grey), ("a.png", rgba), ("s.png", sixteen)):
+        image.save(tmp_path / name)
+        assert read_square(tmp_path / name, 32).shape == (32, 32, 3)
+
+
+def test_missing_class_folder_is_an_error_that_names_it(raabin):
+    for path in (raabin / "TestA/Monocyte").iterdir():
+        path.unlink()
+    (raabin / "TestA/Monocyte").rmdir()
+    with pytest.raises(DatasetError, match="class folder 'Monocyte' is missing in .*TestA"):
+        import_folder(raabin, 32, CLASSES)
+
+
+def test_empty_class_folder_is_an_error_that_names_it(raabin):
+    for path in (raabin / "Train/Eosinophil").iterdir():
+        path.unlink()
+    with pytest.raises(DatasetError, match="Train/Eosinophil is empty"):
+        import_folder(raabin, 32, CLASSES)
+
+
+def test_class_folder_of_only_unreadable_files_is_an_error(raabin):
+    for path in (raabin / "Train/Lymphocyte").iterdir():
+        path.write_bytes(b"junk")
+    with pytest.raises(DatasetError, match="Train/Lymphocyte holds no readable image"):
+        import_folder(raabin, 32, CLASSES)
+
+
+def test_test_split_is_held_out_where_the_test_folder_is_absent(raabin):
+    arrays = import_folder(raabin, 32, CLASSES, test="TestB", log=lambda _: None)
+    assert len(arrays["test_labels"]) == 10 and len(arrays["train_labels"]) + len(arrays["val_labels"]) == 30
