@@ -89,6 +89,7 @@ def main(smk) -> None:
     context = template_cells(frame, rows, columns) | {
         "title": TITLES[table], "caption": poster.get("caption", ""), "notes": notes(smk, table),
         "synthetic": smk.params.synthetic,
+        "row_header": {"table2": "optimizer", "table4": "class"}.get(table, "metric"),
     }
     template_dir = Path(smk.input.templates[0]).parent
     for ext in ("html", "tex"):

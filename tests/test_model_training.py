@@ -172,3 +172,13 @@ def test_fixed_epoch_runs_do_not_stop_early_and_best_epoch_is_the_lowest_val_los
     history = [{"epoch": 1, "val_loss": 0.9, "loss": 1.0}, {"epoch": 2, "val_loss": 0.5, "loss": 0.6},
                {"epoch": 3, "val_loss": float("nan"), "loss": 0.4}, {"epoch": 4, "val_loss": 0.5, "loss": 0.3}]
     assert best_epoch_row(history)["epoch"] == 2
+
+
+def test_gradcam_reaches_the_last_block_through_the_attention_layer():
+    from bloodcells.gradcam import gradcam_maps, spatial_layers
+
+    model = build_model("resnet50", 64, 5, attention="cbam")
+    assert "attention" in spatial_layers(model)
+    images = np.random.default_rng(3).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    maps = gradcam_maps(model, images, "conv5_block3_out", np.array([0, 4]))
+    assert maps.shape == (2, 2, 2) and np.isfinite(maps).all()

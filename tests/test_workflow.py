@@ -89,7 +89,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-               "--configfile", str(config_path), target]
+               target, "--configfile", str(config_path)]  # --configfile takes several values: target first
     state_file = workdir / f"results/checkpoints/{run}/state.json"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                env=os.environ | {"CUDA_VISIBLE_DEVICES": ""})
@@ -104,7 +104,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path):
     assert killed_after < 3 and not (workdir / target).exists()
 
     run_snakemake(workdir, "--unlock", "--configfile", str(config_path))
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(config_path), target)
+    run_snakemake(workdir, "--cores", "2", target, "--configfile", str(config_path))
     log = (workdir / f"logs/train/{run}.log").read_text()
     assert f"resuming from results/checkpoints/{run}/last.keras after epoch {killed_after}" in log
     resumed_part = log.split("resuming from")[1]

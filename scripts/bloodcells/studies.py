@@ -59,7 +59,12 @@ def variant_label(values: dict, keys: Sequence[str]) -> str:
         elif key == "class_weights":
             parts.append("Class Weighted" if value else "Unweighted")
         elif key == "attention":
-            parts.append("no attention" if value == "none" else f"+ Attention ({value.upper()})")
+            # the poster's columns: "Class Weighted" vs "Class Weighted + Attention Layer"
+            weighted = "Class Weighted " if values.get("class_weights") and "class_weights" not in keys else ""
+            if value == "none":
+                parts.append(weighted.strip() or "No Attention")
+            else:
+                parts.append(f"{weighted}+ Attention ({value.upper()})")
         elif key == "arch":
             parts.append(ARCH_LABELS.get(value, value))
         elif key == "size":
@@ -125,8 +130,8 @@ def long_frame(table: str, cells: Sequence[dict]) -> pd.DataFrame:
 
 
 def template_cells(frame: pd.DataFrame, row_order: Sequence[str], column_order: Sequence[str],
-                   digits: int = 4) -> dict:
-    """{'columns', 'rows'} for paper/table.*.j2; empty cells (the poster's '-') become dashes."""
+                   integer_columns: Sequence[str] = ("support",)) -> dict:
+    """{'columns', 'rows'} for paper/table.*.j2; empty cells (the poster's '-') become dashes; counts as integers."""
     rows = []
     for row in row_order:
         cells = []
@@ -137,11 +142,13 @@ def template_cells(frame: pd.DataFrame, row_order: Sequence[str], column_order: 
                 continue
             line = match.iloc[0]
             ours = format_value(line["mean"], line["sd"], int(line["n_seeds"]))
-            if digits == 0:
-                ours = f"{line['mean']:.0f}" if int(line["n_seeds"]) < 2 else ours
             if not math.isnan(line["ci95_low"]):
                 ours += f" [{line['ci95_low']:.3f}, {line['ci95_high']:.3f}]"
             poster, diff = format_poster(line["poster"], line["difference"])
+            if column in integer_columns:
+                ours = f"{line['mean']:.0f}"
+                if poster != "–":
+                    poster, diff = f"{line['poster']:.0f}", f"{line['difference']:+.0f}"
             cells.append({"ours": ours, "poster": poster, "diff": diff})
         rows.append({"label": row, "cells": cells})
     return {"columns": list(column_order), "rows": rows}
