@@ -17,7 +17,7 @@ from bloodcells.studies import (
     transfer_cells,
 )
 from bloodcells.tables import render
-from bloodcells.training import best_epoch_row
+from bloodcells.history import best_epoch_row
 
 TITLES = {
     "table2": "Table 2: test accuracy by optimizer and learning rate (ResNet-50, attention layer, class-weighted loss)",

@@ -164,7 +164,8 @@ def test_run_spec_carries_attention_and_class_weights_from_plan_values():
 
 
 def test_fixed_epoch_runs_do_not_stop_early_and_best_epoch_is_the_lowest_val_loss():
-    from bloodcells.training import best_epoch_row, run_epochs
+    from bloodcells.history import best_epoch_row
+    from bloodcells.training import run_epochs
 
     training = {"max_epochs": 30, "patience": 5, "weights": None}
     assert run_epochs(training, None) is training

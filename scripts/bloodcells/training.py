@@ -70,14 +70,6 @@ def run_epochs(training: dict, epochs: int | None) -> dict:
     return training | {"max_epochs": int(epochs), "patience": int(epochs)}
 
 
-def best_epoch_row(history: list[dict]) -> dict:
-    """The history row of the epoch whose weights a run keeps: the first one with the lowest val_loss."""
-    losses = np.array([row.get("val_loss", np.nan) for row in history], dtype=float)
-    if not len(losses) or np.isnan(losses).all():
-        raise ValueError("history has no finite val_loss, so no epoch was kept")
-    return history[int(np.nanargmin(losses))]
-
-
 def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
     """Set threads, determinism and precision policy before any TensorFlow op runs."""
     import keras
