@@ -152,6 +152,23 @@ class CaffePreprocess(keras.layers.Layer):
         return input_shape
 
 
+def add_bottleneck_mlp(layer: keras.layers.Layer, channels: int, ratio: int, names: tuple[str, str]) -> tuple:
+    """Weights of the C -> C/ratio -> C channel MLP that SE and CBAM share: (kernel1, bias1, kernel2, bias2)."""
+    hidden = max(1, channels // ratio)
+    return (
+        layer.add_weight(shape=(channels, hidden), initializer="glorot_uniform", name=f"{names[0]}_kernel"),
+        layer.add_weight(shape=(hidden,), initializer="zeros", name=f"{names[0]}_bias"),
+        layer.add_weight(shape=(hidden, channels), initializer="glorot_uniform", name=f"{names[1]}_kernel"),
+        layer.add_weight(shape=(channels,), initializer="zeros", name=f"{names[1]}_bias"),
+    )
+
+
+def bottleneck_mlp(pooled, weights: tuple):
+    """relu(pooled W1 + b1) W2 + b2: the channel MLP of SE and CBAM, before its sigmoid."""
+    kernel1, bias1, kernel2, bias2 = weights
+    return ops.matmul(ops.relu(ops.matmul(pooled, kernel1) + bias1), kernel2) + bias2
+
+
 @keras.saving.register_keras_serializable(package="bloodcells")
 class SqueezeExcitation(keras.layers.Layer):
     """Squeeze-and-excitation (Hu, Shen & Sun, CVPR 2018): channels rescaled by a gate from their global means.
@@ -164,16 +181,10 @@ class SqueezeExcitation(keras.layers.Layer):
         self.ratio = int(ratio)
 
     def build(self, input_shape):
-        channels = int(input_shape[-1])
-        hidden = max(1, channels // self.ratio)
-        self.w1 = self.add_weight(shape=(channels, hidden), initializer="glorot_uniform", name="squeeze_kernel")
-        self.b1 = self.add_weight(shape=(hidden,), initializer="zeros", name="squeeze_bias")
-        self.w2 = self.add_weight(shape=(hidden, channels), initializer="glorot_uniform", name="excite_kernel")
-        self.b2 = self.add_weight(shape=(channels,), initializer="zeros", name="excite_bias")
+        self.mlp = add_bottleneck_mlp(self, int(input_shape[-1]), self.ratio, ("squeeze", "excite"))
 
     def call(self, x):
-        squeezed = ops.mean(x, axis=(1, 2))
-        gate = ops.sigmoid(ops.matmul(ops.relu(ops.matmul(squeezed, self.w1) + self.b1), self.w2) + self.b2)
+        gate = ops.sigmoid(bottleneck_mlp(ops.mean(x, axis=(1, 2)), self.mlp))
         return x * gate[:, None, None, :]
 
     def compute_output_shape(self, input_shape):
@@ -197,21 +208,13 @@ class CBAM(keras.layers.Layer):
         self.kernel_size = int(kernel_size)
 
     def build(self, input_shape):
-        channels = int(input_shape[-1])
-        hidden = max(1, channels // self.ratio)
-        self.w1 = self.add_weight(shape=(channels, hidden), initializer="glorot_uniform", name="mlp_kernel1")
-        self.b1 = self.add_weight(shape=(hidden,), initializer="zeros", name="mlp_bias1")
-        self.w2 = self.add_weight(shape=(hidden, channels), initializer="glorot_uniform", name="mlp_kernel2")
-        self.b2 = self.add_weight(shape=(channels,), initializer="zeros", name="mlp_bias2")
+        self.mlp = add_bottleneck_mlp(self, int(input_shape[-1]), self.ratio, ("mlp1", "mlp2"))
         k = self.kernel_size
         self.spatial_kernel = self.add_weight(shape=(k, k, 2, 1), initializer="glorot_uniform", name="spatial_kernel")
         self.spatial_bias = self.add_weight(shape=(1,), initializer="zeros", name="spatial_bias")
 
-    def _mlp(self, pooled):
-        return ops.matmul(ops.relu(ops.matmul(pooled, self.w1) + self.b1), self.w2) + self.b2
-
     def call(self, x):
-        channel_gate = ops.sigmoid(self._mlp(ops.mean(x, axis=(1, 2))) + self._mlp(ops.max(x, axis=(1, 2))))
+        channel_gate = ops.sigmoid(bottleneck_mlp(ops.mean(x, axis=(1, 2)), self.mlp) + bottleneck_mlp(ops.max(x, axis=(1, 2)), self.mlp))
         x = x * channel_gate[:, None, None, :]
         pooled = ops.concatenate([ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1)
         spatial_gate = ops.sigmoid(ops.conv(pooled, self.spatial_kernel, padding="same") + self.spatial_bias)
