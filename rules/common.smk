@@ -77,6 +77,13 @@ def download_input(wildcards) -> list[str]:
     ]
 
 
+# The table templates and the macros they import; the first file's folder is the template folder.
+TABLE_TEMPLATES = [
+    repo_file(f"paper/{name}")
+    for name in ("table.html.j2", "table.tex.j2", "macros.html.j2", "macros.tex.j2")
+]
+
+
 def transfer_data(wildcards) -> str:
     """The target dataset of a transfer evaluation, at the source run's size."""
     return f"results/data/{wildcards.dataset}/{RUNS[wildcards.run]['size']}.npz"
@@ -98,10 +105,7 @@ def study_table_input(wildcards) -> dict:
     runs = table_runs(wildcards.table)
     inputs = {
         "poster": repo_file("paper/poster_values.yaml"),
-        "templates": [
-            repo_file("paper/table.html.j2"),
-            repo_file("paper/table.tex.j2"),
-        ],
+        "templates": TABLE_TEMPLATES,
     }
     if wildcards.table == "transfer":
         target = config["transfer"]["to"]

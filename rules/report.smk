@@ -4,13 +4,14 @@
 rule tables_grid:
     input:
         metrics=expand("results/runs/{run}/metrics.json", run=TABLE3_RUNS),
+        bootstrap=expand("results/runs/{run}/bootstrap.json", run=TABLE3_RUNS),
         poster=repo_file("paper/poster_values.yaml"),
-        templates=[repo_file("paper/table.html.j2"), repo_file("paper/table.tex.j2")],
+        templates=TABLE_TEMPLATES,
     output:
         expand(
             "results/tables/{table}.{ext}",
             table=["table1", "table3"],
-            ext=["csv", "html", "tex"],
+            ext=["csv", "json", "html", "tex"],
         ),
     log:
         "logs/tables/grid.log",

@@ -59,6 +59,7 @@ rule study_table:
         unpack(study_table_input),
     output:
         csv="results/tables/{table}.csv",
+        json="results/tables/{table}.json",
         html="results/tables/{table}.html",
         tex="results/tables/{table}.tex",
     log:

@@ -5,29 +5,36 @@ from pathlib import Path
 
 import yaml
 
-from bloodcells.atomic import write_text_atomic
 from bloodcells.logs import log_to_file
-from bloodcells.tables import compare, confidence_note, ordered_classes, poster_frame, render, run_records, summarise, table_cells
+from bloodcells.tables import (
+    compare,
+    confidence_note,
+    ordered_classes,
+    poster_frame,
+    run_records,
+    summarise,
+    table_cells,
+    write_table_files,
+)
 
 METRIC_LABELS = {"accuracy": "Test accuracy", "auc": "Test AUC"}
 
 
-def write_table(compared, column_key: str, columns: list[str], labels: list[str], context: dict, outputs: dict) -> None:
-    """Write one table as CSV (long form) and through the HTML and LaTeX templates."""
-    write_text_atomic(outputs["csv"], compared.to_csv(index=False))
+def write_table(compared, column_key: str, columns: list[str], labels: list[str], context: dict, outputs: dict,
+                template_dir: str) -> None:
+    """Write one table as CSV (long form), JSON and through the HTML and LaTeX templates."""
     cells = table_cells(compared, column_key, columns)
     cells["columns"] = labels
-    template_dir = Path(outputs["templates"])
-    for ext in ("html", "tex"):
-        write_text_atomic(outputs[ext], render(template_dir, f"table.{ext}.j2", **cells, **context))
+    write_table_files(compared, cells | context, outputs, template_dir)
 
 
 def main(smk) -> None:
     """Build both tables from the runs' metrics and the poster's values."""
     log_to_file(smk.log[0])
     metrics = [json.loads(Path(path).read_text()) for path in smk.input.metrics]
+    boots = [json.loads(Path(path).read_text()) for path in smk.input.bootstrap]
     poster = yaml.safe_load(Path(smk.input.poster).read_text())
-    summary = summarise(run_records(smk.params.runs, metrics))
+    summary = summarise(run_records(smk.params.runs, metrics, boots))
     synthetic = smk.config["datasets"][smk.params.dataset]["source"] == "synthetic"
     training = smk.config["training"]
     notes = [
@@ -40,19 +47,20 @@ def main(smk) -> None:
     ]
     template_dir = str(Path(smk.input.templates[0]).parent)
     out = {Path(path).name: path for path in smk.output}
+    files = lambda table: {ext: out[f"{table}.{ext}"] for ext in ("csv", "json", "html", "tex")}  # noqa: E731
 
     table3 = compare(summary, poster_frame(poster, "table3"), ["accuracy", "auc"])
     write_table(table3, "metric", ["accuracy", "auc"], [METRIC_LABELS["accuracy"], METRIC_LABELS["auc"]],
                 {"title": "Table 3: test accuracy and AUC of every grid model", "caption": poster["table3"]["caption"],
                  "notes": notes, "synthetic": synthetic},
-                {"csv": out["table3.csv"], "html": out["table3.html"], "tex": out["table3.tex"], "templates": template_dir})
+                files("table3"), template_dir)
 
     table1 = compare(summary, poster_frame(poster, "table1"), ["f1"])
     classes = ordered_classes(list(dict.fromkeys(table1["class"])))
     write_table(table1, "class", classes, classes,
                 {"title": "Table 1: class-level F1 score on the test split", "caption": poster["table1"]["caption"],
                  "notes": notes, "synthetic": synthetic},
-                {"csv": out["table1.csv"], "html": out["table1.html"], "tex": out["table1.tex"], "templates": template_dir})
+                files("table1"), template_dir)
     print(table3.to_string())
 
 

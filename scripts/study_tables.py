@@ -6,7 +6,6 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bloodcells.atomic import write_text_atomic
 from bloodcells.logs import log_to_file
 from bloodcells.studies import (
     long_frame,
@@ -16,7 +15,7 @@ from bloodcells.studies import (
     template_cells,
     transfer_cells,
 )
-from bloodcells.tables import render
+from bloodcells.tables import confidence_note, write_table_files
 from bloodcells.history import best_epoch_row
 
 TITLES = {
@@ -38,10 +37,8 @@ def by_run(runs: list[str], paths: list[str], reader) -> dict:
 def notes(smk, table: str) -> list[str]:
     """The fidelity notes printed under a table."""
     config, training = smk.config, smk.config["training"]
-    n_seeds = len(config["seeds"])
-    seeds = "one seed per configuration" if n_seeds == 1 else f"mean ± sd over {n_seeds} seeds"
-    lines = [f"Data: '{smk.params.dataset}' ({config['datasets'][smk.params.dataset]['source']} source); {seeds}; "
-             "[a, b] = bootstrap 95 % interval of the test value (one seed).",
+    lines = [f"Data: '{smk.params.dataset}' ({config['datasets'][smk.params.dataset]['source']} source); "
+             f"{confidence_note([len(config['seeds'])])}.",
              f"Epoch rule: at most {training['max_epochs']} epochs, early stopping after {training['patience']} epochs "
              "without a lower validation loss, the best epoch's weights evaluated (a run with a fixed epoch count "
              "trains exactly that many and keeps its best validation-loss epoch)."]
@@ -84,16 +81,13 @@ def main(smk) -> None:
             best = by_run(runs, smk.input.history, lambda p: best_epoch_row(pd.read_csv(p).to_dict("records")))
             cells, rows, columns = methods_cells(configs, metrics, best, boot, poster["values"])
     frame = long_frame(table, cells)
-    out = {Path(path).suffix[1:]: path for path in smk.output}
-    write_text_atomic(out["csv"], frame.to_csv(index=False))
     context = template_cells(frame, rows, columns) | {
         "title": TITLES[table], "caption": poster.get("caption", ""), "notes": notes(smk, table),
         "synthetic": smk.params.synthetic,
         "row_header": {"table2": "optimizer", "table4": "class"}.get(table, "metric"),
     }
-    template_dir = Path(smk.input.templates[0]).parent
-    for ext in ("html", "tex"):
-        write_text_atomic(out[ext], render(template_dir, f"table.{ext}.j2", **context))
+    outputs = {Path(path).suffix[1:]: path for path in smk.output}
+    write_table_files(frame, context, outputs, Path(smk.input.templates[0]).parent)
     print(frame.to_string())
 
 

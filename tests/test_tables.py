@@ -54,12 +54,38 @@ def test_rendered_tables_show_ours_beside_the_poster():
     compared = compare(summarise(run_records(*grid_runs())), poster_frame(POSTER, "table3"), ["accuracy", "auc"])
     cells = table_cells(compared, "metric", ["accuracy", "auc"])
     context = {"title": "T3 & co", "caption": "c", "notes": ["50% of it"], "synthetic": True}
-    html = render(REPO / "paper", "table.html.j2", **cells, **context)
+    html = render(REPO / "paper", "table.html.j2", table=cells | context)
     assert "0.9850 ± 0.0071" in html and "poster 0.9880 (Δ -0.0030)" in html and "T3 &amp; co" in html
     assert "synthetic demo cells" in html
-    tex = render(REPO / "paper", "table.tex.j2", **cells, **context)
+    tex = render(REPO / "paper", "table.tex.j2", table=cells | context)
     assert r"0.9850 $\pm$ 0.0071" in tex and r"T3 \& co" in tex and r"50\% of it" in tex
 
 
 def test_latex_escape():
     assert latex_escape("a_b & 5% ~ #1") == r"a\_b \& 5\% \textasciitilde{} \#1"
+
+
+def test_poster_value_outside_our_interval_is_marked():
+    runs = [{"arch": "resnet50", "size": 64, "batch_size": 32, "seed": 0, "run": "one"},
+            {"arch": "resnet101", "size": 224, "batch_size": 16, "seed": 0, "run": "a"},
+            {"arch": "resnet101", "size": 224, "batch_size": 16, "seed": 1, "run": "b"}]
+    results = [metrics(0.90, 0.99, 0.9), metrics(0.98, 0.999, 0.96), metrics(0.99, 0.997, 0.98)]
+    boots = [{"accuracy": {"low": 0.88, "high": 0.92}, "auc": {"low": 0.985, "high": 0.998}}] + [
+        {"accuracy": {"low": 0.0, "high": 1.0}, "auc": {"low": 0.0, "high": 1.0}}] * 2
+    compared = compare(summarise(run_records(runs, results, boots)), poster_frame(POSTER, "table3"), ["accuracy", "auc"])
+    one = compared[(compared["size"] == 64)].set_index("metric")
+    # one seed: the bootstrap interval; the poster's 0.9775 is above [0.88, 0.92], its AUC 0.9966 inside
+    assert (one.loc["accuracy", "ci95_low"], one.loc["accuracy", "ci95_high"]) == (0.88, 0.92)
+    assert one.loc["accuracy", "poster_outside_ci"] and not one.loc["auc", "poster_outside_ci"]
+    # two seeds: Student's t interval of the mean (t_0.975,1 = 12.706), not either seed's bootstrap interval
+    two = compared[(compared["size"] == 224) & (compared["metric"] == "accuracy")].iloc[0]
+    assert two["ci95_low"] == pytest.approx(0.985 - 12.706 * 0.00707107 / 2 ** 0.5, abs=1e-4)
+    assert not two["poster_outside_ci"]
+    cells = table_cells(compared, "metric", ["accuracy", "auc"])
+    html = render(REPO / "paper", "table.html.j2", table=cells | {"title": "T", "caption": "", "notes": [], "synthetic": False})
+    assert cells["any_outside"] and html.count('class="outside"') == 1 and "0.9000 ‡" in html and "[0.880, 0.920]" in html
+    assert "poster's value lies outside our 95 % interval" in html and "synthetic demo cells" not in html
+
+
+def test_latex_escape_writes_symbols_as_commands():
+    assert latex_escape("Δ ‡ × ≥ 0.5 ± 1 → x") == r"$\Delta$ \ddag{} $\times$ $\geq$ 0.5 $\pm$ 1 $\rightarrow$ x"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .stats import mcnemar, verdict
-from .tables import ARCH_LABELS, format_poster, format_value
+from .tables import ARCH_LABELS, EMPTY_CELL, any_outside, format_cell, outside_interval, value_interval
 
 OPTIMIZER_LABELS = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}
 # Rows of the methods tables: the poster's three training rows, then the test rows this workflow adds.
@@ -113,18 +113,18 @@ def cell(row: str, column: str, values: Sequence[float], entry: dict | None, run
 
 
 def long_frame(table: str, cells: Sequence[dict]) -> pd.DataFrame:
-    """The long CSV form: one line per cell, mean and sd over seeds, the poster's value and the difference."""
+    """The long CSV form: one line per cell, mean and sd over seeds, the 95 % interval, the poster's value and
+    the difference."""
     rows = []
     for c in cells:
         values = np.asarray(c["values"], dtype=float)
         mean = float(values.mean()) if len(values) else math.nan
         sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         poster = math.nan if c["poster"] is None else c["poster"]
-        ci_low = ci_high = math.nan
-        if len(c["ci"]) == 1:  # one seed: its bootstrap interval; several seeds: see results/stats/bootstrap.csv
-            ci_low, ci_high = c["ci"][0]
+        ci_low, ci_high = value_interval(values, c["ci"])
         rows.append({"table": table, "row": c["row"], "column": c["column"], "n_seeds": len(values), "mean": mean,
                      "sd": sd, "ci95_low": ci_low, "ci95_high": ci_high, "poster": poster, "difference": mean - poster,
+                     "poster_outside_ci": outside_interval(poster, ci_low, ci_high),
                      "poster_row": c["poster_row"], "poster_column": c["poster_column"], "runs": ";".join(c["runs"])})
     return pd.DataFrame(rows)
 
@@ -138,20 +138,17 @@ def template_cells(frame: pd.DataFrame, row_order: Sequence[str], column_order: 
         for column in column_order:
             match = frame[(frame["row"] == row) & (frame["column"] == column)]
             if match.empty:
-                cells.append({"ours": "–", "poster": "–", "diff": "–"})
+                cells.append(EMPTY_CELL)
                 continue
             line = match.iloc[0]
-            ours = format_value(line["mean"], line["sd"], int(line["n_seeds"]))
-            if not math.isnan(line["ci95_low"]):
-                ours += f" [{line['ci95_low']:.3f}, {line['ci95_high']:.3f}]"
-            poster, diff = format_poster(line["poster"], line["difference"])
+            formatted = format_cell(line)
             if column in integer_columns:
-                ours = f"{line['mean']:.0f}"
-                if poster != "–":
-                    poster, diff = f"{line['poster']:.0f}", f"{line['difference']:+.0f}"
-            cells.append({"ours": ours, "poster": poster, "diff": diff})
+                formatted |= {"ours": f"{line['mean']:.0f}", "ci": "", "outside": False}
+                if formatted["poster"] != "–":
+                    formatted["poster"], formatted["diff"] = f"{line['poster']:.0f}", f"{line['difference']:+.0f}"
+            cells.append(formatted)
         rows.append({"label": row, "cells": cells})
-    return {"columns": list(column_order), "rows": rows}
+    return {"columns": list(column_order), "rows": rows, "any_outside": any_outside(rows)}
 
 
 # --- the tables -----------------------------------------------------------------------------------------

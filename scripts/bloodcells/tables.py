@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,28 +10,59 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
+
+from .atomic import write_text_atomic
 
 CONFIG_KEYS = ["arch", "size", "batch_size"]
 ARCH_LABELS = {"resnet50": "ResNet-50", "resnet101": "ResNet-101"}
 
 
-def run_records(runs: Sequence[dict], metrics: Sequence[dict]) -> pd.DataFrame:
-    """One row per (run, metric): accuracy, auc and the F1 of every class."""
+def run_records(runs: Sequence[dict], metrics: Sequence[dict], boots: Sequence[dict] | None = None) -> pd.DataFrame:
+    """One row per (run, metric): accuracy and auc (with the run's bootstrap interval if given), the F1 of every class."""
     rows = []
-    for run, result in zip(runs, metrics):
+    for index, (run, result) in enumerate(zip(runs, metrics)):
         base = {key: run[key] for key in CONFIG_KEYS} | {"seed": run["seed"], "run": run["run"]}
-        rows.append(base | {"metric": "accuracy", "class": "", "value": result["accuracy"]})
-        rows.append(base | {"metric": "auc", "class": "", "value": result["auc"]})
+        for metric in ("accuracy", "auc"):
+            boot = boots[index][metric] if boots else {"low": math.nan, "high": math.nan}
+            rows.append(base | {"metric": metric, "class": "", "value": result[metric],
+                                "boot_low": boot["low"], "boot_high": boot["high"]})
         for name, scores in result["per_class"].items():
-            rows.append(base | {"metric": "f1", "class": name, "value": scores["f1"]})
+            rows.append(base | {"metric": "f1", "class": name, "value": scores["f1"],
+                                "boot_low": math.nan, "boot_high": math.nan})
     return pd.DataFrame(rows)
 
 
+def value_interval(values: Sequence[float], boot: Sequence[tuple[float, float]] = (),
+                   level: float = 0.95) -> tuple[float, float]:
+    """95 % interval of a reproduced value: Student's t over seeds with several seeds, the bootstrap interval of
+    the test set with one seed, (nan, nan) with neither."""
+    values = np.asarray(values, dtype=float)
+    if len(values) > 1:
+        half = scipy_stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+        return float(values.mean() - half), float(values.mean() + half)
+    if len(values) == 1 and len(boot) == 1 and not math.isnan(boot[0][0]):
+        return float(boot[0][0]), float(boot[0][1])
+    return math.nan, math.nan
+
+
+def outside_interval(poster: float | None, low: float, high: float) -> bool:
+    """Whether the poster's value lies outside a reproduced interval (False where either is missing)."""
+    if poster is None or math.isnan(poster) or math.isnan(low):
+        return False
+    return not low <= poster <= high
+
+
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd (ddof=1; NaN with one seed) and seed count per configuration, metric and class."""
-    grouped = records.groupby(CONFIG_KEYS + ["metric", "class"], sort=False)["value"]
-    summary = grouped.agg(mean="mean", sd="std", n_seeds="count").reset_index()
-    return summary
+    """Mean, sd (ddof=1; NaN with one seed), seed count and 95 % interval per configuration, metric and class."""
+    rows = []
+    for key, group in records.groupby(CONFIG_KEYS + ["metric", "class"], sort=False):
+        values = group["value"].to_numpy(dtype=float)
+        low, high = value_interval(values, list(zip(group["boot_low"], group["boot_high"])))
+        rows.append(dict(zip(CONFIG_KEYS + ["metric", "class"], key)) | {
+            "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+            "n_seeds": len(values), "ci95_low": low, "ci95_high": high})
+    return pd.DataFrame(rows)
 
 
 def poster_frame(poster: dict, table: str) -> pd.DataFrame:
@@ -46,7 +78,10 @@ def compare(summary: pd.DataFrame, poster: pd.DataFrame, metrics: Sequence[str])
     ours = summary[summary["metric"].isin(metrics)]
     merged = ours.merge(poster, on=CONFIG_KEYS + ["metric", "class"], how="left")
     merged["difference"] = merged["mean"] - merged["poster"]
-    return merged[CONFIG_KEYS + ["metric", "class", "n_seeds", "mean", "sd", "poster", "difference", "poster_row", "poster_column"]]
+    merged["poster_outside_ci"] = [outside_interval(p, lo, hi) for p, lo, hi in
+                                   zip(merged["poster"], merged["ci95_low"], merged["ci95_high"])]
+    return merged[CONFIG_KEYS + ["metric", "class", "n_seeds", "mean", "sd", "ci95_low", "ci95_high", "poster",
+                                 "difference", "poster_outside_ci", "poster_row", "poster_column"]]
 
 
 def format_value(mean: float, sd: float, n_seeds: int) -> str:
@@ -61,6 +96,20 @@ def format_poster(poster: float, difference: float) -> tuple[str, str]:
     return f"{poster:.4f}", f"{difference:+.4f}"
 
 
+def format_cell(line: pd.Series) -> dict:
+    """A template cell from one compared line: our value, its interval, the poster's value, the difference, and
+    whether the poster's value falls outside our interval."""
+    poster, diff = format_poster(line["poster"], line["difference"])
+    ci = "" if math.isnan(line["ci95_low"]) else f"[{line['ci95_low']:.3f}, {line['ci95_high']:.3f}]"
+    return {"ours": format_value(line["mean"], line["sd"], int(line["n_seeds"])), "ci": ci, "poster": poster,
+            "diff": diff, "outside": bool(line["poster_outside_ci"])}
+
+
+EMPTY_CELL = {"ours": "–", "ci": "", "poster": "–", "diff": "–", "outside": False}
+OUTSIDE_NOTE = ("‡ = the poster's value lies outside our 95 % interval (Student's t over seeds with several seeds; "
+                "the bootstrap interval of the test set with one seed).")
+
+
 def table_cells(compared: pd.DataFrame, column_key: str, column_order: Sequence[str]) -> dict:
     """Rows (one per model configuration) of cells (one per column value) ready for the templates."""
     rows = []
@@ -69,15 +118,23 @@ def table_cells(compared: pd.DataFrame, column_key: str, column_order: Sequence[
         selected = compared[(compared[CONFIG_KEYS] == config.values).all(axis=1)].set_index(column_key)
         cells = []
         for column in column_order:
-            if column not in selected.index:
-                cells.append({"ours": "–", "poster": "–", "diff": "–"})
-                continue
-            row = selected.loc[column]
-            poster, diff = format_poster(row["poster"], row["difference"])
-            cells.append({"ours": format_value(row["mean"], row["sd"], int(row["n_seeds"])), "poster": poster, "diff": diff})
+            cells.append(format_cell(selected.loc[column]) if column in selected.index else EMPTY_CELL)
         label = f"{ARCH_LABELS.get(config['arch'], config['arch'])} ({config['size']} px), batch {config['batch_size']}"
         rows.append({"label": label, "cells": cells})
-    return {"columns": list(column_order), "rows": rows}
+    return {"columns": list(column_order), "rows": rows, "any_outside": any_outside(rows)}
+
+
+def any_outside(rows: Sequence[dict]) -> bool:
+    """Whether any cell of a table is marked as the poster's value outside our interval."""
+    return any(cell["outside"] for row in rows for cell in row["cells"])
+
+
+def write_table_files(frame: pd.DataFrame, context: dict, outputs: dict[str, str], template_dir: str | Path) -> None:
+    """Write one table as long CSV, its template context as JSON (what the report reads), HTML and LaTeX."""
+    write_text_atomic(outputs["csv"], frame.to_csv(index=False))
+    write_text_atomic(outputs["json"], json.dumps(context, indent=1, ensure_ascii=False))
+    for ext in ("html", "tex"):
+        write_text_atomic(outputs[ext], render(template_dir, f"table.{ext}.j2", table=context))
 
 
 def render(template_dir: str | Path, template: str, **context) -> str:
@@ -93,10 +150,17 @@ def render(template_dir: str | Path, template: str, **context) -> str:
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters and write ± and – as math/text commands."""
-    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "–": "--"}
-    return "".join(replacements.get(char, char) for char in str(text))
+    """Escape LaTeX's special characters and write the non-ASCII symbols the tables use as LaTeX commands."""
+    return "".join(LATEX_REPLACEMENTS.get(char, char) for char in str(text))
+
+
+# pdflatex's default fonts lack these glyphs; each is written as the command that draws it.
+LATEX_REPLACEMENTS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "–": "--", "—": "---", "‡": r"\ddag{}", "Δ": r"$\Delta$",
+    "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\rightarrow$", "≈": r"$\approx$", "−": "$-$",
+    "µ": r"$\mu$", "…": r"\ldots{}", "°": r"\textdegree{}", "’": "'", "“": "``", "”": "''",
+}
 
 
 def ordered_classes(names: Sequence[str]) -> list[str]:
@@ -106,6 +170,9 @@ def ordered_classes(names: Sequence[str]) -> list[str]:
 
 
 def confidence_note(n_seeds: np.ndarray) -> str:
-    """How many seeds the reproduced values average over."""
+    """How many seeds the reproduced values average over, and what the intervals are."""
     seeds = sorted(set(int(n) for n in n_seeds))
-    return "one seed per configuration" if seeds == [1] else f"mean ± sd over {', '.join(map(str, seeds))} seeds"
+    if seeds == [1]:
+        return "one seed per configuration; [a, b] = bootstrap 95 % interval of the test value (ACC, AUC)"
+    return (f"mean ± sd over {', '.join(map(str, seeds))} seeds; [a, b] = 95 % interval of the mean "
+            "(Student's t over seeds)")
