@@ -13,6 +13,10 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
+# Description page of `snakemake --report`.
+report: "paper/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"

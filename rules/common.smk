@@ -1,11 +1,17 @@
 # Config validation, run planning and the helper functions the rules share.
 
+import os
+import shutil
 import sys
+
+from snakemake import __version__ as SNAKEMAKE_VERSION
+from snakemake.logging import logger
 
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bloodcells.plan import configurations, plan_runs, validate_config
+from bloodcells.provenance import config_hash
 
 # Stops the run before any job starts, naming every bad key.
 validate_config(config, REPO / "rules/schema/config.schema.yaml")
@@ -158,6 +164,69 @@ def compared_runs() -> list[str]:
     ]
 
 
+# The config file as the user named it, for the rebuild commands printed in the report.
+CONFIG_FILE_NAME = (
+    os.path.relpath(workflow.config_settings.configfiles[-1])
+    if workflow.config_settings.configfiles
+    else "config.yaml"
+)
+# report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.
+TEX_FOUND = all(shutil.which(tool) for tool in ("latexmk", "pdflatex"))
+PDF_NOTE = (
+    "report.pdf is compiled from report.tex by latexmk (pdflatex) in results/report/."
+    if TEX_FOUND
+    else "report.pdf was not built: latexmk and pdflatex were not found on PATH. Install TeX (Debian/Ubuntu: "
+    "apt install latexmk texlive-latex-base texlive-latex-recommended), then run: "
+    "snakemake --cores 1 results/report/report.pdf"
+)
+if not TEX_FOUND:
+    logger.warning(PDF_NOTE)
+
+
+def data_files_used() -> list[str]:
+    """Every prepared dataset file a run reads, and the verified downloads they were made from."""
+    files = sorted(
+        {f"results/data/{v['dataset']}/{v['size']}.npz" for v in RUNS.values()}
+    )
+    for dataset, size in sorted({(v["dataset"], v["size"]) for v in RUNS.values()}):
+        source = config["datasets"][dataset]
+        if source["source"] == "medmnist":
+            files.append(
+                f"results/downloads/{source.get('flag', 'bloodmnist')}_{size}.npz"
+            )
+    return files
+
+
+def report_input(wildcards) -> dict:
+    """Everything the paper report reads: tables, statistics, figures, provenance, benchmarks, templates."""
+    names = ["table1", "table3"] + TABLES
+    return {
+        "tables": [f"results/tables/{name}.json" for name in names],
+        "table_csvs": [f"results/tables/{name}.csv" for name in names],
+        "significance": "results/stats/significance.json",
+        "metrics": expand("results/runs/{run}/metrics.json", run=TABLE3_RUNS),
+        "histories": expand("results/runs/{run}/history.csv", run=TABLE3_RUNS),
+        "curves": expand("results/runs/{run}/curves.png", run=TABLE3_RUNS),
+        "confusion": expand("results/runs/{run}/confusion.png", run=TABLE3_RUNS),
+        "compared": "results/figures/curves_compared.png",
+        "montage": f"results/figures/montage_{config['dataset']}.png",
+        "panels": expand("results/gradcam/{run}/panel.png", run=GRADCAM_RUNS),
+        "focus": expand("results/gradcam/{run}/focus.csv", run=GRADCAM_RUNS),
+        "provenance": "results/report/provenance.json",
+        "benchmarks": expand("benchmarks/train/{run}.tsv", run=RUNS),
+        "conclusions": repo_file("paper/conclusions.yaml"),
+        "templates": [
+            repo_file(f"paper/{name}")
+            for name in (
+                "report.html.j2",
+                "report.tex.j2",
+                "macros.html.j2",
+                "macros.tex.j2",
+            )
+        ],
+    }
+
+
 def all_targets() -> list[str]:
     """Everything a full build makes: per-run metrics and curves, the montage, Grad-CAM panels, Tables 1 and 3."""
     targets = expand("results/runs/{run}/metrics.json", run=TABLE3_RUNS)
@@ -186,5 +255,11 @@ def all_targets() -> list[str]:
         "results/gradcam/{run}/{name}",
         run=GRADCAM_RUNS,
         name=["panel.png", "focus.csv"],
+    )
+    targets.append("results/report/report.html")
+    targets.append(
+        "results/report/report.pdf"
+        if TEX_FOUND
+        else "results/report/report_pdf_not_built.txt"
     )
     return targets

@@ -40,3 +40,42 @@ rule plot_curves:
         "../envs/report.yaml"
     script:
         "../scripts/plot_curves.py"
+
+
+rule plot_confusion:
+    input:
+        "results/runs/{run}/metrics.json",
+    output:
+        report(
+            "results/runs/{run}/confusion.png",
+            caption="../paper/captions/confusion.rst",
+            category="Confusion matrices",
+            labels={"run": "{run}"},
+        ),
+    log:
+        "logs/confusion/{run}.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/plot_confusion.py"
+
+
+rule compare_curves:
+    input:
+        expand("results/runs/{run}/history.csv", run=TABLE3_RUNS),
+    output:
+        report(
+            "results/figures/curves_compared.png",
+            caption="../paper/captions/curves_compared.rst",
+            category="Training curves",
+            labels={"figure": "validation loss compared"},
+        ),
+    log:
+        "logs/curves/compared.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        runs=TABLE3_RUNS,
+        values={run: RUNS[run] for run in TABLE3_RUNS},
+    script:
+        "../scripts/compare_curves.py"

@@ -11,7 +11,19 @@ rule tables_grid:
         expand(
             "results/tables/{table}.{ext}",
             table=["table1", "table3"],
-            ext=["csv", "json", "html", "tex"],
+            ext=["csv", "json", "tex"],
+        ),
+        table1=report(
+            "results/tables/table1.html",
+            caption="../paper/captions/table.rst",
+            category="Tables",
+            labels={"table": "Table 1"},
+        ),
+        table3=report(
+            "results/tables/table3.html",
+            caption="../paper/captions/table.rst",
+            category="Tables",
+            labels={"table": "Table 3"},
         ),
     log:
         "logs/tables/grid.log",
@@ -22,3 +34,85 @@ rule tables_grid:
         dataset=config["dataset"],
     script:
         "../scripts/make_tables.py"
+
+
+rule provenance:
+    input:
+        data=data_files_used(),
+    output:
+        "results/report/provenance.json",
+    log:
+        "logs/report/provenance.log",
+    conda:
+        "../envs/tensorflow.yaml"
+    params:
+        repo=str(REPO),
+        snakemake_version=SNAKEMAKE_VERSION,
+        # a changed config reruns this rule, so the hash in the report is the config that built it
+        config_hash=config_hash(config),
+    script:
+        "../scripts/provenance.py"
+
+
+rule report:
+    input:
+        unpack(report_input),
+    output:
+        html=report(
+            "results/report/report.html",
+            caption="../paper/captions/report.rst",
+            category="Report",
+            labels={"format": "HTML"},
+        ),
+        tex="results/report/report.tex",
+        figures=directory("results/report/figures"),
+    log:
+        "logs/report/report.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        table3_runs=TABLE3_RUNS,
+        table3_values={run: RUNS[run] for run in TABLE3_RUNS},
+        all_runs=list(RUNS),
+        gradcam_runs=GRADCAM_RUNS,
+        gradcam_layer=config["gradcam"]["layer"],
+        dataset=config["dataset"],
+        synthetic=config["datasets"][config["dataset"]]["source"] == "synthetic",
+        configfile=CONFIG_FILE_NAME,
+        pdf_note=PDF_NOTE,
+    script:
+        "../scripts/report.py"
+
+
+rule report_pdf:
+    input:
+        tex="results/report/report.tex",
+        figures="results/report/figures",
+    output:
+        report(
+            "results/report/report.pdf",
+            caption="../paper/captions/report.rst",
+            category="Report",
+            labels={"format": "PDF"},
+        ),
+    log:
+        "logs/report/report_pdf.log",
+    # the env gives the script its Python; latexmk and pdflatex come from the system's TeX, on PATH
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/build_pdf.py"
+
+
+# Where TeX is missing the workflow still finishes; this file says why there is no PDF.
+rule report_pdf_not_built:
+    output:
+        "results/report/report_pdf_not_built.txt",
+    log:
+        "logs/report/report_pdf.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        reason=PDF_NOTE,
+    script:
+        "../scripts/pdf_not_built.py"

@@ -60,7 +60,12 @@ rule study_table:
     output:
         csv="results/tables/{table}.csv",
         json="results/tables/{table}.json",
-        html="results/tables/{table}.html",
+        html=report(
+            "results/tables/{table}.html",
+            caption="../paper/captions/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
         tex="results/tables/{table}.tex",
     log:
         "logs/tables/{table}.log",

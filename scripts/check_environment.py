@@ -22,38 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bloodcells, when run directly
 
-from bloodcells.gpu_lock import device_node_ids, parse_visible_devices  # noqa: E402
+from bloodcells.gpu_lock import parse_visible_devices  # noqa: E402
+from bloodcells.hardware import machine_gpus, tensorflow_info  # noqa: E402
 
 LOW_DISK_BYTES = 20 * 1024**3  # the full study writes ~10 GB (datasets, 12 models, checkpoints)
-
-
-def machine_gpus(devices: str | Path = "/dev") -> dict:
-    """The NVIDIA GPUs of the machine, independent of TensorFlow: nvidia-smi -L lines and device nodes."""
-    listing = None
-    if shutil.which("nvidia-smi"):
-        try:
-            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError):
-            listing = None
-    lines = [line.strip() for line in (listing or "").splitlines() if line.startswith("GPU ")]
-    return {"nvidia_smi": lines, "device_nodes": [f"/dev/nvidia{n}" for n in device_node_ids(devices)],
-            "nvidia_smi_found": shutil.which("nvidia-smi") is not None}
-
-
-def tensorflow_info() -> dict:
-    """TensorFlow's version, the GPUs it sees and its CUDA/cuDNN build; 'error' when it cannot be imported."""
-    try:
-        import tensorflow as tf
-    except Exception as error:  # ImportError, or a broken install failing inside TensorFlow
-        return {"error": f"{type(error).__name__}: {error}"}
-    build = dict(tf.sysconfig.get_build_info())
-    return {
-        "version": tf.__version__,
-        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
-        "built_with_cuda": bool(build.get("is_cuda_build", tf.test.is_built_with_cuda())),
-        "cuda_version": build.get("cuda_version"),
-        "cudnn_version": build.get("cudnn_version"),
-    }
 
 
 def free_bytes(path: str | Path) -> tuple[Path, int]:

@@ -154,12 +154,14 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_REPLACEMENTS.get(char, char) for char in str(text))
 
 
-# pdflatex's default fonts lack these glyphs; each is written as the command that draws it.
+# pdflatex's default (OT1) fonts lack these glyphs; each is drawn in math mode or by a command that needs no
+# extra font package, so report.tex compiles with texlive-latex-base and -recommended alone.
 LATEX_REPLACEMENTS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "–": "--", "—": "---", "‡": r"\ddag{}", "Δ": r"$\Delta$",
     "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\rightarrow$", "≈": r"$\approx$", "−": "$-$",
-    "µ": r"$\mu$", "…": r"\ldots{}", "°": r"\textdegree{}", "’": "'", "“": "``", "”": "''",
+    "µ": r"$\mu$", "…": r"\ldots{}", "°": r"$^\circ$", "’": "'", "“": "``", "”": "''", "<": "$<$",
+    ">": "$>$", "|": r"$|$", "α": r"$\alpha$",
 }
 
 

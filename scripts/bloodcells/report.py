@@ -1,0 +1,111 @@
+"""The paper report's data model: one dict, built from the workflow's outputs, that both paper/report.html.j2 and
+paper/report.tex.j2 render. Nothing here trains or evaluates; every number comes from a file a rule wrote."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import jinja2
+
+from .tables import latex_escape
+
+# The poster's tables in the poster's order, with the study each needs (for the note when one was not run).
+POSTER_TABLES = {
+    "table1": ("Table 1: class-level F1", "the Table 3 grid"),
+    "table2": ("Table 2: optimizers and learning rates", "studies.table2"),
+    "table3": ("Table 3: test accuracy and AUC of the grid", "the Table 3 grid"),
+    "table4": ("Table 4: the external dataset (Raabin-WBC)", "studies.external"),
+    "methods_batch": ("Methods: batch size", "studies.batch"),
+    "methods_attention": ("Methods: attention layer and class-weighted loss", "studies.attention"),
+    "methods_optimizer": ("Methods: optimizers", "studies.optimizer"),
+    "methods_dropout": ("Methods: dropout", "studies.dropout"),
+    "transfer": ("Cross-dataset transfer (beyond the poster)", "transfer"),
+}
+VERDICT_CLASSES = {"supported": "supported", "not supported": "unsupported"}
+
+
+def ordered_tables(tables: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    """The built tables in the poster's order, and a plain note for each poster table that was not built."""
+    built = [tables[name] | {"name": name} for name in POSTER_TABLES if name in tables]
+    missing = [{"name": name, "title": title, "reason": f"not built: the config does not run {needs}"}
+               for name, (title, needs) in POSTER_TABLES.items() if name not in tables and name != "transfer"]
+    return built, missing
+
+
+def png_data_uri(path: str | Path) -> str:
+    """A PNG as a data: URI, so the HTML report is one file that can be mailed."""
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path}: not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def tex_name(path: str | Path, prefix: str) -> str:
+    """A file name for the LaTeX figure folder: letters, digits and dashes only (dots confuse graphicx)."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", f"{prefix}-{Path(path).parent.name}-{Path(path).stem}").strip("-") + ".png"
+
+
+def figure(path: str | Path, caption: str, prefix: str) -> dict:
+    """One figure of the report: its source path, embedded image, LaTeX file name and caption."""
+    return {"source": str(path), "uri": png_data_uri(path), "tex_file": tex_name(path, prefix), "caption": caption}
+
+
+def copy_tex_figures(figures: Sequence[dict], folder: str | Path) -> None:
+    """Copy every figure into the report's figures/ folder under its LaTeX name (report.tex includes them there)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in figures:
+        shutil.copyfile(item["source"], folder / item["tex_file"])
+
+
+def fidelity_notes(config: dict, dataset: str) -> list[dict]:
+    """How this build relates to the poster's methods, topic by topic."""
+    training, source = config["training"], config["datasets"][dataset]
+    augmentation = training["augmentation"]
+    weights = training["weights"]
+    return [
+        {"topic": "Shear unit", "text": f"Keras' ImageDataGenerator takes shear_range in degrees; the poster's text "
+            f"gives no unit. This build shears by ±{augmentation['shear']} {augmentation['shear_unit']} "
+            f"(config training.augmentation.shear_unit), zoom {augmentation['zoom']}, horizontal flip."},
+        {"topic": "Epoch rule", "text": f"The poster trained for 10 epochs. This build trains at most "
+            f"{training['max_epochs']} epochs with early stopping after {training['patience']} epochs without a lower "
+            "validation loss, and evaluates the weights of the epoch with the lowest validation loss."},
+        {"topic": "Weights", "text": "ImageNet weights, as the poster." if weights == "imagenet" else
+            f"Initial weights: {weights or 'none (random initialisation)'}; the poster started from ImageNet weights, "
+            "so these numbers are not comparable with the poster's."},
+        {"topic": "Attention design", "text": "The poster does not say what its attention layer is. This build offers "
+            "squeeze-and-excitation (Hu et al. 2018) and CBAM (Woo et al. 2018) on the last ResNet block, before "
+            "global average pooling; the tables name which one each run used."},
+        {"topic": "Data source", "text": f"Dataset '{dataset}' from the '{source['source']}' source." + (
+            " Synthetic cells drawn by scripts/bloodcells/synthetic.py: they show that the workflow runs, not what "
+            "the poster measured." if source["source"] == "synthetic" else
+            " BloodMNIST's official npz files (MD5-checked) at the run's size." if source["source"] == "medmnist" else
+            " Images read from a folder, resized whole to the run's size.")},
+        {"topic": "Metric definitions", "text": "As MedMNIST's evaluator: ACC = accuracy of the argmax class; AUC = "
+            "the mean over classes of the one-vs-rest ROC AUC. The training AUC in the methods tables is Keras' "
+            "AUC metric, which pools all one-hot outputs, so it is not the same quantity as the test AUC."},
+        {"topic": "Seeds and intervals", "text": f"Seeds {config['seeds']}. With one seed, [a, b] is the bootstrap 95 % "
+            f"interval of the test set ({config['statistics']['bootstrap']} resamples); with several, Student's t "
+            "interval of the mean over seeds. Paired McNemar tests on the same test images decide the comparisons."},
+    ]
+
+
+def verdict_counts(conclusions: Sequence[dict]) -> dict[str, int]:
+    """How many conclusions got each verdict."""
+    counts: dict[str, int] = {}
+    for item in conclusions:
+        counts[item["verdict"]] = counts.get(item["verdict"], 0) + 1
+    return counts
+
+
+def render_report(template_dir: str | Path, template: str, model: dict) -> str:
+    """Render report.html.j2 (autoescaped) or report.tex.j2 (with the |latex filter) from the data model."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), undefined=jinja2.StrictUndefined,
+                             autoescape=template.endswith(".html.j2"), keep_trailing_newline=True)
+    env.filters["latex"] = latex_escape
+    env.globals["verdict_class"] = lambda verdict: VERDICT_CLASSES.get(verdict, "untestable")
+    return env.get_template(template).render(**model)

@@ -1,0 +1,30 @@
+"""Snakemake adapter: results/report/provenance.json (git state, versions, config hash, data MD5s, hardware)."""
+
+import json
+from datetime import datetime, timezone
+
+from bloodcells.atomic import write_text_atomic
+from bloodcells.hardware import machine_gpus, tensorflow_info
+from bloodcells.logs import log_to_file
+from bloodcells.provenance import config_hash, data_files, git_state, host, package_versions
+
+
+def main(smk) -> None:
+    """Collect the provenance of this build."""
+    log_to_file(smk.log[0])
+    tf = tensorflow_info()
+    record = {
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_state(smk.params.repo),
+        "versions": package_versions() | {"snakemake": smk.params.snakemake_version},
+        "config_sha256": config_hash(smk.config),
+        "data_files": data_files(smk.input.data),
+        "hardware": host() | {"gpus_tensorflow_sees": tf.get("gpus", []), "gpus_machine": machine_gpus()["nvidia_smi"],
+                              "cuda_build": tf.get("cuda_version")},
+    }
+    write_text_atomic(smk.output[0], json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821  (injected by Snakemake's script: directive)
