@@ -22,7 +22,7 @@ from bloodcells.report import (
 )
 
 REBUILD_COMMANDS = [
-    "snakemake --cores all --configfile CONFIG results/report/report.html --forcerun report",
+    "snakemake --cores all --configfile CONFIG --forcerun report",
     "snakemake --cores all --configfile CONFIG --report results/report/snakemake-report.zip",
 ]
 

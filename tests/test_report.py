@@ -1,0 +1,385 @@
+"""The paper report: the poster's conclusions checked, provenance, and the report rendered from a fixture results
+tree (no training), compiled to PDF with latexmk and opened in headless Chromium.
+
+Chromium and TeX tests skip where the tools are absent, except with BLOODCELLS_REQUIRE_REPORT_TOOLS=1 (set by CI),
+which turns a missing tool into a failure.
+"""
+
+import importlib.util
+from markupsafe import escape as html_escape  # the escaping jinja2 applies
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
+from bloodcells.dataset import BLOODMNIST_CLASSES
+from bloodcells.history import loss_behaviour
+from bloodcells.plan import validate_config
+from bloodcells.provenance import benchmark_rows, config_hash, data_files, git_state, host, package_versions
+from bloodcells.report import png_data_uri, tex_name
+from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
+from browser import chromium_binary, load_page, screenshot_is_blank
+from conftest import REPO
+
+CLASSES = list(BLOODMNIST_CLASSES.values()) if isinstance(BLOODMNIST_CLASSES, dict) else list(BLOODMNIST_CLASSES)
+POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
+CONCLUSIONS = yaml.safe_load((REPO / "paper/conclusions.yaml").read_text())
+GRID = {  # a 2 x 2 x 2 corner of the poster's grid
+    f"bloodmnist-{size}-{arch}-bs{batch}-s0": {"arch": arch, "size": size, "batch_size": batch, "seed": 0,
+                                               "dataset": "bloodmnist"}
+    for arch in ("resnet50", "resnet101") for size in (64, 224) for batch in (16, 32)
+}
+
+
+def require_tool(found: bool, name: str) -> None:
+    """Skip without the tool, or fail where CI requires it."""
+    if found:
+        return
+    if os.environ.get("BLOODCELLS_REQUIRE_REPORT_TOOLS") == "1":
+        pytest.fail(f"{name} required (BLOODCELLS_REQUIRE_REPORT_TOOLS=1) but not installed")
+    pytest.skip(f"{name} is not installed")
+
+
+# --- the poster's conclusions -------------------------------------------------------------------------------
+
+
+def fake_metrics(accuracy: float, recall: dict[str, float]) -> dict:
+    """metrics.json with per-class precision = recall = f1 as given (1.0 for unnamed classes)."""
+    per_class = {c: {m: recall.get(c, 1.0) for m in ("precision", "recall", "f1")} | {"support": 10} for c in CLASSES}
+    return {"accuracy": accuracy, "auc": 0.99, "per_class": per_class, "class_names": CLASSES,
+            "confusion_matrix": (np.eye(len(CLASSES), dtype=int) * 10).tolist()}
+
+
+def grid_evidence(**overrides) -> Evidence:
+    """The grid with ResNet-101 224 bs16 best, monocyte and IG weakest, 224 px runs spiky, ResNet-50 steady."""
+    metrics, behaviour = {}, {}
+    for run, v in GRID.items():
+        best = (v["arch"], v["size"], v["batch_size"]) == ("resnet101", 224, 16)
+        weak = 0.85 if v["batch_size"] == 16 else 0.9
+        metrics[run] = fake_metrics(0.99 if best else 0.975 if v["size"] == 224 else 0.96,
+                                    {"monocyte": weak, "immature granulocyte": weak - 0.01})
+        losses = [1.0, 0.6, 0.9, 0.5] if v["size"] == 224 else [1.0, 0.8, 0.7, 0.6]
+        if v["arch"] == "resnet101":
+            losses = [1.0, 0.5, 0.95, 0.45]
+        behaviour[run] = loss_behaviour(losses)
+    comparison = {"comparison": "table3_best_vs_second", "verdict": "supported", "a": "R101", "b": "R50",
+                  "tests": [{"a_accuracy": 0.99, "b_accuracy": 0.975, "p_exact": 0.001}]}
+    defaults = {"grid": GRID, "metrics": metrics, "behaviour": behaviour, "comparisons": [comparison]}
+    return Evidence(**(defaults | overrides))
+
+
+def verdicts(evidence: Evidence) -> dict[str, tuple[str, str]]:
+    return {c["poster"]: (c["verdict"], c["evidence"]) for c in assess(CONCLUSIONS, evidence)}
+
+
+def by_start(results: dict, start: str) -> tuple[str, str]:
+    return next(value for key, value in results.items() if key.startswith(start))
+
+
+def test_conclusions_on_a_grid_that_agrees_with_the_poster():
+    results = verdicts(grid_evidence())
+    assert by_start(results, "224x224 pixel models exceeded")[0] == SUPPORTED
+    assert by_start(results, "The best model prior to tuning")[0] == SUPPORTED
+    assert by_start(results, "Monocytes and immature granulocytes had lower recall")[0] == SUPPORTED
+    assert by_start(results, "Higher batch size improved F-1")[0] == SUPPORTED
+    assert by_start(results, "224 models showed occasional validation loss spikes")[0] == SUPPORTED
+    assert by_start(results, "ResNet-50's loss changes were steadier")[0] == SUPPORTED
+    verdict, text = by_start(results, "Eosinophils and platelets")
+    assert verdict == SUPPORTED and "1.000" in text
+    # studies the fixture did not run are 'not testable', never a guess
+    for start in ("ResNet-50 (64) 0.3 dropout", "Adam with lr=1e-4", "Attention layers", "Grad-CAM", "Extension"):
+        assert by_start(results, start)[0] == NOT_TESTABLE
+
+
+def test_conclusions_turn_when_the_numbers_do():
+    evidence = grid_evidence()
+    worst = "bloodmnist-224-resnet101-bs16-s0"
+    evidence.metrics[worst] = fake_metrics(0.90, {"monocyte": 0.5, "platelet": 0.5})  # the poster's best falls back
+    evidence.comparisons[0]["verdict"] = "not significant"
+    results = verdicts(evidence)
+    assert by_start(results, "224x224 pixel models exceeded")[0] == NOT_SUPPORTED
+    verdict, text = by_start(results, "The best model prior to tuning")
+    assert verdict == NOT_SUPPORTED and "most accurate: ResNet-" in text
+    assert by_start(results, "Eosinophils and platelets")[0] == NOT_SUPPORTED
+    only_64 = Evidence(grid={r: v for r, v in GRID.items() if v["size"] == 64}, metrics=evidence.metrics,
+                       behaviour=evidence.behaviour)
+    verdict, text = by_start(verdicts(only_64), "224x224 pixel models exceeded")
+    assert verdict == NOT_TESTABLE and "no 224 px model" in text
+
+
+def test_study_conclusions_read_the_study_tables_and_tests():
+    dropout = pd.DataFrame({"row": ["Test Accuracy", "Test Accuracy", "Test AUC", "Test AUC"],
+                            "column": ["Dropout 0.3", "Dropout 0.5"] * 2, "mean": [0.97, 0.95, 0.996, 0.997]})
+    table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [0.93]})
+    attention = {"comparison": "attention_se_cw_vs_none", "verdict": "supported", "a": "none", "b": "SE",
+                 "tests": [{"a_accuracy": 0.978, "b_accuracy": 0.955, "p_exact": 0.01}]}
+    focus = pd.DataFrame([{"class": "all", "focus_mean": 0.5, "region_area_share": 0.2, "focus_ratio": 2.5,
+                           "region": "cell mask"}])
+    evidence = grid_evidence(tables={"methods_dropout": dropout, "table4": table4},
+                             comparisons=[attention], focus={"r": focus})
+    results = verdicts(evidence)
+    verdict, text = by_start(results, "ResNet-50 (64) 0.3 dropout")
+    assert verdict == NOT_SUPPORTED and "Test AUC: Dropout 0.3 0.9960, Dropout 0.5 0.9970" in text
+    assert by_start(results, "Attention layers")[0] == SUPPORTED
+    assert by_start(results, "Grad-CAM")[0] == SUPPORTED
+    assert by_start(results, "Extension")[0] == SUPPORTED
+
+
+def test_unknown_check_kind_is_named():
+    with pytest.raises(ValueError, match="unknown check kind 'guess'"):
+        assess([{"poster": "x", "check": {"kind": "guess"}}], grid_evidence())
+
+
+def test_loss_behaviour_counts_spikes_and_steadiness():
+    behaviour = loss_behaviour([1.0, 0.5, 0.8, 0.4])
+    assert behaviour["spikes"] == 1 and behaviour["best_epoch"] == 4 and behaviour["epochs"] == 4
+    assert behaviour["mean_relative_change"] == pytest.approx((0.5 + 0.6 + 0.5) / 3)
+    assert math.isnan(loss_behaviour([0.7])["mean_relative_change"])
+    with pytest.raises(ValueError, match="finite positive"):
+        loss_behaviour([1.0, float("nan")])
+
+
+# --- provenance ---------------------------------------------------------------------------------------------
+
+
+def test_provenance_parts(tmp_path):
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1}) != config_hash({"a": 2, "b": [1, 2]})
+    data = tmp_path / "d.npz"
+    data.write_bytes(b"abc")
+    assert data_files([data]) == [{"path": str(data), "bytes": 3, "md5": "900150983cd24fb0d6963f7d28e17f72"}]
+    versions = package_versions(["numpy", "surely-not-installed-pkg"])
+    assert versions["numpy"] == np.__version__ and versions["surely-not-installed-pkg"] == "not installed"
+    assert host()["cpus"] == os.cpu_count()
+
+
+def test_git_state_commit_and_dirty(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    (repo / "f").write_text("1")
+    git("add", "f")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert git_state(repo) == {"commit": head, "dirty": False}
+    (repo / "f").write_text("2")
+    assert git_state(repo) == {"commit": head, "dirty": True}
+    assert git_state(tmp_path / "nowhere")["dirty"] is None
+
+
+def test_benchmark_rows_read_wall_time_and_memory(tmp_path):
+    good = tmp_path / "a.tsv"
+    good.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t2048.0\n")
+    assert benchmark_rows(["a"], [good]) == [{"run": "a", "wall_s": 12.5, "max_rss_mib": 2048.0}]
+    bad = tmp_path / "b.tsv"
+    bad.write_text("seconds\n1\n")
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: benchmark file lacks columns ['max_rss', 's']")):
+        benchmark_rows(["b"], [bad])
+
+
+def test_figures_are_embedded_and_named_for_latex(tmp_path):
+    png = tmp_path / "x.png"
+    Image.new("RGB", (4, 4), "red").save(png)
+    assert png_data_uri(png).startswith("data:image/png;base64,iVBOR")
+    (tmp_path / "y.png").write_text("not a png")
+    with pytest.raises(ValueError, match="y.png: not a PNG file"):
+        png_data_uri(tmp_path / "y.png")
+    assert tex_name("results/runs/a-do0.5-s0/curves.png", "curves") == "curves-a-do0-5-s0-curves.png"
+
+
+# --- the report rendered from a fixture results tree ---------------------------------------------------------
+
+
+def noisy_png(path: Path, seed: int, size=(320, 200)) -> str:
+    """A real, non-blank PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def table_context(name: str, compared: pd.DataFrame, key: str, columns: list[str], synthetic: bool) -> dict:
+    return table_cells(compared, key, columns) | {"title": f"{name} of the fixture", "caption": POSTER[name]["caption"],
+                                                  "notes": ["fixture note with 5 % & _under_"], "synthetic": synthetic}
+
+
+def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
+    """Every file the report rule reads, as the workflow would write them, and the adapter's smk object."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config, REPO / "rules/schema/config.schema.yaml")
+    evidence = grid_evidence()
+    runs = list(GRID)
+    records = summarise(run_records([v | {"run": r} for r, v in GRID.items()], [evidence.metrics[r] for r in runs]))
+    tables, csvs = [], []
+    for name, metrics, key, columns in (("table3", ["accuracy", "auc"], "metric", ["accuracy", "auc"]),
+                                        ("table1", ["f1"], "class", CLASSES)):
+        compared = compare(records, poster_frame(POSTER, name), metrics)
+        tables.append(root / f"results/tables/{name}.json")
+        csvs.append(root / f"results/tables/{name}.csv")
+        tables[-1].parent.mkdir(parents=True, exist_ok=True)
+        tables[-1].write_text(json.dumps(table_context(name, compared, key, columns, synthetic)))
+        compared.to_csv(csvs[-1], index=False)
+    metrics, histories = [], []
+    for run in runs:
+        folder = root / "results/runs" / run
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(evidence.metrics[run]))
+        pd.DataFrame({"epoch": [1, 2, 3], "val_loss": [1.0, 0.7, 0.8]}).to_csv(folder / "history.csv", index=False)
+        metrics.append(str(folder / "metrics.json"))
+        histories.append(str(folder / "history.csv"))
+    significance = root / "results/stats/significance.json"
+    significance.parent.mkdir(parents=True)
+    significance.write_text(json.dumps({"method": "McNemar, exact.", "alpha": 0.05, "comparisons": [
+        {"comparison": "table3_best_vs_second", "claim": "best beats second (p < alpha)", "a": "A", "b": "B",
+         "verdict": "supported", "tests": [{"a_accuracy": 0.99, "b_accuracy": 0.975, "b": 30, "c": 10,
+                                             "p_exact": 0.002}]}]}))
+    gradcam_run = "bloodmnist-224-resnet101-bs16-s0"
+    focus = root / f"results/gradcam/{gradcam_run}/focus.csv"
+    focus.parent.mkdir(parents=True)
+    pd.DataFrame([{"class": "all", "n_images": 16, "n_empty_maps": 0, "focus_mean": 0.6, "focus_sd": 0.1,
+                   "region_area_share": 0.3, "focus_ratio": 2.0, "region": "centred disc"}]).to_csv(focus, index=False)
+    provenance = root / "results/report/provenance.json"
+    provenance.parent.mkdir(parents=True)
+    provenance.write_text(json.dumps({"created_utc": "2026-11-26T00:00:00+00:00", "git": git_state(REPO),
+                                      "versions": package_versions(["numpy"]) | {"snakemake": "9"},
+                                      "config_sha256": config_hash(config), "data_files": data_files([csvs[0]]),
+                                      "hardware": host() | {"gpus_tensorflow_sees": [], "gpus_machine": [],
+                                                            "cuda_build": None}}))
+    benchmarks = []
+    for run in runs:
+        benchmarks.append(root / f"benchmarks/train/{run}.tsv")
+        benchmarks[-1].parent.mkdir(parents=True, exist_ok=True)
+        benchmarks[-1].write_text("s\th:m:s\tmax_rss\n61.0\t0:01:01\t3000.5\n")
+    templates = [str(REPO / "paper" / n) for n in ("report.html.j2", "report.tex.j2", "macros.html.j2", "macros.tex.j2")]
+    out = root / "results/report"
+    return SimpleNamespace(
+        input=SimpleNamespace(
+            tables=[str(p) for p in tables], table_csvs=[str(p) for p in csvs], significance=str(significance),
+            metrics=metrics, histories=histories,
+            curves=[noisy_png(root / f"results/runs/{r}/curves.png", i) for i, r in enumerate(runs)],
+            confusion=[noisy_png(root / f"results/runs/{r}/confusion.png", 10 + i) for i, r in enumerate(runs)],
+            compared=noisy_png(root / "results/figures/curves_compared.png", 20),
+            montage=noisy_png(root / "results/figures/montage_bloodmnist.png", 21),
+            panels=[noisy_png(root / f"results/gradcam/{gradcam_run}/panel.png", 22)], focus=[str(focus)],
+            provenance=str(provenance), benchmarks=[str(p) for p in benchmarks],
+            conclusions=str(REPO / "paper/conclusions.yaml"), templates=templates),
+        output=SimpleNamespace(html=str(out / "report.html"), tex=str(out / "report.tex"), figures=str(out / "figures")),
+        log=[str(root / "logs/report.log")],
+        params=SimpleNamespace(table3_runs=runs, table3_values=GRID, all_runs=runs, gradcam_runs=[gradcam_run],
+                               gradcam_layer="conv5_block3_out", dataset="bloodmnist", synthetic=synthetic,
+                               configfile="config.yaml", pdf_note="fixture PDF note"),
+        config=config,
+    )
+
+
+def render_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
+    """Build the fixture and run the report adapter on it; the adapter's log redirect is undone afterwards."""
+    import sys
+
+    smk = build_fixture(root, synthetic)
+    spec = importlib.util.spec_from_file_location("report_adapter", REPO / "scripts/report.py")
+    adapter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adapter)
+    stdout, stderr = sys.stdout, sys.stderr
+    try:
+        adapter.main(smk)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+    return smk
+
+
+@pytest.fixture(scope="module")
+def fixture_report(tmp_path_factory) -> SimpleNamespace:
+    """The report rendered from the synthetic-flagged fixture."""
+    return render_fixture(tmp_path_factory.mktemp("report"), synthetic=True)
+
+
+def test_html_report_is_one_self_contained_file(fixture_report):
+    html = Path(fixture_report.output.html).read_text()
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == 1 + 1 + 8 + 8 + 1  # montage, compared, 8 curves, 8 confusion matrices, 1 Grad-CAM
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'(src|href)="(https?:|file:|/)', html)
+    assert 'class="banner"' in html and "synthetic demo cells" in html
+
+
+def test_report_pairs_every_poster_table3_value_with_ours(fixture_report):
+    html = Path(fixture_report.output.html).read_text()
+    for entry in POSTER["table3"]["values"]:
+        if entry["size"] in (64, 224):
+            assert f"poster {entry['value']:.4f}" in html, entry
+    assert "Table 2: optimizers and learning rates</strong>: not built: the config does not run studies.table2" in html
+    tex = Path(fixture_report.output.tex).read_text()
+    assert r"poster 0.9880" in tex and r"\includegraphics" in tex and "SYNTHETIC DEMO CELLS" in tex
+
+
+def test_report_states_each_conclusion_with_a_verdict(fixture_report):
+    html = Path(fixture_report.output.html).read_text()
+    for conclusion in CONCLUSIONS:
+        assert str(html_escape(conclusion["poster"])) in html
+    assert html.count('class="verdict ') == len(CONCLUSIONS)
+
+
+def test_report_provenance_and_benchmarks(fixture_report):
+    html = Path(fixture_report.output.html).read_text()
+    provenance = json.loads(Path(fixture_report.input.provenance).read_text())
+    assert provenance["config_sha256"] in html and provenance["data_files"][0]["md5"] in html
+    assert provenance["git"]["commit"] in html
+    assert html.count("<td>61.0</td><td>3000</td>") == len(GRID)  # Snakemake's s and max_rss of every training job
+
+
+def test_real_data_report_has_no_banner(tmp_path):
+    smk = render_fixture(tmp_path, synthetic=False)
+    html = Path(smk.output.html).read_text()
+    assert 'class="banner"' not in html and "SYNTHETIC" not in Path(smk.output.tex).read_text()
+
+
+def test_report_pdf_compiles(fixture_report, tmp_path):
+    require_tool(bool(shutil.which("latexmk") and shutil.which("pdflatex")), "latexmk/pdflatex")
+    spec = importlib.util.spec_from_file_location("build_pdf", REPO / "scripts/build_pdf.py")
+    build_pdf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_pdf)
+    pdf = tmp_path / "report.pdf"
+    build_pdf.compile_pdf(Path(fixture_report.output.tex), pdf)
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 50_000
+    assert not list(Path(fixture_report.output.tex).parent.glob(".latexmk-*"))  # the scratch folder is gone
+
+
+def test_failed_latex_build_leaves_no_pdf(tmp_path):
+    require_tool(bool(shutil.which("latexmk") and shutil.which("pdflatex")), "latexmk/pdflatex")
+    spec = importlib.util.spec_from_file_location("build_pdf", REPO / "scripts/build_pdf.py")
+    build_pdf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_pdf)
+    tex = tmp_path / "broken.tex"
+    tex.write_text(r"\documentclass{article}\begin{document}\undefinedcommand\end{document}")
+    with pytest.raises(RuntimeError, match="latexmk could not compile .*broken.tex"):
+        build_pdf.compile_pdf(tex, tmp_path / "broken.pdf")
+    assert not (tmp_path / "broken.pdf").exists()
+
+
+def test_report_in_headless_chromium(fixture_report):
+    require_tool(chromium_binary() is not None, "chromium")
+    page = load_page(fixture_report.output.html)
+    assert len(page.images) == 19 and page.broken_images == []
+    assert page.console_errors == []
+    assert not screenshot_is_blank(page.screenshot)
+
+
+def test_browser_check_catches_broken_pages(tmp_path):
+    require_tool(chromium_binary() is not None, "chromium")
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><img src="missing.png"><script>console.error("boom")</script></body></html>')
+    page = load_page(bad)
+    assert len(page.broken_images) == 1 and "boom" in page.console_errors
+    assert screenshot_is_blank(page.screenshot)

@@ -1,0 +1,75 @@
+"""The report as the workflow builds it on the tiny config: contents, PDF, browser, Snakemake's own report, and
+that editing a template reruns only the report rules."""
+
+import os
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from browser import chromium_binary, load_page, screenshot_is_blank
+from conftest import REPO, run_snakemake
+from test_report import require_tool
+
+TINY = REPO / "tests/configs/tiny.yaml"
+GRID = [f"synthetic-32-{a}-bs{b}-s0" for a in ("resnet50", "resnet101") for b in (16, 32)]
+
+
+def test_report_built_by_the_workflow(tiny_run):
+    html = (tiny_run / "results/report/report.html").read_text()
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 1 + 1 + 4 + 4 + 1  # montage, compared,
+    # curves and confusion matrices of the 4 grid runs, 1 Grad-CAM panel
+    for run in GRID:
+        assert f"Confusion matrix of {run}" in html
+    for title in ("Table 1:", "Table 2:", "Table 3:", "Table 4:", "Batch size comparison", "Dropout rate comparison"):
+        assert title in html, title
+    assert "synthetic demo cells" in html and "config.yaml" not in html.split("Rebuilding this report")[1][:20]
+    if shutil.which("latexmk") and shutil.which("pdflatex"):
+        assert (tiny_run / "results/report/report.pdf").read_bytes().startswith(b"%PDF")
+    else:
+        reason = (tiny_run / "results/report/report_pdf_not_built.txt").read_text()
+        assert "latexmk and pdflatex were not found" in reason
+
+
+def test_workflow_report_in_headless_chromium(tiny_run):
+    require_tool(chromium_binary() is not None, "chromium")
+    page = load_page(tiny_run / "results/report/report.html")
+    assert len(page.images) == 11 and page.broken_images == [] and page.console_errors == []
+    assert not screenshot_is_blank(page.screenshot)
+
+
+def planned_jobs(workdir: Path) -> set[str]:
+    """The rules a dry run would run now."""
+    result = run_snakemake(workdir, "-n", "--cores", "1", "--configfile", str(TINY))
+    table = result.stdout.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in result.stdout else ""
+    return {line.split()[0] for line in table.splitlines()[3:] if line.strip() and line.split()[0] != "total"}
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("paper/report.tex.j2", {"report", "report_pdf"}),
+    ("paper/macros.html.j2", {"report", "report_pdf", "tables_grid", "study_table"}),
+])
+def test_editing_a_template_never_retrains(tiny_run, template, expected):
+    path = REPO / template
+    before = path.stat()
+    later = time.time() + 60  # as if the template had just been edited
+    os.utime(path, (later, later))
+    try:
+        jobs = planned_jobs(tiny_run)
+    finally:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    if not (shutil.which("latexmk") and shutil.which("pdflatex")):
+        expected = expected - {"report_pdf"}
+    assert jobs - {"all"} == expected
+
+
+def test_snakemake_report_zip(tiny_run, tmp_path):
+    archive = tmp_path / "snakemake-report.zip"
+    run_snakemake(tiny_run, "--configfile", str(TINY), "--report", str(archive))
+    names = zipfile.ZipFile(archive).namelist()
+    assert any(name.endswith("report.html") and "/data/raw/" in name for name in names)  # our report inside theirs
+    assert sum(name.endswith("confusion.png") for name in names) == 4
+    assert any(name.endswith("/report.html") and name.count("/") == 1 for name in names)  # Snakemake's own page
