@@ -16,13 +16,17 @@ def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int
 
     from bloodcells.model import load_model
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    for gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, not the whole card
-        tf.config.experimental.set_memory_growth(gpu, True)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        for gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, not the whole card
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process (tests): its thread and memory settings stay.
     model = load_model(model_path)
     outputs = model.output_shape[-1]
     if outputs != n_classes:
-        raise ValueError(f"{model_path}: model predicts {outputs} classes but the evaluation data has {n_classes}")
+        raise ValueError(f"{model_path}: model predicts {outputs} classes but the evaluation data has {n_classes}; "
+                         "was it trained on another dataset?")
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=2), dtype=np.float32)
 
 

@@ -2,8 +2,9 @@
 
 import csv
 import io
+import signal
 
-from bloodcells.atomic import atomic_path, write_text_atomic
+from bloodcells.atomic import atomic_path, remove_stale_parts, write_text_atomic
 from bloodcells.dataset import class_names_of, load_split
 from bloodcells.model import Augmentation
 from bloodcells.training import RunSpec, TrainSettings, run_epochs, train_run
@@ -29,9 +30,21 @@ def tensorflow_sees_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def stop_on_sigterm(signum: int, frame) -> None:
+    """Turn SIGTERM (scancel, a time limit, a killed Snakemake) into SystemExit, so temporary files are removed."""
+    print(f"train: received {signal.Signals(signum).name}; stopping. The checkpoint of the last finished epoch is "
+          "kept: run the workflow again to resume from it", flush=True)
+    raise SystemExit(128 + signum)  # the exit status of a process ended by the signal
+
+
 def main(smk) -> None:
     """Read the run from the snakemake object, train it and write its outputs atomically."""
     log_to_file(smk.log[0])
+    # Python's default for SIGTERM ends the process at once; as an exception it unwinds through atomic_path.
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    for output in (smk.output.model, smk.output.history):
+        for stale in remove_stale_parts(output):
+            print(f"removed {stale}, left by a killed job", flush=True)
     pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
     values = smk.params.values
     training = run_epochs(smk.params.training, values.get("epochs"))  # a run with `epochs` trains exactly that many

@@ -105,7 +105,8 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
     saved = Checkpoint(tmp_path).load_state()
     assert [row["epoch"] for row in saved.pop("history")] == [1, 2, 3, 4]
     assert saved == {key: value for key, value in state.items() if key != "history"}
-    assert (tmp_path / "best.weights.h5").exists()
+    assert saved["files"] == {"model": "epoch-4.keras", "best_weights": "best-epoch-2.weights.h5"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best-epoch-2.weights.h5", "epoch-4.keras", "state.json"]
 
 
 def test_resampling_equals_keras_affine_transform():

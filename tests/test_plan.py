@@ -38,6 +38,8 @@ BAD_CONFIGS = [
     (lambda c: c["defaults"].update(learning_rate=-0.1), "defaults.learning_rate", "-0.1 is less than or equal to the minimum of 0"),
     (lambda c: c["studies"]["table3"]["grid"].update(arch=[]), "studies.table3.grid.arch", "should be non-empty"),
     (lambda c: c.update(dataset="nope"), "dataset", "'nope' is not one of the datasets"),
+    (lambda c: c["studies"]["table3"].update(grid={}), "studies.table3.grid", "{} should be non-empty"),
+    (lambda c: c["training"].update(max_epochs="30"), "training.max_epochs", "'30' is not of type 'integer'"),
 ]
 
 

@@ -1,19 +1,13 @@
-"""The workflow end to end on a tiny synthetic config, its lint, and resumption after a kill."""
+"""The workflow end to end on a tiny synthetic config and its lint (killed jobs: test_reliability_kill.py)."""
 
 import json
 import re
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
-import yaml
 
-from conftest import REPO, SNAKEMAKE, run_snakemake
+from conftest import REPO, run_snakemake
 
 TINY = REPO / "tests/configs/tiny.yaml"  # the tiny_run fixture (conftest.py) runs it once per session
 
@@ -75,39 +69,3 @@ def test_lint_is_clean(tmp_path):
     result = run_snakemake(tmp_path, "--lint", "--configfile", str(TINY), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
-
-
-def test_killed_training_resumes_at_the_next_epoch(tmp_path):
-    config = yaml.safe_load(TINY.read_text())
-    config["training"]["max_epochs"] = 3
-    config["training"]["patience"] = 3
-    config["datasets"]["synthetic"]["n_train"] = 160
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    run = "synthetic-32-resnet50-bs16-s0"
-    target = f"results/runs/{run}/model.keras"
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-               target, "--configfile", str(config_path)]  # --configfile takes several values: target first
-    state_file = workdir / f"results/checkpoints/{run}/state.json"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                               env=os.environ | {"CUDA_VISIBLE_DEVICES": ""})
-    deadline = time.time() + 600
-    while not (state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= 1):
-        assert process.poll() is None, "training finished or failed before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # snakemake and its training job, as a cluster's OOM killer would
-    process.wait()
-    killed_after = json.loads(state_file.read_text())["epochs_done"]
-    assert killed_after < 3 and not (workdir / target).exists()
-
-    run_snakemake(workdir, "--unlock", "--configfile", str(config_path))
-    run_snakemake(workdir, "--cores", "2", target, "--configfile", str(config_path))
-    log = (workdir / f"logs/train/{run}.log").read_text()
-    assert f"resuming from results/checkpoints/{run}/last.keras after epoch {killed_after}" in log
-    resumed_part = log.split("resuming from")[1]
-    assert f"Epoch {killed_after + 1}/3" in resumed_part and "Epoch 1/3" not in resumed_part
-    history = pd.read_csv(workdir / f"results/runs/{run}/history.csv")
-    assert list(history["epoch"]) == [1, 2, 3]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -44,3 +45,15 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> None:
     """Write `text` to `final` atomically."""
     with atomic_path(final) as tmp:
         tmp.write_text(text)
+
+
+def remove_stale_parts(final: str | os.PathLike) -> list[Path]:
+    """Delete the temporary siblings of `final` that a killed writer left behind; return them."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    # SIGKILL (or a crash of the machine) skips atomic_path's cleanup; only this file's writer uses these names.
+    stale = sorted(final.parent.glob(".part-*-" + glob.escape(final.name)))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +78,22 @@ def _expected_keys() -> list[str]:
     return [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
 
 
-def load_split(path: str | os.PathLike, split: str, n_classes: int) -> Split:
-    """Load and check one split of a dataset npz."""
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The schema's arrays present in the npz at `path`; DatasetError naming the file when it cannot be read."""
     path = Path(path)
     try:
         with np.load(path) as data:
-            arrays = {key: data[key] for key in _expected_keys() if key in data.files}
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: not a readable npz file ({error})") from error
+            return {key: data[key] for key in _expected_keys() if key in data.files}
+    # A truncated or corrupted npz fails inside zipfile (BadZipFile, EOFError), not only with OSError/ValueError.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DatasetError(f"{path}: not a readable npz file ({type(error).__name__}: {error}); "
+                           "delete it so that the workflow makes it again") from error
+
+
+def load_split(path: str | os.PathLike, split: str, n_classes: int) -> Split:
+    """Load and check one split of a dataset npz."""
+    path = Path(path)
+    arrays = read_npz(path)
     check_arrays(arrays, n_classes, str(path))
     return Split(arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1).astype(np.int64))
 

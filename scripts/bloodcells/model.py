@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import zipfile
 from dataclasses import dataclass
 
 import keras
@@ -283,4 +285,10 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> ke
 
 def load_model(path) -> keras.Model:
     """Load a saved run model in Keras' safe mode (no arbitrary code), with this module's layers registered."""
-    return keras.saving.load_model(path, safe_mode=True)
+    # Keras reports a truncated .keras file as "File not found"; say what is wrong with it.
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a readable .keras model file (not a zip archive: truncated or damaged)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (zipfile.BadZipFile, EOFError) as error:  # damage inside the archive, e.g. a bad CRC
+        raise ValueError(f"{path}: not a readable .keras model file ({type(error).__name__}: {error})") from error

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_path
-from .dataset import BLOODMNIST_CLASSES, MIN_SIZE, SPLITS, DatasetError, check_arrays
+from .dataset import BLOODMNIST_CLASSES, MIN_SIZE, SPLITS, DatasetError, check_arrays, read_npz
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CHUNK_BYTES = 1 << 20
@@ -139,12 +139,7 @@ def download_verified(
 
 def load_medmnist_npz(path: Path, n_classes: int = 8) -> dict[str, np.ndarray]:
     """Load a MedMNIST npz and check it against the BloodMNIST schema."""
-    keys = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
-    try:
-        with np.load(path) as data:
-            arrays = {key: data[key] for key in keys if key in data.files}
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: not a readable npz file ({error})") from error
+    arrays = read_npz(path)
     check_arrays(arrays, n_classes, str(path))
     return arrays
 

@@ -117,40 +117,117 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_s
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint directory that cannot be resumed from."""
+
+
+# Files of checkpoints written before state.json named its files (resumable after an upgrade).
+LEGACY_FILES = {"model": "last.keras", "best_weights": "best.weights.h5"}
+
+
 class Checkpoint:
-    """The resumable state of a run: last model (with optimizer), best weights and early-stopping counters."""
+    """The resumable state of a run: the last epoch's model (with optimizer), best weights and early-stopping counters.
+
+    Each epoch writes new files, then replaces state.json, which names them: that one rename commits the epoch,
+    so a job killed (or out of disk space) anywhere in between resumes from a consistent earlier epoch.
+    """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self.state_path = self.directory / "state.json"
-        self.last_model = self.directory / "last.keras"
-        self.best_weights = self.directory / "best.weights.h5"
 
     def load_state(self) -> dict | None:
-        """The saved state, or None when no complete checkpoint exists."""
-        if not (self.state_path.exists() and self.last_model.exists()):
+        """The committed state (its files checked), or None when no epoch was committed; removes uncommitted files."""
+        if not self.state_path.exists():
             return None
-        return json.loads(self.state_path.read_text())
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{self.state_path}: unreadable checkpoint state ({error}); "
+                                  f"delete {self.directory} to train this run from the start") from error
+        if "files" not in state:
+            state["files"] = {key: name for key, name in LEGACY_FILES.items() if (self.directory / name).exists()}
+        files = state["files"]
+        missing = sorted({"model", *files} - {key for key, name in files.items() if (self.directory / name).is_file()})
+        if missing:
+            raise CheckpointError(f"{self.state_path}: the checkpoint's {' and '.join(missing)} file is missing "
+                                  f"(files {files}); delete {self.directory} to train this run from the start")
+        self.remove_unreferenced(state)
+        return state
+
+    def model_path(self, state: dict) -> Path:
+        """The model file (with optimizer state) of the last committed epoch."""
+        return self.directory / state["files"]["model"]
+
+    def best_weights_path(self, state: dict) -> Path | None:
+        """The weights of the best epoch so far, or None before any epoch improved."""
+        name = state["files"].get("best_weights")
+        return self.directory / name if name else None
 
     def save(self, model, state: dict, improved: bool) -> None:
-        """Write model, best weights and state atomically; the state file goes last so it never points ahead."""
-        with atomic_path(self.last_model) as tmp:
+        """Write this epoch's model (and best weights) under new names, then commit them by replacing state.json."""
+        epoch = state["epochs_done"]
+        files = dict(state.get("files", {}))
+        with atomic_path(self.directory / f"epoch-{epoch}.keras") as tmp:
             model.save(tmp)
+        files["model"] = f"epoch-{epoch}.keras"
         if improved:
-            with atomic_path(self.best_weights) as tmp:
+            with atomic_path(self.directory / f"best-epoch-{epoch}.weights.h5") as tmp:
                 model.save_weights(tmp)
+            files["best_weights"] = f"best-epoch-{epoch}.weights.h5"
+        state["files"] = files
         write_text_atomic(self.state_path, json.dumps(state, indent=1))
+        self.remove_unreferenced(state)
+
+    def remove_unreferenced(self, state: dict) -> None:
+        """Delete files the committed state does not name: older epochs, and temporaries a killed job left."""
+        keep = {self.state_path.name, *state["files"].values()}
+        for path in self.directory.iterdir():
+            if path.name not in keep and path.is_file():
+                path.unlink(missing_ok=True)
 
     def remove(self) -> None:
-        """Delete the checkpoint once the final model is written."""
+        """Delete the checkpoint once the final model is written; state.json first, so a half-deleted one is no checkpoint."""
+        self.state_path.unlink(missing_ok=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log: Callable[[str], None]):
-    """A Keras callback that records history, applies early stopping on val_loss and checkpoints every epoch."""
+# Counter values reserved for one seed generator in one epoch; an epoch draws a few per training step.
+SEED_BLOCK = 1 << 20
+
+
+def seed_generators(model) -> list:
+    """The keras.random.SeedGenerator of every layer (augmentation, dropout), in layer order."""
+    import keras
+
+    return [value for layer in model.layers for value in vars(layer).values()
+            if isinstance(value, keras.random.SeedGenerator)]
+
+
+def reset_seed_generators(model, seed: int, epoch: int) -> None:
+    """Set each seed generator's state from (seed, epoch, its index) alone, as at the start of `epoch` (0-based).
+
+    Keras does not save SeedGenerator states in .keras files, so a reloaded model would restart its augmentation
+    and dropout streams from their first draw; derived per epoch, a resumed run draws what an uninterrupted one does.
+    """
+    from keras import ops
+
+    generators = seed_generators(model)
+    for index, generator in enumerate(generators):
+        counter = (epoch * len(generators) + index) * SEED_BLOCK  # disjoint blocks: no two streams overlap
+        generator.state.assign(ops.convert_to_tensor([seed, counter], dtype=generator.state.dtype))
+
+
+def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log: Callable[[str], None],
+                        seed: int = 0):
+    """A Keras callback that seeds each epoch's random streams, records history, applies early stopping on
+    val_loss and checkpoints every epoch."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            reset_seed_generators(self.model, seed, epoch)
+
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
             state["history"].append(row)
@@ -215,7 +292,7 @@ def train_run(
     state = checkpoint.load_state()
     if state is None:
         state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "history": [],
-                 "stopped_early": False, "spec": asdict(spec)}
+                 "stopped_early": False, "spec": asdict(spec), "files": {}}
         model = build_model(spec.arch, spec.size, n_classes, weights=spec.weights, dropout=spec.dropout,
                             augmentation=settings.augmentation, seed=spec.seed, attention=spec.attention)
         if settings.bn_momentum is not None:
@@ -224,8 +301,12 @@ def train_run(
     else:
         if state.get("spec") != asdict(spec):
             raise ValueError(f"{checkpoint.state_path}: checkpoint belongs to {state.get('spec')}, not {asdict(spec)}; delete it to start over")
-        log(f"resuming from {checkpoint.last_model} after epoch {state['epochs_done']}")
-        model = load_model(checkpoint.last_model)
+        log(f"resuming from {checkpoint.model_path(state)} after epoch {state['epochs_done']}")
+        try:
+            model = load_model(checkpoint.model_path(state))
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{checkpoint.model_path(state)}: cannot load the checkpointed model ({error}); "
+                                  f"delete {checkpoint.directory} to train this run from the start") from error
     finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
     if not finished:
         train_images, train_labels = train
@@ -233,11 +314,12 @@ def train_run(
         ds = epoch_dataset(train_images, train_labels, n_classes, spec.batch_size, spec.seed,
                            state["epochs_done"], settings.max_epochs)
         class_weight = balanced_class_weights(train_labels, n_classes) if spec.class_weights else None
-        callback = make_epoch_callback(checkpoint, state, settings.patience, log)
+        callback = make_epoch_callback(checkpoint, state, settings.patience, log, spec.seed)
         model.fit(ds, epochs=settings.max_epochs, initial_epoch=state["epochs_done"], steps_per_epoch=steps,
                   validation_data=eval_dataset(*val, n_classes, spec.batch_size), class_weight=class_weight,
                   callbacks=[callback], verbose=verbose, shuffle=False)
-    if checkpoint.best_weights.exists():
-        model.load_weights(checkpoint.best_weights)
+    best_weights = checkpoint.best_weights_path(state)
+    if best_weights is not None:
+        model.load_weights(best_weights)
     log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
     return model, state["history"], checkpoint
