@@ -82,7 +82,10 @@ def main(smk) -> None:
                          "re-run evaluate")
 
     model = load_model(smk.input.model)  # safe mode, with the custom layers registered
-    layer = resolve_layer(model, smk.params.layer)
+    try:
+        layer = resolve_layer(model, smk.params.layer)
+    except ValueError as error:  # name the config key and the model file, beside the valid layers
+        raise ValueError(f"config key 'gradcam.layer' for {smk.input.model}: {error}") from error
     h, w = spatial_layers(model)[layer]
     print(f"run {run}: Grad-CAM at '{layer}' ({h}x{w} map for {test.images.shape[1]} px images), "
           f"class score = logit of the predicted class, {len(labels)} test images", flush=True)

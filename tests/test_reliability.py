@@ -1,7 +1,7 @@
 """Reliability (issue #8): corrupt and bad input, a full disk, determinism and shell safety.
 
-Killed training jobs are in test_reliability_kill.py; killed downloads in test_sources.py; bad configs in
-test_plan.py; a Grad-CAM layer that does not exist in test_gradcam.py.
+Killed training jobs are in test_reliability_kill.py; killed downloads and MD5 checks in test_sources.py; bad
+config values in test_plan.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import importlib.util
 import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -19,7 +20,7 @@ import yaml
 from PIL import Image
 
 from bloodcells.atomic import remove_stale_parts, write_text_atomic
-from bloodcells.dataset import SPLITS, DatasetError, load_split, save_dataset
+from bloodcells.dataset import BLOODMNIST_CLASSES, DatasetError, load_split, save_dataset
 from bloodcells.model import Augmentation, RandomShearZoomFlip, load_model
 from bloodcells.plan import ConfigError, validate_config
 from bloodcells.sources import import_folder, write_synthetic_folder
@@ -160,6 +161,21 @@ def small_trained_model(seed: int) -> keras.Model:
     return model
 
 
+def small_resnet_stand_in(arch, size, n_classes, *, weights=None, dropout=0.3, augmentation=None, seed=0,
+                          attention="none"):
+    """build_model's layout (augmentation, preprocessing, conv + batch norm, pooling, dropout, softmax), small."""
+    from bloodcells.model import CaffePreprocess
+
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
+    x = RandomShearZoomFlip(augmentation.shear_radians, augmentation.zoom, augmentation.horizontal_flip, seed=seed,
+                            name="augment")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(CaffePreprocess(name="preprocess")(x))
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(keras.layers.GlobalAveragePooling2D()(x))
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs)
+
+
 @pytest.mark.parametrize("failing_write", ["model", "best weights", "state"])
 def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path, monkeypatch, failing_write):
     checkpoint = Checkpoint(tmp_path)
@@ -208,16 +224,17 @@ def test_checkpoint_missing_its_model_is_refused_naming_the_file(tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.save(small_trained_model(0), {"epochs_done": 1, "files": {}}, improved=False)
     (tmp_path / "epoch-1.keras").unlink()
-    with pytest.raises(RuntimeError, match=r"state.json: the checkpoint's model file is missing .*epoch-1.keras.*delete"):
+    missing = r"state.json: the checkpoint's model file is missing .*epoch-1.keras.*delete"
+    with pytest.raises(RuntimeError, match=missing):
         checkpoint.load_state()
 
 
 # --- models: class count, safe mode, damaged files ------------------------------------------------
 
 
-def load_evaluate_adapter():
-    """scripts/evaluate.py as a module (Snakemake runs it with script:)."""
-    spec = importlib.util.spec_from_file_location("evaluate_adapter", REPO / "scripts" / "evaluate.py")
+def load_adapter(script: str):
+    """scripts/{script}.py as a module (Snakemake runs it with script:)."""
+    spec = importlib.util.spec_from_file_location(f"{script}_adapter", REPO / "scripts" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -227,7 +244,7 @@ def test_model_of_another_class_count_is_refused_by_evaluate(tmp_path):
     path = tmp_path / "model.keras"
     small_trained_model(0).save(path)  # 3 classes
     with pytest.raises(ValueError) as error:
-        load_evaluate_adapter().predict(str(path), np.zeros((2, 4), "float32"), 8, batch_size=2, threads=1)
+        load_adapter("evaluate").predict(str(path), np.zeros((2, 4), "float32"), 8, batch_size=2, threads=1)
     print(error.value)
     assert f"{path}: model predicts 3 classes but the evaluation data has 8" in str(error.value)
 
@@ -240,6 +257,7 @@ def test_safe_mode_refuses_a_model_that_carries_code(tmp_path):
     with pytest.raises(ValueError, match="safe_mode") as error:
         load_model(path)
     print(error.value)
+    assert str(error.value).startswith(f"{path}: Requested the deserialization of a `Lambda` layer")
 
 
 def test_truncated_model_file_is_an_error_naming_it(tmp_path):
@@ -248,6 +266,28 @@ def test_truncated_model_file_is_an_error_naming_it(tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(ValueError, match=f"{path}: not a readable .keras model file"):
         load_model(path)
+
+
+def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_the_valid_layers(tmp_path):
+    model = small_resnet_stand_in("resnet50", 32, 8, augmentation=Augmentation())
+    model.save(tmp_path / "model.keras")
+    arrays = make_synthetic_dataset(32, 8, 8, 8, seed=0)
+    save_dataset(tmp_path / "data.npz", arrays, 8)
+    labels = arrays["test_labels"].reshape(-1).astype(np.int64)
+    np.savez(tmp_path / "predictions.npz", probabilities=np.full((8, 8), 0.125, np.float32), labels=labels,
+             class_names=np.array(BLOODMNIST_CLASSES))
+    smk = SimpleNamespace(
+        input=SimpleNamespace(model=str(tmp_path / "model.keras"), predictions=str(tmp_path / "predictions.npz"),
+                              data=str(tmp_path / "data.npz")),
+        params=SimpleNamespace(dataset={"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0},
+                               layer="conv5_block3_out"),
+        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"), log=[None], threads=1)
+    with pytest.raises(ValueError) as error:
+        load_adapter("gradcam").main(smk)
+    print(error.value)
+    assert str(error.value).startswith(f"config key 'gradcam.layer' for {tmp_path / 'model.keras'}: model ")
+    valid = "has no layer named 'conv5_block3_out'; valid Grad-CAM layers are: conv (15x15), bn (15x15)"
+    assert valid in str(error.value)
 
 
 # --- determinism ---------------------------------------------------------------------------------
@@ -281,7 +321,7 @@ def test_seed_generators_restart_each_epoch_from_seed_and_epoch_alone(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
 
     reset_seed_generators(model, 7, epoch=3)
-    states = [np.asarray(layer.seed_generator.state).tolist() for layer in model.layers[1:] if hasattr(layer, "seed_generator")]
+    states = [np.asarray(model.get_layer(name).seed_generator.state).tolist() for name in ("augment", "dropout")]
     assert states == [[7, 6 * SEED_BLOCK], [7, 7 * SEED_BLOCK]]  # epoch 3, generators 0 and 1: disjoint blocks
     first = np.asarray(model(images, training=True))
     model(images, training=True)  # draws advance the streams
@@ -291,21 +331,6 @@ def test_seed_generators_restart_each_epoch_from_seed_and_epoch_alone(tmp_path):
     assert np.asarray(reloaded.get_layer("augment").seed_generator.state).tolist() == [7, 0]
     reset_seed_generators(reloaded, 7, epoch=3)
     assert np.array_equal(np.asarray(reloaded(images, training=True)), first)
-
-
-def small_resnet_stand_in(arch, size, n_classes, *, weights=None, dropout=0.3, augmentation=None, seed=0,
-                          attention="none"):
-    """build_model's layout (augmentation, preprocessing, conv + batch norm, pooling, dropout, softmax), small."""
-    from bloodcells.model import CaffePreprocess
-
-    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
-    x = RandomShearZoomFlip(augmentation.shear_radians, augmentation.zoom, augmentation.horizontal_flip, seed=seed,
-                            name="augment")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(CaffePreprocess(name="preprocess")(x))
-    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
-    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(keras.layers.GlobalAveragePooling2D()(x))
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs)
 
 
 def test_the_same_tiny_run_trained_twice_gives_identical_weights_and_metrics(tmp_path, monkeypatch,

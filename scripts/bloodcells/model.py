@@ -292,3 +292,5 @@ def load_model(path) -> keras.Model:
         return keras.saving.load_model(path, safe_mode=True)
     except (zipfile.BadZipFile, EOFError) as error:  # damage inside the archive, e.g. a bad CRC
         raise ValueError(f"{path}: not a readable .keras model file ({type(error).__name__}: {error})") from error
+    except ValueError as error:  # e.g. safe mode refusing a layer that carries code; Keras names no file
+        raise ValueError(f"{path}: {error}") from error

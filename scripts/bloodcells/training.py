@@ -187,7 +187,7 @@ class Checkpoint:
                 path.unlink(missing_ok=True)
 
     def remove(self) -> None:
-        """Delete the checkpoint once the final model is written; state.json first, so a half-deleted one is no checkpoint."""
+        """Delete the checkpoint once the final model is written (state.json first: half-deleted is no checkpoint)."""
         self.state_path.unlink(missing_ok=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 
