@@ -1,7 +1,6 @@
 """Snakemake adapter: write synthetic cells in Raabin-WBC's folder layout (the external dataset of tests and demos)."""
 
-from pathlib import Path
-
+from bloodcells.atomic import atomic_directory
 from bloodcells.logs import log_to_file
 from bloodcells.sources import write_synthetic_folder
 
@@ -10,8 +9,9 @@ if __name__ == "__main__":
     log_to_file(smk.log[0])
     source = smk.params.source
     spec = source["synthesize"]
-    counts = write_synthetic_folder(
-        Path(smk.output[0]), source["classes"], spec["n_train"], spec["n_test"], spec.get("size", 48),
-        spec.get("seed", 0), spec.get("odd_files", False), source.get("train", "Train"), source.get("test", "TestA"),
-    )
+    with atomic_directory(smk.output[0]) as folder:  # a killed job leaves no half-filled folder behind
+        counts = write_synthetic_folder(
+            folder, source["classes"], spec["n_train"], spec["n_test"], spec.get("size", 48),
+            spec.get("seed", 0), spec.get("odd_files", False), source.get("train", "Train"), source.get("test", "TestA"),
+        )
     print(f"wrote synthetic cells in folder layout to {smk.output[0]}: {counts}")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from bloodcells.atomic import remove_stale_parts, write_text_atomic
+from bloodcells.atomic import atomic_directory, remove_stale_parts, write_text_atomic
 from bloodcells.dataset import BLOODMNIST_CLASSES, DatasetError, load_split, save_dataset
 from bloodcells.model import Augmentation, RandomShearZoomFlip, load_model
 from bloodcells.plan import ConfigError, validate_config
@@ -218,6 +218,20 @@ def test_files_left_by_a_killed_writer_are_removed_and_others_kept(tmp_path):
         (checkpoint.directory / name).write_bytes(b"x")
     assert checkpoint.load_state()["files"] == {"model": "epoch-1.keras"}
     assert sorted(p.name for p in checkpoint.directory.iterdir()) == ["epoch-1.keras", "state.json"]
+
+
+def test_folder_output_appears_only_when_complete(tmp_path):
+    final = tmp_path / "folders" / "raabin"
+    with pytest.raises(OSError):
+        with atomic_directory(final) as folder:
+            (folder / "Train").mkdir()
+            enospc(folder / "Train" / "00001.jpg")  # the disk fills halfway through the folder
+    assert list((tmp_path / "folders").iterdir()) == []  # neither the folder nor its temporary sibling
+    with atomic_directory(final) as folder:
+        (folder / "Train").mkdir()
+        (folder / "Train" / "00001.jpg").write_bytes(b"jpeg")
+    assert [p.relative_to(final).as_posix() for p in sorted(final.rglob("*"))] == ["Train", "Train/00001.jpg"]
+    assert no_parts(tmp_path) == []
 
 
 def test_checkpoint_missing_its_model_is_refused_naming_the_file(tmp_path):

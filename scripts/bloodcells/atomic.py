@@ -6,6 +6,7 @@ import contextlib
 import errno
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,21 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> None:
     """Write `text` to `final` atomically."""
     with atomic_path(final) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder that is renamed onto `final` (which must not exist) if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".part-", suffix="-" + final.name, dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700 folders
+        os.rename(tmp, final)  # unlike os.replace, refuses to merge into an existing non-empty folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def remove_stale_parts(final: str | os.PathLike) -> list[Path]:
