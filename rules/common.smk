@@ -10,8 +10,7 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells.plan import configurations, plan_runs, validate_config
-from bloodcells.provenance import config_hash
+from bloodcells.plan import config_hash, configurations, plan_runs, validate_config
 
 # Stops the run before any job starts, naming every bad key.
 validate_config(config, REPO / "rules/schema/config.schema.yaml")

@@ -11,8 +11,8 @@ from bloodcells.conclusions import Evidence, assess
 from bloodcells.curves import comparison_panels
 from bloodcells.history import loss_behaviour
 from bloodcells.logs import log_to_file
-from bloodcells.provenance import benchmark_rows
 from bloodcells.report import (
+    benchmark_rows,
     copy_tex_figures,
     fidelity_notes,
     figure,

@@ -25,14 +25,14 @@ from PIL import Image
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
 from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import loss_behaviour
-from bloodcells.plan import validate_config
-from bloodcells.provenance import benchmark_rows, config_hash, data_files, git_state, host, package_versions
-from bloodcells.report import png_data_uri, tex_name
+from bloodcells.plan import config_hash, validate_config
+from bloodcells.provenance import data_files, git_state, host, package_versions
+from bloodcells.report import benchmark_rows, png_data_uri, tex_name
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
 from browser import chromium_binary, load_page, screenshot_is_blank
 from conftest import REPO
 
-CLASSES = list(BLOODMNIST_CLASSES.values()) if isinstance(BLOODMNIST_CLASSES, dict) else list(BLOODMNIST_CLASSES)
+CLASSES = list(BLOODMNIST_CLASSES)
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
 CONCLUSIONS = yaml.safe_load((REPO / "paper/conclusions.yaml").read_text())
 GRID = {  # a 2 x 2 x 2 corner of the poster's grid

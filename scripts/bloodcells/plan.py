@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +175,8 @@ def configurations(run_ids: list[str], runs: dict[str, dict]) -> list[tuple[dict
         else:
             groups.append((values, [rid]))
     return groups
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of the config as canonical JSON (sorted keys): equal configs hash equal however they were written."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()

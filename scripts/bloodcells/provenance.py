@@ -1,10 +1,8 @@
-"""Where a report's numbers come from: the code's git state, package versions, the config's hash, the data
-files' MD5, the hardware, and each training job's wall time and peak memory (Snakemake benchmark files)."""
+"""Where a report's numbers come from: the code's git state, package versions, the data files' MD5 and the
+hardware (the config's hash is bloodcells.plan.config_hash; job times are read by bloodcells.report)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -12,7 +10,6 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
 
 from .sources import file_md5
 
@@ -43,11 +40,6 @@ def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
-def config_hash(config: dict) -> str:
-    """SHA-256 of the config as canonical JSON (sorted keys): equal configs hash equal however they were written."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def data_files(paths: Sequence[str | Path]) -> list[dict]:
     """Path, size and MD5 of each data file."""
     return [{"path": str(p), "bytes": Path(p).stat().st_size, "md5": file_md5(Path(p))} for p in paths]
@@ -73,19 +65,6 @@ def memory_gib(meminfo: str | Path = "/proc/meminfo") -> float | None:
     except OSError:
         pass
     return None
-
-
-def benchmark_rows(runs: Sequence[str], paths: Sequence[str | Path]) -> list[dict]:
-    """Wall time (s) and peak resident memory (MiB) of each run's training job, from Snakemake's benchmark files."""
-    rows = []
-    for run, path in zip(runs, paths):
-        frame = pd.read_csv(path, sep="\t")
-        missing = {"s", "max_rss"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"{path}: benchmark file lacks columns {sorted(missing)}")
-        last = frame.iloc[-1]  # with --benchmark-repeats, the last repeat
-        rows.append({"run": run, "wall_s": float(last["s"]), "max_rss_mib": float(last["max_rss"])})
-    return rows
 
 
 def host() -> dict:

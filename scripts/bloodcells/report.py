@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jinja2
+import pandas as pd
 
 from .tables import latex_escape
 
@@ -92,6 +93,19 @@ def fidelity_notes(config: dict, dataset: str) -> list[dict]:
             f"interval of the test set ({config['statistics']['bootstrap']} resamples); with several, Student's t "
             "interval of the mean over seeds. Paired McNemar tests on the same test images decide the comparisons."},
     ]
+
+
+def benchmark_rows(runs: Sequence[str], paths: Sequence[str | Path]) -> list[dict]:
+    """Wall time (s) and peak resident memory (MiB) of each run's training job, from Snakemake's benchmark files."""
+    rows = []
+    for run, path in zip(runs, paths):
+        frame = pd.read_csv(path, sep="\t")
+        missing = {"s", "max_rss"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"{path}: benchmark file lacks columns {sorted(missing)}")
+        last = frame.iloc[-1]  # with --benchmark-repeats, the last repeat
+        rows.append({"run": run, "wall_s": float(last["s"]), "max_rss_mib": float(last["max_rss"])})
+    return rows
 
 
 def verdict_counts(conclusions: Sequence[dict]) -> dict[str, int]:
