@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
+from .tables import ARCH_LABELS  # noqa: E402
 
 
 def plot_history(history: pd.DataFrame, title: str, path: str) -> None:
@@ -72,7 +73,7 @@ def _natural(value: str) -> tuple:
 
 def _group_label(key: str, group: str) -> str:
     """Legend text of one compared value."""
-    return {"size": f"{group} px", "arch": {"resnet50": "ResNet-50", "resnet101": "ResNet-101"}.get(group, group)}.get(key, group)
+    return {"size": f"{group} px", "arch": ARCH_LABELS.get(group, group)}.get(key, group)
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], title: str, path: str) -> None:
