@@ -54,7 +54,8 @@ def uninterrupted(tmp_path_factory) -> dict:
     """The workdir with the prepared data, the config, and the history and weights of an uninterrupted run."""
     folder = tmp_path_factory.mktemp("kill")
     config = yaml.safe_load(TINY.read_text())
-    config["training"] |= {"max_epochs": EPOCHS, "patience": EPOCHS, "deterministic": True}
+    # threads: 2: the kill tests run one job at a time, so each job may use both cores of a CI machine.
+    config["training"] |= {"max_epochs": EPOCHS, "patience": EPOCHS, "deterministic": True, "threads": 2}
     config["datasets"]["synthetic"]["n_train"] = 48
     config_path = folder / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -82,6 +83,7 @@ def start_and_kill(workdir: Path, config: Path, sig: signal.Signals) -> int:
                MODEL, "--configfile", str(config)]
     log = tempfile.TemporaryFile()
     # A new session: the signal goes to snakemake and its jobs together, as SLURM's scancel or an OOM killer does.
+    started = time.time()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                env=os.environ | {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
     state = Checkpoint(workdir / f"results/checkpoints/{RUN}").state_path
@@ -94,6 +96,7 @@ def start_and_kill(workdir: Path, config: Path, sig: signal.Signals) -> int:
     assert process.poll() is None, f"training ended within {delay:.2f} s, before the kill"
     os.killpg(process.pid, sig)
     process.wait(timeout=300)  # after SIGTERM snakemake must end by itself
+    print(f"killed {time.time() - started:.0f} s after the start")
     log.seek(0)
     print(log.read().decode(errors="replace")[-1500:])
     assert process.returncode != 0
@@ -107,7 +110,9 @@ def assert_resumed_equals_uninterrupted(workdir: Path, config: Path, killed_afte
     assert not (workdir / MODEL).exists() or model_weights(workdir / MODEL).keys() == reference["weights"].keys()
     assert not (workdir / HISTORY).exists()  # written after the model: absent whenever the model was
     # --rerun-incomplete: where the kill came after model.keras was renamed into place, Snakemake asks for it.
+    started = time.time()
     run_snakemake(workdir, "--cores", "2", MODEL, "--configfile", str(config), "--rerun-incomplete")
+    print(f"the rerun took {time.time() - started:.0f} s")
     log = (workdir / f"logs/train/{RUN}.log").read_text()
     resumed_part = log.split("resuming from")[-1]
     assert f"results/checkpoints/{RUN}/epoch-{killed_after}.keras after epoch {killed_after}" in resumed_part
