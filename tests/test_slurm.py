@@ -126,7 +126,7 @@ def test_every_job_was_a_slurm_job(slurm_run):
     planned = re.search(r"Job stats:\n.*?\n\s*total\s+(\d+)", output, flags=re.S)
     assert planned, "no job stats in snakemake's output"
     n_jobs = int(planned.group(1))
-    assert len(submitted) == n_jobs == 6  # prepare_dataset, montage, train, evaluate, gradcam, tables_grid
+    assert len(submitted) == n_jobs == 7  # prepare_dataset, montage, train, evaluate, bootstrap, gradcam, tables_grid
     assert len(set(submitted.values())) == n_jobs            # one SLURM job each
     # SLURM itself knows these jobs and says they completed (MinJobAge keeps them in squeue)
     states = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i|%T|%j", "--jobs",
@@ -137,7 +137,7 @@ def test_every_job_was_a_slurm_job(slurm_run):
     logdir = workdir / "logs/slurm"
     logs = {path.stem for path in logdir.rglob("*.log")}
     assert set(submitted.values()) <= logs
-    for rule in ("prepare_dataset", *GPU_RULES, "tables_grid"):
+    for rule in ("prepare_dataset", *GPU_RULES, "bootstrap", "tables_grid"):
         assert (logdir / f"rule_{rule}").is_dir(), rule
 
 
