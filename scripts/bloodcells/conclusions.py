@@ -92,26 +92,26 @@ def _curve_groups(evidence: Evidence, key: str, a, b) -> tuple[tuple[list[str], 
     return groups, ""
 
 
-def more_spikes(check: dict, evidence: Evidence) -> tuple[str, str]:
-    """Runs at one size have more validation-loss spikes per run than runs at the other."""
+def _size_behaviour(check: dict, evidence: Evidence, per_run: Callable[[dict], float], what: str) -> tuple[str, str]:
+    """Supported when the runs at check['size'] have a higher mean of a loss-curve statistic than those at other_size."""
     groups, why = _curve_groups(evidence, "size", check["size"], check["other_size"])
     if groups is None:
         return NOT_TESTABLE, why
-    spikes = [_mean(evidence.behaviour[r]["spikes"] for r in runs) for runs in groups]
-    text = (f"validation-loss spikes (rise > 20 % over the previous epoch) per run: {check['size']} px {spikes[0]:.2f}, "
-            f"{check['other_size']} px {spikes[1]:.2f}")
-    return (SUPPORTED if spikes[0] > spikes[1] else NOT_SUPPORTED), text + DESCRIPTIVE
+    means = [_mean(per_run(evidence.behaviour[r]) for r in runs) for runs in groups]
+    text = f"{what}: {check['size']} px {means[0]:.2f}, {check['other_size']} px {means[1]:.2f}"
+    return (SUPPORTED if means[0] > means[1] else NOT_SUPPORTED), text + DESCRIPTIVE
+
+
+def more_spikes(check: dict, evidence: Evidence) -> tuple[str, str]:
+    """Runs at one size have more validation-loss spikes per run than runs at the other."""
+    return _size_behaviour(check, evidence, lambda b: b["spikes"],
+                           "validation-loss spikes (rise > 20 % over the previous epoch) per run")
 
 
 def later_best_epoch(check: dict, evidence: Evidence) -> tuple[str, str]:
     """Runs at one size reach their lowest validation loss later in training (as a share of the epochs run)."""
-    groups, why = _curve_groups(evidence, "size", check["size"], check["other_size"])
-    if groups is None:
-        return NOT_TESTABLE, why
-    share = [_mean(evidence.behaviour[r]["best_epoch"] / evidence.behaviour[r]["epochs"] for r in runs) for runs in groups]
-    text = (f"epoch of the lowest validation loss as a share of the epochs run: {check['size']} px {share[0]:.2f}, "
-            f"{check['other_size']} px {share[1]:.2f}")
-    return (SUPPORTED if share[0] > share[1] else NOT_SUPPORTED), text + DESCRIPTIVE
+    return _size_behaviour(check, evidence, lambda b: b["best_epoch"] / b["epochs"],
+                           "epoch of the lowest validation loss as a share of the epochs run")
 
 
 def steadier_arch(check: dict, evidence: Evidence) -> tuple[str, str]:
