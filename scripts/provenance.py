@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from bloodcells.atomic import write_text_atomic
 from bloodcells.hardware import machine_gpus, tensorflow_info
 from bloodcells.logs import log_to_file
-from bloodcells.provenance import config_hash, data_files, git_state, host, package_versions
+from bloodcells.provenance import data_files, git_state, host, package_versions
 
 
 def main(smk) -> None:
@@ -17,7 +17,7 @@ def main(smk) -> None:
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(smk.params.repo),
         "versions": package_versions() | {"snakemake": smk.params.snakemake_version},
-        "config_sha256": config_hash(smk.config),
+        "config_sha256": smk.params.config_hash,
         "data_files": data_files(smk.input.data),
         "hardware": host() | {"gpus_tensorflow_sees": tf.get("gpus", []), "gpus_machine": machine_gpus()["nvidia_smi"],
                               "cuda_build": tf.get("cuda_version")},
