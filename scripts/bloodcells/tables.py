@@ -158,7 +158,7 @@ def latex_escape(text: str) -> str:
 # extra font package, so report.tex compiles with texlive-latex-base and -recommended alone.
 LATEX_REPLACEMENTS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "–": "--", "—": "---", "‡": r"\ddag{}", "Δ": r"$\Delta$",
+    "~": r"$\sim$", "^": r"\^{}", "±": r"$\pm$", "–": "--", "—": "---", "‡": r"\ddag{}", "Δ": r"$\Delta$",
     "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\rightarrow$", "≈": r"$\approx$", "−": "$-$",
     "µ": r"$\mu$", "…": r"\ldots{}", "°": r"$^\circ$", "’": "'", "“": "``", "”": "''", "<": "$<$",
     ">": "$>$", "|": r"$|$", "α": r"$\alpha$",
