@@ -16,7 +16,6 @@ No `from __future__` import: Snakemake's script: directive puts its preamble abo
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """Shared fixtures: paths of the repository and a runner for snakemake in a scratch directory."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,6 +20,14 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def load_rule_script(name: str):
+    """scripts/{name}.py as a module: its imports run, its main(snakemake) does not (it is not __main__)."""
+    spec = importlib.util.spec_from_file_location(f"rule_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

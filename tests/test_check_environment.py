@@ -1,14 +1,11 @@
 """scripts/check_environment.py: the warnings a user with a "GPU not found" problem gets (no TensorFlow import here)."""
 
-import importlib.util
 
 import pytest
 
-from conftest import REPO
+from conftest import load_rule_script
 
-spec = importlib.util.spec_from_file_location("check_environment", REPO / "scripts/check_environment.py")
-check_environment = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(check_environment)
+check_environment = load_rule_script("check_environment")
 
 GPU_MACHINE = {"nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaa)"], "device_nodes": ["/dev/nvidia0"],
                "nvidia_smi_found": True}

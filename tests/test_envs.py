@@ -8,7 +8,6 @@ breaks on a cluster where they do not. This test reads the code instead of runni
 """
 
 import ast
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, load_rule_script
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 SCRIPTS = REPO / "scripts"
@@ -340,7 +339,5 @@ def test_requirement_parsing():
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS.glob("*.py")), ids=lambda path: path.name)
 def test_rule_script_imports_resolve(script):
-    # Importing under another name than __main__ runs the imports but not main(snakemake): a name that
-    # moved between modules fails here in a second instead of inside a workflow run minutes later.
-    spec = importlib.util.spec_from_file_location(f"rule_script_{script.stem}", script)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    # A name that moved between modules fails here in a second instead of inside a workflow run minutes later.
+    load_rule_script(script.stem)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,8 +13,8 @@ keras = pytest.importorskip("keras")
 from bloodcells import gradcam as gc  # noqa: E402
 from bloodcells.dataset import BLOODMNIST_CLASSES, save_dataset  # noqa: E402
 from bloodcells.model import build_model  # noqa: E402
+from conftest import load_rule_script  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # Planted-signal bound. A heatmap spread evenly scores heat share / area share = 1; one that sits
 # only on the signal disc scores 1 / area share (about 20 here, though an 8x8 map upsampled to
@@ -259,14 +257,6 @@ def test_focus_table():
 # (e) Panels via the Snakemake adapter, for a saved and reloaded ResNet ----------------------------
 
 
-def load_adapter():
-    """scripts/gradcam.py as a module (it is run by Snakemake's script: directive)."""
-    spec = importlib.util.spec_from_file_location("gradcam_adapter", ROOT / "scripts" / "gradcam.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
     from bloodcells.synthetic import make_synthetic_dataset
 
@@ -290,7 +280,7 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
         wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
         log=[None], threads=2,
     )
-    load_adapter().main(smk)
+    load_rule_script("gradcam").main(smk)
 
     assert (out / "panel.png").stat().st_size > 50_000 and (out / "panel.pdf").stat().st_size > 20_000
     assert (out / "panel.pdf").read_bytes().startswith(b"%PDF")
@@ -313,7 +303,7 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
 def test_region_masks_refuse_a_changed_dataset():
     from bloodcells.synthetic import make_synthetic_dataset
 
-    adapter = load_adapter()
+    adapter = load_rule_script("gradcam")
     source = {"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 16, "seed": 5}
     arrays = make_synthetic_dataset(32, 8, 8, 16, 5, with_masks=True)
     masks, region = adapter.region_masks(source, arrays["test_images"], 0.35)

@@ -1,6 +1,5 @@
 """The ResNet model, its augmentation layer and resumable training."""
 
-import csv
 
 import keras
 import numpy as np

@@ -7,7 +7,6 @@ config values in test_plan.py.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import random
@@ -35,7 +34,7 @@ from bloodcells.training import (
     reset_seed_generators,
     train_run,
 )
-from conftest import REPO, run_snakemake
+from conftest import REPO, load_rule_script, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
 TINY = REPO / "tests/configs/tiny.yaml"
@@ -261,19 +260,11 @@ def test_checkpoint_missing_its_model_is_refused_naming_the_file(tmp_path):
 # --- models: class count, safe mode, damaged files ------------------------------------------------
 
 
-def load_adapter(script: str):
-    """scripts/{script}.py as a module (Snakemake runs it with script:)."""
-    spec = importlib.util.spec_from_file_location(f"{script}_adapter", REPO / "scripts" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_model_of_another_class_count_is_refused_by_evaluate(tmp_path):
     path = tmp_path / "model.keras"
     small_trained_model(0).save(path)  # 3 classes
     with pytest.raises(ValueError) as error:
-        load_adapter("evaluate").predict(str(path), np.zeros((2, 4), "float32"), 8, batch_size=2, threads=1)
+        load_rule_script("evaluate").predict(str(path), np.zeros((2, 4), "float32"), 8, batch_size=2, threads=1)
     print(error.value)
     assert f"{path}: model predicts 3 classes but the evaluation data has 8" in str(error.value)
 
@@ -312,7 +303,7 @@ def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_th
                                layer="conv5_block3_out"),
         wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"), log=[None], threads=1)
     with pytest.raises(ValueError) as error:
-        load_adapter("gradcam").main(smk)
+        load_rule_script("gradcam").main(smk)
     print(error.value)
     assert str(error.value).startswith(f"config key 'gradcam.layer' for {tmp_path / 'model.keras'}: model ")
     valid = "has no layer named 'conv5_block3_out'; valid Grad-CAM layers are: conv (15x15), bn (15x15)"

@@ -5,7 +5,6 @@ Chromium and TeX tests skip where the tools are absent, except with BLOODCELLS_R
 which turns a missing tool into a failure.
 """
 
-import importlib.util
 from markupsafe import escape as html_escape  # the escaping jinja2 applies
 import json
 import math
@@ -30,7 +29,7 @@ from bloodcells.provenance import data_files, git_state, host, package_versions
 from bloodcells.report import benchmark_rows, png_data_uri, tex_name
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
 from browser import chromium_binary, load_page, screenshot_is_blank
-from conftest import REPO
+from conftest import REPO, load_rule_script
 
 CLASSES = list(BLOODMNIST_CLASSES)
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
@@ -288,9 +287,7 @@ def render_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
     import sys
 
     smk = build_fixture(root, synthetic)
-    spec = importlib.util.spec_from_file_location("report_adapter", REPO / "scripts/report.py")
-    adapter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(adapter)
+    adapter = load_rule_script("report")
     stdout, stderr = sys.stdout, sys.stderr
     try:
         adapter.main(smk)
@@ -347,9 +344,7 @@ def test_real_data_report_has_no_banner(tmp_path):
 
 def test_report_pdf_compiles(fixture_report, tmp_path):
     require_tool(bool(shutil.which("latexmk") and shutil.which("pdflatex")), "latexmk/pdflatex")
-    spec = importlib.util.spec_from_file_location("build_pdf", REPO / "scripts/build_pdf.py")
-    build_pdf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_pdf)
+    build_pdf = load_rule_script("build_pdf")
     pdf = tmp_path / "report.pdf"
     build_pdf.compile_pdf(Path(fixture_report.output.tex), pdf)
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 50_000
@@ -358,9 +353,7 @@ def test_report_pdf_compiles(fixture_report, tmp_path):
 
 def test_failed_latex_build_leaves_no_pdf(tmp_path):
     require_tool(bool(shutil.which("latexmk") and shutil.which("pdflatex")), "latexmk/pdflatex")
-    spec = importlib.util.spec_from_file_location("build_pdf", REPO / "scripts/build_pdf.py")
-    build_pdf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_pdf)
+    build_pdf = load_rule_script("build_pdf")
     tex = tmp_path / "broken.tex"
     tex.write_text(r"\documentclass{article}\begin{document}\undefinedcommand\end{document}")
     with pytest.raises(RuntimeError, match="latexmk could not compile .*broken.tex"):

@@ -1,6 +1,5 @@
 """Study planning (Table 2's filled cells, shared runs), study tables, transfer scoring and the poster comparisons."""
 
-import copy
 import re
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Tables 1 and 3: aggregation over seeds, the poster's values beside ours, rendering."""
 
-from pathlib import Path
 
 import pytest
 import yaml
