@@ -5,18 +5,40 @@ import shutil
 import sys
 
 from snakemake import __version__ as SNAKEMAKE_VERSION
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells.plan import config_hash, configurations, plan_runs, validate_config
+from bloodcells.plan import (
+    config_hash,
+    configurations,
+    gradcam_runs,
+    imagenet_weights_file,
+    missing_folder_message,
+    plan_runs,
+    user_folders,
+    validate_config,
+)
 
 # Stops the run before any job starts, naming every bad key.
 validate_config(config, REPO / "rules/schema/config.schema.yaml")
 
 RUNS, STUDIES = plan_runs(config)
 TABLE3_RUNS = STUDIES["table3"]
+# Folders a user downloads by hand (Raabin-WBC, PBC) are checked now, not by a job after hours in a queue.
+MISSING_FOLDERS = [
+    message
+    for dataset in user_folders(config, RUNS)
+    if (message := missing_folder_message(config, dataset, Path.cwd()))
+]
+if MISSING_FOLDERS:
+    raise WorkflowError("\n".join(MISSING_FOLDERS))
+# config key gradcam.runs, checked against the planned runs; empty = the poster's model (ResNet-101, largest size, bs 16).
+GRADCAM_RUNS = gradcam_runs(
+    config["gradcam"].get("runs"), RUNS, TABLE3_RUNS, config["seeds"][0]
+)
 # Study tables by name -> the study they show; a table is made where its study is in the config.
 STUDY_TABLES = {
     "table2": "table2",
@@ -47,6 +69,7 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     size=r"\d+",
     table="|".join(TABLES) or "(?!)",
+    arch="resnet50|resnet101",
 
 
 def repo_file(relative: str) -> str:
@@ -57,6 +80,14 @@ def repo_file(relative: str) -> str:
 def run_values(wildcards) -> dict:
     """The values (arch, size, optimizer, ...) of the run named by the wildcards."""
     return RUNS[wildcards.run]
+
+
+def train_input(wildcards) -> dict:
+    """What a run trains from: its prepared dataset and, with ImageNet initialisation, the downloaded weights."""
+    values = RUNS[wildcards.run]
+    inputs = {"data": run_data(wildcards)}
+    weights = imagenet_weights_file(config, values["arch"])
+    return inputs | ({"weights": weights} if weights else {})
 
 
 def run_data(wildcards) -> str:
@@ -183,9 +214,12 @@ if not TEX_FOUND:
 
 
 def data_files_used() -> list[str]:
-    """Every prepared dataset file a run reads, and the verified downloads they were made from."""
+    """Every prepared dataset file a run reads, the verified downloads they were made from, and initial weights."""
     files = sorted(
         {f"results/data/{v['dataset']}/{v['size']}.npz" for v in RUNS.values()}
+    )
+    files += sorted(
+        {imagenet_weights_file(config, v["arch"]) for v in RUNS.values()} - {None}
     )
     for dataset, size in sorted({(v["dataset"], v["size"]) for v in RUNS.values()}):
         source = config["datasets"][dataset]

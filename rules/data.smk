@@ -1,6 +1,12 @@
 # Data: every source becomes results/data/{dataset}/{size}.npz in the BloodMNIST npz schema.
 
 
+# Network rules run where Snakemake runs (a cluster's login node): compute nodes may have no internet.
+localrules:
+    download_medmnist,
+    download_weights,
+
+
 rule download_medmnist:
     output:
         "results/downloads/{flag}_{size}.npz",
@@ -10,6 +16,21 @@ rule download_medmnist:
         "../envs/data.yaml"
     script:
         "../scripts/download_medmnist.py"
+
+
+rule download_weights:
+    """ImageNet no-top weights of one ResNet from Keras' URL, MD5-checked: fetched once, read by every training job."""
+    output:
+        str(
+            Path(config["training"]["weights_dir"])
+            / "{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+    log:
+        "logs/download/{arch}_imagenet_notop.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/download_weights.py"
 
 
 rule prepare_dataset:

@@ -1,12 +1,5 @@
 # Grad-CAM panels, heatmaps and per-class focus scores of chosen runs (default: the poster's model).
 
-from bloodcells.gradcam import choose_runs
-
-# config key gradcam.runs, checked against the planned runs; empty = the poster's model (ResNet-101, largest size, bs 16).
-GRADCAM_RUNS = choose_runs(
-    config["gradcam"].get("runs"), RUNS, TABLE3_RUNS, config["seeds"][0]
-)
-
 
 rule gradcam:
     input:
@@ -39,5 +32,6 @@ rule gradcam:
         per_class_mistakes=config["gradcam"]["per_class_mistakes"],
         batch_size=config["gradcam"]["batch_size"],
         disc_radius=config["gradcam"]["disc_radius"],
+        require_gpu=config["training"]["require_gpu"],
     script:
         "../scripts/gradcam.py"

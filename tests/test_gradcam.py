@@ -335,18 +335,3 @@ def test_mixed_precision_matches_float32():
     heat = gc.gradcam(mixed, images, "conv2", classes, batch_size=4)
     assert heat.dtype == np.float32 and np.isfinite(heat).all()
     np.testing.assert_allclose(heat, expected, atol=0.02)
-
-
-def test_choose_runs_defaults_to_the_posters_model():
-    runs = {
-        f"d-{size}-{arch}-bs{bs}-s{seed}": {"arch": arch, "size": size, "batch_size": bs, "seed": seed}
-        for arch in ("resnet50", "resnet101") for size in (64, 224) for bs in (16, 32) for seed in (1, 0)
-    }
-    table3 = list(runs)
-    assert gc.choose_runs(None, runs, table3, seed=1) == ["d-224-resnet101-bs16-s1"]
-    assert gc.choose_runs([], runs, table3, seed=0) == ["d-224-resnet101-bs16-s0"]
-    assert gc.choose_runs(["d-64-resnet50-bs32-s0"], runs, table3, seed=0) == ["d-64-resnet50-bs32-s0"]
-    with pytest.raises(ValueError, match="'gradcam.runs'.*nope"):
-        gc.choose_runs(["nope"], runs, table3, seed=0)
-    only50 = {k: v for k, v in runs.items() if v["arch"] == "resnet50" and v["batch_size"] == 32}
-    assert gc.choose_runs(None, only50, list(only50), seed=0) == ["d-224-resnet50-bs32-s0"]

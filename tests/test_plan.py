@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from bloodcells.plan import ConfigError, expand_grid, plan_runs, run_id, validate_config
+from bloodcells.plan import ConfigError, expand_grid, gradcam_runs, plan_runs, run_id, validate_config
 from conftest import REPO, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
@@ -90,7 +90,14 @@ def test_runs_shared_by_studies_are_planned_once():
     assert len(studies["batch"]) == 4
 
 
+def place_raabin_folder(workdir) -> None:
+    """An (empty) Raabin-WBC folder where config.yaml expects it, so that a dry run gets past the parse-time check."""
+    for name in ("Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"):
+        (workdir / "data/Raabin-WBC/Train" / name).mkdir(parents=True)
+
+
 def test_dry_run_of_full_config_plans_the_twelve_table3_jobs(tmp_path):
+    place_raabin_folder(tmp_path)
     result = run_snakemake(tmp_path, "-n", "--cores", "1", "--quiet", "rules", "--configfile", str(REPO / "config.yaml"))
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
     # 12 Table 3 runs + 22 more of the studies (Table 2, methods tables, external dataset); shared runs once
@@ -98,7 +105,48 @@ def test_dry_run_of_full_config_plans_the_twelve_table3_jobs(tmp_path):
     assert counts["evaluate"] == "34"
     # BloodMNIST at 64/128/224 px, and the external Raabin-WBC folder at 64 px
     assert counts["download_medmnist"] == "3" and counts["prepare_dataset"] == "4"
+    # ImageNet weights are fetched once per architecture, not by the 34 training jobs
+    assert counts["download_weights"] == "2"
     listing = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config.yaml")).stdout
     trained = set(re.findall(r"results/runs/(bloodmnist-\d+-resnet\d+-bs\d+-s0)/model\.keras", listing))
     expected = {f"bloodmnist-{s}-{a}-bs{b}-s0" for s in (64, 128, 224) for a in ("resnet50", "resnet101") for b in (16, 32)}
     assert trained == expected
+
+
+def test_gradcam_runs_default_to_the_posters_model():
+    runs = {
+        f"d-{size}-{arch}-bs{bs}-s{seed}": {"arch": arch, "size": size, "batch_size": bs, "seed": seed}
+        for arch in ("resnet50", "resnet101") for size in (64, 224) for bs in (16, 32) for seed in (1, 0)
+    }
+    table3 = list(runs)
+    assert gradcam_runs(None, runs, table3, seed=1) == ["d-224-resnet101-bs16-s1"]
+    assert gradcam_runs([], runs, table3, seed=0) == ["d-224-resnet101-bs16-s0"]
+    assert gradcam_runs(["d-64-resnet50-bs32-s0"], runs, table3, seed=0) == ["d-64-resnet50-bs32-s0"]
+    with pytest.raises(ValueError, match="'gradcam.runs'.*nope"):
+        gradcam_runs(["nope"], runs, table3, seed=0)
+    only50 = {k: v for k, v in runs.items() if v["arch"] == "resnet50" and v["batch_size"] == 32}
+    assert gradcam_runs(None, only50, list(only50), seed=0) == ["d-224-resnet50-bs32-s0"]
+
+
+def test_missing_external_folder_stops_the_dry_run_with_one_message(tmp_path):
+    result = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config.yaml"), check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "Dataset 'raabin' is read from data/Raabin-WBC" in message
+    assert f"{tmp_path}/data/Raabin-WBC/Train is not there" in message
+    assert "raabindata.com" in message and "Basophil, Eosinophil, Lymphocyte, Monocyte, Neutrophil" in message
+    assert "--config external=False" in message
+    assert not (tmp_path / "results").exists()
+    # the switch the message names leaves Table 4 and the transfer evaluation out, and plans the rest
+    result = run_snakemake(tmp_path, "-n", "--cores", "1", "--quiet", "rules", "--configfile",
+                           str(REPO / "config.yaml"), "--config", "external=False")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
+    assert counts["train"] == "33" and counts["prepare_dataset"] == "3" and "transfer" not in counts
+
+
+def test_external_switch_drops_other_datasets_studies_and_transfer():
+    config = load("config.yaml") | {"external": False}
+    validate_config(config, SCHEMA)
+    assert "external" not in config["studies"] and "transfer" not in config
+    runs, _ = plan_runs(config)
+    assert {values["dataset"] for values in runs.values()} == {"bloodmnist"}

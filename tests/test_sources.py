@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcells import sources
+from bloodcells import download, sources
 from bloodcells.dataset import BLOODMNIST_CLASSES, SPLITS, DatasetError, check_arrays
 
 PBC_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/pbc_sample"
@@ -87,23 +87,23 @@ def _md5(data: bytes) -> str:
 
 
 def test_medmnist_url_and_md5_reads_info():
-    url, md5 = sources.medmnist_url_and_md5("bloodmnist", 28)
+    url, md5 = download.medmnist_url_and_md5("bloodmnist", 28)
     assert url.startswith("https://") and "bloodmnist.npz" in url and len(md5) == 32
-    url64, md5_64 = sources.medmnist_url_and_md5("bloodmnist", 64)
+    url64, md5_64 = download.medmnist_url_and_md5("bloodmnist", 64)
     assert "bloodmnist_64.npz" in url64 and md5_64 != md5
 
 
 def test_medmnist_url_and_md5_rejects_unknown_size_and_flag():
     with pytest.raises(ValueError, match=r"bloodmnist.*100.*\[28, 64, 128, 224\]"):
-        sources.medmnist_url_and_md5("bloodmnist", 100)
+        download.medmnist_url_and_md5("bloodmnist", 100)
     with pytest.raises(ValueError, match="nosuchmnist"):
-        sources.medmnist_url_and_md5("nosuchmnist", 28)
+        download.medmnist_url_and_md5("nosuchmnist", 28)
 
 
 def test_download_good(server, body, tmp_path):
     dest = tmp_path / "data" / "bloodmnist_32.npz"
     messages: list[str] = []
-    assert sources.download_verified(server.url, _md5(body), dest, log=messages.append) == dest
+    assert download.download_verified(server.url, _md5(body), dest, log=messages.append) == dest
     assert dest.read_bytes() == body
     assert [p.name for p in dest.parent.iterdir()] == [dest.name]
     assert any("%" in m and "MB" in m for m in messages), messages  # progress was reported
@@ -113,8 +113,8 @@ def test_download_good(server, body, tmp_path):
 def test_download_md5_mismatch_leaves_nothing(server, body, tmp_path):
     server.mode = "corrupt"
     dest = tmp_path / "data" / "bloodmnist_32.npz"
-    with pytest.raises(sources.DownloadError) as error:
-        sources.download_verified(server.url, _md5(body), dest, log=lambda m: None)
+    with pytest.raises(download.DownloadError) as error:
+        download.download_verified(server.url, _md5(body), dest, log=lambda m: None)
     message = str(error.value)
     assert server.url in message and _md5(body) in message
     corrupt = body[:1000] + bytes(b ^ 0xFF for b in body[1000:1100]) + body[1100:]
@@ -125,11 +125,11 @@ def test_download_md5_mismatch_leaves_nothing(server, body, tmp_path):
 def test_download_dropped_connection_leaves_nothing_then_rerun_succeeds(server, body, tmp_path):
     server.mode = "drop"
     dest = tmp_path / "data" / "bloodmnist_32.npz"
-    with pytest.raises(sources.DownloadError, match="connection"):
-        sources.download_verified(server.url, _md5(body), dest, log=lambda m: None)
+    with pytest.raises(download.DownloadError, match="connection"):
+        download.download_verified(server.url, _md5(body), dest, log=lambda m: None)
     assert list(dest.parent.iterdir()) == []
     server.mode = "good"
-    sources.download_verified(server.url, _md5(body), dest, log=lambda m: None)
+    download.download_verified(server.url, _md5(body), dest, log=lambda m: None)
     assert dest.read_bytes() == body
 
 
@@ -137,8 +137,8 @@ def test_download_refused_connection_is_a_download_error(tmp_path):
     probe = _Server(b"")
     url = probe.url
     probe.close()  # nothing listens on that port any more
-    with pytest.raises(sources.DownloadError, match="could not download"):
-        sources.download_verified(url, "0" * 32, tmp_path / "x.npz", timeout=5, log=lambda m: None)
+    with pytest.raises(download.DownloadError, match="could not download"):
+        download.download_verified(url, "0" * 32, tmp_path / "x.npz", timeout=5, log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -153,21 +153,21 @@ def test_download_refused_connection_is_a_download_error(tmp_path):
 )
 def test_download_refuses_non_https(url, tmp_path):
     with pytest.raises(ValueError, match="refusing"):
-        sources.download_verified(url, "0" * 32, tmp_path / "x.npz", log=lambda m: None)
+        download.download_verified(url, "0" * 32, tmp_path / "x.npz", log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_download_skips_existing_good_file(server, body, tmp_path):
     dest = tmp_path / "bloodmnist_32.npz"
     dest.write_bytes(body)
-    sources.download_verified(server.url, _md5(body), dest, log=lambda m: None)
+    download.download_verified(server.url, _md5(body), dest, log=lambda m: None)
     assert server.hits == 0
 
 
 def test_download_replaces_existing_bad_file(server, body, tmp_path):
     dest = tmp_path / "bloodmnist_32.npz"
     dest.write_bytes(b"stale")
-    sources.download_verified(server.url, _md5(body).upper(), dest, log=lambda m: None)
+    download.download_verified(server.url, _md5(body).upper(), dest, log=lambda m: None)
     assert server.hits == 1 and dest.read_bytes() == body
 
 

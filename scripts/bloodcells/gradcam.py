@@ -320,26 +320,3 @@ def focus_table(labels: np.ndarray, focus: np.ndarray, region_masks: np.ndarray,
             "region": region,
         })
     return rows
-
-
-def choose_runs(requested: Sequence[str] | None, runs: dict[str, dict], table3: Sequence[str], seed: int) -> list[str]:
-    """The runs to explain: `requested` (checked against the planned runs), else the poster's model.
-
-    The poster's model is the Table 3 run with ResNet-101 (if the grid has it), the largest size,
-    batch 16 (if present, else the smallest batch) and the first seed.
-    """
-    if requested:
-        unknown = [run for run in requested if run not in runs]
-        if unknown:
-            raise ValueError(f"config key 'gradcam.runs': {unknown} are not runs of any study; known runs: {sorted(runs)}")
-        return list(requested)
-    values = [runs[run] for run in table3]
-    arch = "resnet101" if any(v["arch"] == "resnet101" for v in values) else values[0]["arch"]
-    size = max(v["size"] for v in values if v["arch"] == arch)
-    batches = {v["batch_size"] for v in values if v["arch"] == arch and v["size"] == size}
-    batch = 16 if 16 in batches else min(batches)
-    matches = [run for run in table3
-               if (runs[run]["arch"], runs[run]["size"], runs[run]["batch_size"], runs[run]["seed"]) == (arch, size, batch, seed)]
-    if not matches:
-        raise ValueError(f"no Table 3 run with {arch}, {size} px, batch {batch} and seed {seed} to explain")
-    return matches[:1]

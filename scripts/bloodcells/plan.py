@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .download import imagenet_weights_name
+
 RUN_KEYS = ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights",
             "attention", "epochs")
 # Run values added after the first configs: absent from `defaults`, they take these values.
@@ -56,7 +58,16 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     for key, value in OPTIONAL_RUN_DEFAULTS.items():
         config["defaults"].setdefault(key, value)
     check_cross_references(config)
+    if not config["external"]:
+        leave_out_external(config)
     return config
+
+
+def leave_out_external(config: dict) -> None:
+    """Remove the studies on other datasets than `dataset`, and the transfer evaluation, from `config`."""
+    main = config["dataset"]
+    config["studies"] = {name: spec for name, spec in config["studies"].items() if spec.get("dataset", main) == main}
+    config.pop("transfer", None)
 
 
 def check_cross_references(config: dict) -> None:
@@ -180,3 +191,64 @@ def configurations(run_ids: list[str], runs: dict[str, dict]) -> list[tuple[dict
 def config_hash(config: dict) -> str:
     """SHA-256 of the config as canonical JSON (sorted keys): equal configs hash equal however they were written."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def gradcam_runs(requested: list[str] | None, runs: dict[str, dict], table3: list[str], seed: int) -> list[str]:
+    """The runs to explain: `requested` (checked against the planned runs), else the poster's model.
+
+    The poster's model is the Table 3 run with ResNet-101 (if the grid has it), the largest size,
+    batch 16 (if present, else the smallest batch) and the first seed.
+    """
+    if requested:
+        unknown = [run for run in requested if run not in runs]
+        if unknown:
+            raise ConfigError(f"config key 'gradcam.runs': {unknown} are not runs of any study; known runs: {sorted(runs)}")
+        return list(requested)
+    values = [runs[run] for run in table3]
+    arch = "resnet101" if any(v["arch"] == "resnet101" for v in values) else values[0]["arch"]
+    size = max(v["size"] for v in values if v["arch"] == arch)
+    batches = {v["batch_size"] for v in values if v["arch"] == arch and v["size"] == size}
+    batch = 16 if 16 in batches else min(batches)
+    matches = [run for run in table3
+               if (runs[run]["arch"], runs[run]["size"], runs[run]["batch_size"], runs[run]["seed"]) == (arch, size, batch, seed)]
+    if not matches:
+        raise ConfigError(f"no Table 3 run with {arch}, {size} px, batch {batch} and seed {seed} to explain")
+    return matches[:1]
+
+
+def imagenet_weights_file(config: dict, arch: str) -> str | None:
+    """The ImageNet weights file a run of `arch` starts from, or None when training starts from random weights."""
+    training = config["training"]
+    if training["weights"] != "imagenet":
+        return None
+    return str(Path(training["weights_dir"]) / imagenet_weights_name(arch))
+
+
+def user_folders(config: dict, runs: dict[str, dict]) -> dict[str, str]:
+    """Dataset name -> the folder a user provides (pbc, or folder with `path`), for the datasets planned runs use."""
+    used = {values["dataset"] for values in runs.values()}
+    if config.get("transfer"):
+        used.add(config["transfer"]["to"])
+    return {name: source["path"] for name, source in config["datasets"].items()
+            if name in used and source["source"] in ("pbc", "folder") and "synthesize" not in source}
+
+
+def missing_folder_message(config: dict, dataset: str, root: Path) -> str | None:
+    """Why the user folder of `dataset` cannot be read (missing folder or training subfolder), or None when present."""
+    source = config["datasets"][dataset]
+    train = source.get("train", "Train")
+    folder = root / source["path"]
+    needed = folder / train if source["source"] == "folder" else folder
+    if needed.is_dir():
+        return None
+    lines = [f"Dataset '{dataset}' is read from {source['path']} (config key 'datasets.{dataset}.path'), "
+             f"but {needed} is not there."]
+    if source.get("homepage"):
+        lines.append(f"Download it from {source['homepage']} and unpack it there"
+                     + (f" so that {source['path']}/{train}/ holds one folder per class "
+                        f"({', '.join(source['classes'])})." if source["source"] == "folder" else "."))
+    if dataset != config["dataset"]:
+        lines.append(f"Or leave out the studies that need '{dataset}' (Table 4) and the transfer evaluation: "
+                     "add --config external=False to the snakemake command, or set `external: false` in the config.")
+    return " ".join(lines)
+
