@@ -9,7 +9,32 @@ import yaml
 from conftest import REPO
 
 PROFILES = {name: REPO / f"profiles/{name}/config.yaml" for name in ("local-gpu", "slurm")}
-GPU_RULES = ("train", "evaluate", "gradcam")
+
+
+def rule_blocks() -> dict[str, str]:
+    """Rule name -> its text, for every rule of rules/*.smk."""
+    blocks = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.MULTILINE):
+            name = re.match(r"rule (\w+):", block)
+            if name:
+                blocks[name.group(1)] = block
+    return blocks
+
+
+def gpu_rules() -> list[str]:
+    """The rules that ask for a GPU in their own `resources:` (gpu=N with N >= 1)."""
+    return sorted(name for name, block in rule_blocks().items()
+                  if re.search(r"^\s+resources:\s*\n(\s+\w+=.*\n)*?\s+gpu=[1-9]", block, flags=re.MULTILINE))
+
+
+GPU_RULES = gpu_rules()
+
+
+def test_gpu_rules_are_read_from_the_rules():
+    # the rules that run TensorFlow; a new one (e.g. transfer) is found without editing this test
+    assert {"train", "evaluate", "gradcam", "transfer", "check_environment"} <= set(GPU_RULES)
+    assert "prepare_dataset" not in GPU_RULES and "report" not in GPU_RULES
 
 
 def load(name: str) -> dict:
@@ -45,14 +70,12 @@ def test_profile_is_read_by_snakemakes_own_parser(name):
 def test_local_gpu_profile():
     profile = load("local-gpu")
     assert profile["cores"] == "all" and profile["resources"]["gpu"] >= 1
-    assert profile["use-conda"] is True and profile["rerun-incomplete"] is True and profile["keep-going"] is False
+    assert profile["rerun-incomplete"] is True and profile["keep-going"] is False
 
 
 def test_gpu_rules_declare_one_gpu():
     for rule in GPU_RULES:
-        text = (REPO / f"rules/{rule}.smk").read_text()
-        block = re.search(rf"^rule {rule}:.*?(?=^rule |\Z)", text, flags=re.S | re.M).group(0)
-        assert re.search(r"resources:\s*\n\s+gpu=1,", block), rule
+        assert re.search(r"resources:\s*\n\s+gpu=1,", rule_blocks()[rule]), rule
 
 
 def test_slurm_profile_resources_are_complete_and_commented():
@@ -60,8 +83,9 @@ def test_slurm_profile_resources_are_complete_and_commented():
     assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
     assert {"slurm_partition", "runtime", "mem_mb", "cpus_per_task"} <= set(profile["default-resources"])
     for rule in GPU_RULES:
-        assert set(profile["set-resources"][rule]) >= {"gpu", "slurm_partition", "runtime", "mem_mb", "cpus_per_task"}
-        assert profile["set-resources"][rule]["gpu"] == 1
+        resources = profile["set-resources"].get(rule, {})
+        assert set(resources) >= {"gpu", "slurm_partition", "runtime", "mem_mb", "cpus_per_task"}, rule
+        assert resources["gpu"] == 1 and resources["slurm_partition"] == "gpu", rule
     # each resource line carries its reason, on the line or on the comment line above
     lines = PROFILES["slurm"].read_text().splitlines()
     for number, line in enumerate(lines):
@@ -80,14 +104,23 @@ class FakeJob:
         self.threads = threads
 
 
-def test_plugin_turns_training_resources_into_sbatch_flags():
+def minutes(runtime) -> int:
+    """A profile runtime (minutes, or a span such as '4h') in minutes, as Snakemake hands it to the plugin."""
+    from humanfriendly import parse_timespan
+
+    return int(runtime) if isinstance(runtime, int) else int(parse_timespan(runtime) / 60)
+
+
+@pytest.mark.parametrize("rule", GPU_RULES)
+def test_plugin_turns_gpu_rule_resources_into_sbatch_flags(rule):
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
-    train = load("slurm")["set-resources"]["train"]
-    job = FakeJob({**train, "runtime": 240}, threads=8)  # Snakemake turns "4h" into minutes before the plugin sees it
-    params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": "rule_train", "account": "",
-              "partition": f" -p {train['slurm_partition']}", "workdir": "/work"}
+    resources = load("slurm")["set-resources"][rule]
+    job = FakeJob({**resources, "runtime": minutes(resources["runtime"])}, threads=resources["cpus_per_task"])
+    params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": f"rule_{rule}", "account": "",
+              "partition": f" -p {resources['slurm_partition']}", "workdir": "/work"}
     call = get_submit_command(job, params) + set_gres_string(job)
-    assert " -p gpu" in call and " -t 240" in call and f"--mem {train['mem_mb']}" in call
-    assert f"--cpus-per-task={train['cpus_per_task']}" in call and "--gpus=1" in call
+    print(f"\nsbatch line of {rule}: {call}")
+    assert " -p gpu" in call and f" -t {minutes(resources['runtime'])}" in call and f"--mem {resources['mem_mb']}" in call
+    assert f"--cpus-per-task={resources['cpus_per_task']}" in call and "--gpus=1" in call

@@ -1,0 +1,99 @@
+"""The login node of a cluster: a venv with only requirements-login.txt parses the full study and plans it
+through profiles/slurm, and the workflow's own code imports none of the jobs' scientific stack while parsing."""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+from test_plan import place_raabin_folder
+
+# What the jobs need and a login node need not have. numpy and pandas are installed there anyway (the SLURM
+# plugin depends on them), so the parse-time check below blocks them only for imports from the repository.
+JOB_PACKAGES = ("tensorflow", "keras", "PIL", "matplotlib", "sklearn", "scipy", "h5py")
+BLOCKED_AT_PARSE = ("numpy", "pandas", "tensorflow", "keras", "PIL", "matplotlib", "sklearn", "scipy", "h5py")
+
+# Loaded by every Python of the venv (PYTHONPATH): an import statement in a file under BLOCK_ROOT that names one
+# of BLOCK_PACKAGES fails, even where the package is already loaded (the plugin imports pandas and numpy first).
+SITECUSTOMIZE = textwrap.dedent('''
+    import builtins, os, sys
+    ROOT = os.environ["BLOCK_ROOT"]
+    BLOCKED = set(os.environ["BLOCK_PACKAGES"].split(","))
+    original_import = builtins.__import__
+    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name.split(".")[0] in BLOCKED:
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(ROOT):
+                raise ImportError(f"{caller} imports {name} while the workflow is parsed")
+        return original_import(name, globals, locals, fromlist, level)
+    builtins.__import__ = guarded_import
+''')
+
+
+@pytest.fixture(scope="module")
+def login_venv(tmp_path_factory):
+    """A fresh venv with requirements-login.txt only; returns (python, env with the parse-time import guard)."""
+    root = tmp_path_factory.mktemp("login")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin/python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REPO / "requirements-login.txt")],
+                             capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    guard = root / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env |= {"PYTHONPATH": str(guard), "BLOCK_ROOT": str(REPO) + os.sep, "BLOCK_PACKAGES": ",".join(BLOCKED_AT_PARSE),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}"}
+    return python, env
+
+
+def test_login_venv_has_none_of_the_jobs_packages(login_venv):
+    python, env = login_venv
+    for package in JOB_PACKAGES:
+        probe = subprocess.run([str(python), "-c", f"import {package}"], capture_output=True, text=True, env=env)
+        assert probe.returncode != 0, f"{package} is installed in the login venv"
+
+
+def test_import_guard_refuses_workflow_code(login_venv, tmp_path):
+    python, env = login_venv
+    script = tmp_path / "uses_numpy.py"
+    script.write_text("import numpy\n")
+    refused = subprocess.run([str(python), str(script)], capture_output=True, text=True,
+                             env=env | {"BLOCK_ROOT": str(tmp_path) + os.sep})
+    assert refused.returncode != 0 and "uses_numpy.py imports numpy while the workflow is parsed" in refused.stderr
+
+
+def test_login_venv_plans_the_full_study_through_the_slurm_profile(login_venv, tmp_path):
+    python, env = login_venv
+    place_raabin_folder(tmp_path)
+    result = subprocess.run(
+        [str(python), "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(REPO / "config.yaml"), "--profile", str(REPO / "profiles/slurm"), "--quiet", "rules"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE))
+    print(f"\nlogin venv dry run: {counts}")
+    assert counts["train"] == "34" and counts["download_weights"] == "2" and counts["download_medmnist"] == "3"
+
+
+def test_network_rules_are_local_rules():
+    # a cluster's compute nodes may have no internet: the downloads run where Snakemake runs
+    local = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        for block in re.findall(r"^localrules:\s*\n((?:\s+\w+,?\s*\n)+)", smk.read_text(), flags=re.MULTILINE):
+            local |= set(re.findall(r"\w+", block))
+    assert {"download_medmnist", "download_weights"} <= local
+
+
+def test_login_pins_are_those_of_requirements_txt():
+    from test_envs import requirements
+
+    login, full = requirements(REPO / "requirements-login.txt"), requirements()
+    assert login and all(full.get(name) == version for name, version in login.items()), (login, full)
