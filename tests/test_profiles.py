@@ -124,3 +124,13 @@ def test_plugin_turns_gpu_rule_resources_into_sbatch_flags(rule):
     print(f"\nsbatch line of {rule}: {call}")
     assert " -p gpu" in call and f" -t {minutes(resources['runtime'])}" in call and f"--mem {resources['mem_mb']}" in call
     assert f"--cpus-per-task={resources['cpus_per_task']}" in call and "--gpus=1" in call
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_conda_is_chosen_on_the_command_line(name):
+    # Snakemake's own argument parsing with the profile: pip users get no conda, --use-conda turns it on
+    from snakemake.cli import parse_args
+
+    _, plain = parse_args(["--profile", str(PROFILES[name].parent), "-n"])
+    _, with_conda = parse_args(["--profile", str(PROFILES[name].parent), "-n", "--use-conda"])
+    assert plain.use_conda is False and with_conda.use_conda is True
