@@ -97,3 +97,15 @@ def test_login_pins_are_those_of_requirements_txt():
 
     login, full = requirements(REPO / "requirements-login.txt"), requirements()
     assert login and all(full.get(name) == version for name, version in login.items()), (login, full)
+
+
+@pytest.mark.parametrize("script", ["download_medmnist", "download_weights", "build_pdf", "pdf_not_built"])
+def test_local_rule_scripts_import_in_the_login_venv(login_venv, script):
+    # local rules run in the Snakemake process's environment: on a cluster, the login venv
+    python, env = login_venv
+    load = ("import importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
+            "spec = importlib.util.spec_from_file_location('rule_script', sys.argv[2]); "
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))")
+    result = subprocess.run([str(python), "-c", load, str(REPO / "scripts"), str(REPO / f"scripts/{script}.py")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
