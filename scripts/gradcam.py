@@ -25,7 +25,6 @@ from bloodcells.gradcam import (
     upsample,
 )
 from bloodcells.logs import log_to_file
-from bloodcells.model import load_model
 
 UPSAMPLE_CHUNK = 256  # heatmaps upsampled at a time for the focus scores (bounds memory at 224 px)
 
@@ -62,6 +61,7 @@ def table_csv(rows: list[dict]) -> str:
 def main(smk) -> None:
     """Compute Grad-CAM for every test image (predicted class), then write panels, heatmaps.npz and focus.csv."""
     log_to_file(smk.log[0])
+    from bloodcells.model import load_model  # imports TensorFlow: after the log redirect, so its output is logged
     from bloodcells.gpu_lock import pin_job_to_gpu
     pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
     import tensorflow as tf

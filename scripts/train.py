@@ -6,8 +6,6 @@ import signal
 
 from bloodcells.atomic import atomic_path, remove_stale_parts, write_text_atomic
 from bloodcells.dataset import class_names_of, load_split
-from bloodcells.model import Augmentation
-from bloodcells.training import RunSpec, TrainSettings, run_epochs, train_run
 from bloodcells.gpu_lock import pin_job_to_gpu
 from bloodcells.hardware import resolve_switch
 from bloodcells.logs import log_to_file
@@ -40,6 +38,8 @@ def stop_on_sigterm(signum: int, frame) -> None:
 def main(smk) -> None:
     """Read the run from the snakemake object, train it and write its outputs atomically."""
     log_to_file(smk.log[0])
+    from bloodcells.model import Augmentation  # these import TensorFlow: after the log redirect, so its output is logged
+    from bloodcells.training import RunSpec, TrainSettings, run_epochs, train_run
     # Python's default for SIGTERM ends the process at once; as an exception it unwinds through atomic_path.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     for output in (smk.output.model, smk.output.history):

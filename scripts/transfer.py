@@ -12,11 +12,11 @@ from bloodcells.studies import transfer_metrics
 
 def main(smk) -> None:
     """Predict the target test images with the source model; score restricted and unrestricted accuracy."""
+    log_to_file(smk.log[0])
     import tensorflow as tf
 
     from bloodcells.model import load_model
 
-    log_to_file(smk.log[0])
     tf.config.threading.set_intra_op_parallelism_threads(smk.threads)
     source_classes = class_names_of(smk.config["datasets"][smk.params.source_dataset])
     target_classes = class_names_of(smk.config["datasets"][smk.wildcards.dataset])
