@@ -82,9 +82,8 @@ def test_training_starts_from_the_weights_file_without_the_network(tmp_path, mon
     settings = TrainSettings(max_epochs=1, augmentation=None)
     result = train_run((images, labels), (images, labels), 4, spec, settings, tmp_path / "ckpt", log=record, verbose=0,
                        weights_file=weights)
-    model = result[0]
     # one epoch at a small learning rate moves the kernel a little; random initialisation would be far away
-    trained = model.get_layer("conv1_conv").get_weights()[0]
+    trained = result.model.get_layer("conv1_conv").get_weights()[0]
     assert np.abs(trained - kernel).max() < 0.05 * np.abs(kernel).max()
 
 
