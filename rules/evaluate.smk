@@ -20,6 +20,7 @@ rule evaluate:
     params:
         batch_size=config["evaluation"]["batch_size"],
         dataset=lambda wildcards: RUNS[wildcards.run]["dataset"],
+        require_gpu=config["training"]["require_gpu"],
     script:
         "../scripts/evaluate.py"
 

@@ -39,6 +39,7 @@ rule tables_grid:
 rule provenance:
     input:
         data=data_files_used(),
+        hosts=expand("results/runs/{run}/host.json", run=RUNS),
     output:
         "results/report/provenance.json",
     log:
@@ -50,6 +51,7 @@ rule provenance:
         snakemake_version=SNAKEMAKE_VERSION,
         # a changed config reruns this rule, so the hash in the report is the config that built it
         config_hash=config_hash(config),
+        runs=list(RUNS),
     script:
         "../scripts/provenance.py"
 

@@ -50,6 +50,7 @@ rule transfer:
     params:
         source_dataset=lambda wildcards: RUNS[wildcards.run]["dataset"],
         batch_size=config["evaluation"]["batch_size"],
+        require_gpu=config["training"]["require_gpu"],
     script:
         "../scripts/transfer.py"
 

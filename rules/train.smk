@@ -3,10 +3,12 @@
 
 rule train:
     input:
-        data=run_data,
+        unpack(train_input),
     output:
         model="results/runs/{run}/model.keras",
         history="results/runs/{run}/history.csv",
+        # where each training session of the run ran: host, GPUs, TensorFlow build, epochs
+        host="results/runs/{run}/host.json",
     log:
         "logs/train/{run}.log",
     benchmark:
@@ -19,6 +21,7 @@ rule train:
     params:
         values=run_values,
         training=config["training"],
+        require_gpu=config["training"]["require_gpu"],
         # Outside the declared outputs, so Snakemake keeps it when a job is killed.
         checkpoint="results/checkpoints/{run}",
     script:

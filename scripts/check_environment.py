@@ -8,7 +8,8 @@ The first thing to run on a "GPU not found" problem:
 It prints TensorFlow's version, the GPUs TensorFlow sees, the CUDA and cuDNN versions TensorFlow
 was built with, what the machine itself shows (nvidia-smi, /dev/nvidia*), and the free space
 where results/ lives; and a WARNING when the machine has a GPU that TensorFlow does not see, so
-the GPU rules (train, evaluate, gradcam) would silently run on the CPU. --strict exits 1 on warnings.
+the GPU rules (train, evaluate, gradcam, transfer) would run on the CPU (with training.require_gpu:
+auto they stop with the same diagnosis instead). --strict exits 1 on warnings.
 
 No `from __future__` import: Snakemake's script: directive puts its preamble above the first line.
 """
@@ -21,8 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bloodcells, when run directly
 
-from bloodcells.gpu_lock import parse_visible_devices  # noqa: E402
-from bloodcells.hardware import machine_gpus, tensorflow_info  # noqa: E402
+from bloodcells.hardware import (  # noqa: E402
+    GPU_RULES,
+    gpu_not_seen_reasons,
+    machine_gpus,
+    machine_has_gpu,
+    tensorflow_info,
+)
 
 LOW_DISK_BYTES = 20 * 1024**3  # the full study writes ~10 GB (datasets, 12 models, checkpoints)
 
@@ -38,25 +44,15 @@ def free_bytes(path: str | Path) -> tuple[Path, int]:
 def diagnose(machine: dict, tf_info: dict, environ: dict, free: int) -> list[str]:
     """The warnings to print: GPU rules that would run on the CPU, and why; little disk space."""
     warnings = []
-    has_gpu = bool(machine["nvidia_smi"] or machine["device_nodes"])
-    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    rules = ", ".join(GPU_RULES)
     if "error" in tf_info:
-        warnings.append(f"TensorFlow cannot be imported ({tf_info['error']}): train, evaluate and gradcam will fail. "
+        warnings.append(f"TensorFlow cannot be imported ({tf_info['error']}): {rules} will fail. "
                         "Use the tensorflow env (snakemake --use-conda) or pip install -r requirements.txt.")
-    elif has_gpu and not tf_info["gpus"]:
-        reasons = []
-        if visible is not None and not parse_visible_devices(visible):
-            reasons.append(f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU; unset it")
-        if not tf_info["built_with_cuda"]:
-            reasons.append("this TensorFlow is a CPU-only build; install tensorflow[and-cuda] (envs/tensorflow.yaml)")
-        else:
-            reasons.append(f"TensorFlow was built for CUDA {tf_info['cuda_version']} / cuDNN {tf_info['cudnn_version']} "
-                           "but could not load them: are the nvidia-* pip packages of tensorflow[and-cuda] installed "
-                           "in this environment, and is the driver (nvidia-smi) new enough for that CUDA?")
-        if not machine["nvidia_smi"]:
-            reasons.append("nvidia-smi lists no GPU (driver not loaded, or not on PATH)")
-        warnings.append("GPU present but TensorFlow sees none: the GPU rules (train, evaluate, gradcam) would run on "
-                        "the CPU, many times slower. " + " ".join(f"({i}) {r}." for i, r in enumerate(reasons, 1)))
+    elif machine_has_gpu(machine) and not tf_info["gpus"]:
+        reasons = gpu_not_seen_reasons(machine, tf_info, environ)
+        warnings.append(f"GPU present but TensorFlow sees none: the GPU rules ({rules}) would run on the CPU, many "
+                        "times slower (with training.require_gpu: auto, the default, they stop instead). "
+                        + " ".join(f"({i}) {r}." for i, r in enumerate(reasons, 1)))
     if free < LOW_DISK_BYTES:
         warnings.append(f"only {free / 1024**3:.1f} GB free for results/; the full study needs about 20 GB")
     return warnings
@@ -72,6 +68,7 @@ def format_report(machine: dict, tf_info: dict, results: Path, free: int, warnin
             f"  GPUs TensorFlow sees: {', '.join(tf_info['gpus']) or 'none'}",
             f"  built with CUDA:      {tf_info['cuda_version'] or '-'} (cuDNN {tf_info['cudnn_version'] or '-'})"
             + ("" if tf_info["built_with_cuda"] else "  [CPU-only build]"),
+            f"  nvidia-* packages:    {', '.join(tf_info.get('cuda_packages') or []) or 'none'}",
         ]
     lines += [
         f"  nvidia-smi -L:        {'; '.join(machine['nvidia_smi']) or ('no GPU listed' if machine['nvidia_smi_found'] else 'nvidia-smi not found')}",

@@ -6,6 +6,7 @@ import numpy as np
 
 from bloodcells.atomic import atomic_path, write_text_atomic
 from bloodcells.dataset import class_names_of, load_split
+from bloodcells.hardware import enforce_gpu_requirement
 from bloodcells.logs import log_to_file
 from bloodcells.metrics import evaluate_predictions
 
@@ -35,6 +36,7 @@ def main(smk) -> None:
     log_to_file(smk.log[0])
     from bloodcells.gpu_lock import pin_job_to_gpu
     pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
+    enforce_gpu_requirement(smk.params.require_gpu, "evaluate")
     class_names = class_names_of(smk.config["datasets"][smk.params.dataset])
     test = load_split(smk.input.data, "test", len(class_names))
     probabilities = predict(smk.input.model, test.images, len(class_names), smk.params.batch_size, smk.threads)

@@ -24,6 +24,7 @@ from bloodcells.gradcam import (
     suggest_layer,
     upsample,
 )
+from bloodcells.hardware import enforce_gpu_requirement
 from bloodcells.logs import log_to_file
 
 UPSAMPLE_CHUNK = 256  # heatmaps upsampled at a time for the focus scores (bounds memory at 224 px)
@@ -64,6 +65,7 @@ def main(smk) -> None:
     from bloodcells.model import load_model  # imports TensorFlow: after the log redirect, so its output is logged
     from bloodcells.gpu_lock import pin_job_to_gpu
     pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
+    enforce_gpu_requirement(smk.params.require_gpu, "gradcam")
     import tensorflow as tf
 
     try:  # only possible before TensorFlow's first op (always so in a Snakemake job)

@@ -1,4 +1,5 @@
-"""Snakemake adapter: results/report/provenance.json (git state, versions, config hash, data MD5s, hardware)."""
+"""Snakemake adapter: results/report/provenance.json (git state, versions, config hash, data MD5s, the host of each
+training session of each run, and the host where the report was assembled)."""
 
 import json
 from datetime import datetime, timezone
@@ -6,7 +7,7 @@ from datetime import datetime, timezone
 from bloodcells.atomic import write_text_atomic
 from bloodcells.hardware import machine_gpus, tensorflow_info
 from bloodcells.logs import log_to_file
-from bloodcells.provenance import data_files, git_state, host, package_versions
+from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts
 
 
 def main(smk) -> None:
@@ -19,8 +20,11 @@ def main(smk) -> None:
         "versions": package_versions() | {"snakemake": smk.params.snakemake_version},
         "config_sha256": smk.params.config_hash,
         "data_files": data_files(smk.input.data),
-        "hardware": host() | {"gpus_tensorflow_sees": tf.get("gpus", []), "gpus_machine": machine_gpus()["nvidia_smi"],
-                              "cuda_build": tf.get("cuda_version")},
+        "training_hosts": training_hosts(smk.params.runs, smk.input.hosts),
+        # this job's machine: where the report was assembled, not where any run trained
+        "report_assembled_on": host() | {"gpus_tensorflow_sees": tf.get("gpus", []),
+                                         "gpus_machine": machine_gpus()["nvidia_smi"],
+                                         "cuda_build": tf.get("cuda_version")},
     }
     write_text_atomic(smk.output[0], json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))

@@ -18,6 +18,7 @@ from bloodcells.report import (
     figure,
     ordered_tables,
     render_report,
+    training_host_rows,
     verdict_counts,
 )
 
@@ -90,6 +91,7 @@ def main(smk) -> None:
         "conclusions": conclusions, "verdict_counts": verdict_counts(conclusions),
         "fidelity": fidelity_notes(config, params.dataset),
         "provenance": provenance,
+        "training_hosts": training_host_rows(provenance["training_hosts"]),
         "benchmarks": benchmark_rows(params.all_runs, smk.input.benchmarks),
         "commands": [c.replace("CONFIG", params.configfile) for c in REBUILD_COMMANDS],
         "pdf_note": params.pdf_note,

@@ -6,6 +6,8 @@ import numpy as np
 
 from bloodcells.atomic import atomic_path, write_text_atomic
 from bloodcells.dataset import class_names_of, load_split
+from bloodcells.gpu_lock import pin_job_to_gpu
+from bloodcells.hardware import enforce_gpu_requirement
 from bloodcells.logs import log_to_file
 from bloodcells.studies import transfer_metrics
 
@@ -13,6 +15,8 @@ from bloodcells.studies import transfer_metrics
 def main(smk) -> None:
     """Predict the target test images with the source model; score restricted and unrestricted accuracy."""
     log_to_file(smk.log[0])
+    pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
+    enforce_gpu_requirement(smk.params.require_gpu, "transfer")
     import tensorflow as tf
 
     from bloodcells.model import load_model

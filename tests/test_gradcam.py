@@ -276,7 +276,7 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
         output=SimpleNamespace(panel=str(out / "panel.png"), pdf=str(out / "panel.pdf"),
                                heatmaps=str(out / "heatmaps.npz"), focus=str(out / "focus.csv")),
         params=SimpleNamespace(dataset=source, layer="conv3_block4_out", per_class_correct=2, per_class_mistakes=1,
-                               batch_size=16, disc_radius=0.35),
+                               batch_size=16, disc_radius=0.35, require_gpu="auto"),
         wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
         log=[None], threads=2,
     )

@@ -8,7 +8,15 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from bloodcells.model import Augmentation, CaffePreprocess, RandomShearZoomFlip, build_model
 from bloodcells.synthetic import make_synthetic_dataset
-from bloodcells.training import Checkpoint, RunSpec, TrainSettings, balanced_class_weights, make_epoch_callback, train_run
+from bloodcells.training import (
+    Checkpoint,
+    RunSpec,
+    TrainSettings,
+    balanced_class_weights,
+    make_epoch_callback,
+    start_session,
+    train_run,
+)
 
 
 def test_balanced_class_weights_match_scikit_learn():
@@ -75,13 +83,25 @@ def test_training_resumes_after_the_last_finished_epoch(tmp_path, tiny_data):
     train, val = tiny_data
     spec = RunSpec(arch="resnet50", size=32, batch_size=16, learning_rate=1e-3, seed=0)
     messages = []
-    _, history, checkpoint = train_run(train, val, 8, spec, TrainSettings(max_epochs=1, patience=5, threads=2), tmp_path, messages.append, verbose=0)
+    _, history, checkpoint, sessions = train_run(train, val, 8, spec, TrainSettings(max_epochs=1, patience=5, threads=2),
+                                                 tmp_path, messages.append, verbose=0, session={"hostname": "node-a"})
     assert [row["epoch"] for row in history] == [1]
     assert checkpoint.load_state()["epochs_done"] == 1
-    _, history, _ = train_run(train, val, 8, spec, TrainSettings(max_epochs=2, patience=5, threads=2), tmp_path, messages.append, verbose=0)
+    assert sessions == checkpoint.load_state()["sessions"] == [{"hostname": "node-a", "epochs": [1]}]
+    # resumed on another node: that session adds its own entry with the epochs it trained
+    _, history, checkpoint, sessions = train_run(train, val, 8, spec, TrainSettings(max_epochs=2, patience=5, threads=2),
+                                                 tmp_path, messages.append, verbose=0, session={"hostname": "node-b"})
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     assert [row["epoch"] for row in history] == [1, 2]
+    assert sessions == checkpoint.load_state()["sessions"] == [{"hostname": "node-a", "epochs": [1]},
+                                                               {"hostname": "node-b", "epochs": [2]}]
     assert {"loss", "val_loss", "accuracy", "val_accuracy", "auc"} <= set(history[0])
+
+
+def test_a_checkpoint_from_before_sessions_were_recorded_gets_an_unrecorded_entry():
+    state = {"epochs_done": 3}
+    start_session(state, {"hostname": "node-b"})
+    assert state["sessions"] == [{"hostname": "unrecorded", "epochs": [1, 2, 3]}, {"hostname": "node-b", "epochs": []}]
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, tiny_data):

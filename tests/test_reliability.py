@@ -300,7 +300,7 @@ def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_th
         input=SimpleNamespace(model=str(tmp_path / "model.keras"), predictions=str(tmp_path / "predictions.npz"),
                               data=str(tmp_path / "data.npz")),
         params=SimpleNamespace(dataset={"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0},
-                               layer="conv5_block3_out"),
+                               layer="conv5_block3_out", require_gpu="auto"),
         wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"), log=[None], threads=1)
     with pytest.raises(ValueError) as error:
         load_rule_script("gradcam").main(smk)
@@ -366,7 +366,7 @@ def test_the_same_tiny_run_trained_twice_gives_identical_weights_and_metrics(tmp
     messages: list[str] = []
     runs = [train_run(train, val, 8, spec, settings, tmp_path / f"run{k}", log=messages.append, verbose=0)
             for k in range(2)]
-    (model_a, history_a, _), (model_b, history_b, _) = runs
+    (model_a, history_a, *_), (model_b, history_b, *_) = runs
     print(history_a)
     assert not any("resuming" in message for message in messages)  # two separate runs, not one resumed
     assert [row["epoch"] for row in history_a] == [1, 2, 3] and history_a[0]["loss"] != history_a[1]["loss"]

@@ -124,6 +124,11 @@ def assert_resumed_equals_uninterrupted(workdir: Path, config: Path, killed_afte
     unequal = [name for name in weights if not np.array_equal(weights[name], reference["weights"][name])]
     assert unequal == [], f"{len(unequal)} of {len(weights)} weight arrays differ, e.g. {unequal[:3]}"
     assert part_files(workdir) == [] and not (workdir / f"results/checkpoints/{RUN}").exists()
+    # host.json: the killed session and the resumed one, each with the epochs it trained (kept in the checkpoint)
+    sessions = json.loads((workdir / f"results/runs/{RUN}/host.json").read_text())["sessions"]
+    assert [session["epochs"] for session in sessions] == [list(range(1, killed_after + 1)),
+                                                           list(range(killed_after + 1, EPOCHS + 1))]
+    assert all(session["hostname"] and session["tensorflow"] for session in sessions)
 
 
 def test_sigkill_at_a_random_point_then_rerun_equals_the_uninterrupted_run(uninterrupted):

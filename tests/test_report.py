@@ -25,8 +25,8 @@ from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evide
 from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import loss_behaviour
 from bloodcells.plan import config_hash, validate_config
-from bloodcells.provenance import data_files, git_state, host, package_versions
-from bloodcells.report import benchmark_rows, png_data_uri, tex_name
+from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts, training_session
+from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, tex_name, training_host_rows
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
 from browser import chromium_binary, load_page, screenshot_is_blank
 from conftest import REPO, load_rule_script
@@ -162,6 +162,63 @@ def test_provenance_parts(tmp_path):
     assert host()["cpus"] == os.cpu_count()
 
 
+def session(hostname: str, epochs: list[int], gpu: bool, slurm: str | None = None) -> dict:
+    """A training session as training_session records it: on an H100 node (XLA, mixed precision) or a CPU."""
+    return {"hostname": hostname, "cpu": "AMD EPYC 9454", "cpus": 96, "memory_gib": 1007.5, "os": "Linux",
+            "gpus": [{"name": "NVIDIA H100 80GB HBM3", "driver_version": "550.54.15"}] if gpu else [],
+            "gpus_tensorflow": [{"device": "/physical_device:GPU:0", "name": "NVIDIA H100 80GB HBM3",
+                                 "compute_capability": "9.0"}] if gpu else [],
+            "tensorflow": "2.21.0", "cuda_build": "12.5.1", "cudnn_build": "9", "xla": gpu, "mixed_precision": gpu,
+            "threads": 8, "slurm_job_id": slurm, "slurm_job_nodelist": hostname if slurm else None, "epochs": epochs}
+
+
+# A run killed on gpu-node-3 after epoch 4 and resumed on gpu-node-7; another trained on a laptop CPU.
+TRAINING_HOSTS = {
+    "bloodmnist-224-resnet101-bs16-s0": [session("gpu-node-3", [1, 2, 3, 4], True, "4242"),
+                                         session("gpu-node-7", [5, 6, 7], True, "4250")],
+    "bloodmnist-64-resnet50-bs32-s0": [session("laptop", [1, 2], False)],
+}
+
+
+def test_training_session_records_the_host_the_switches_and_the_slurm_job():
+    record = training_session(xla=True, mixed_precision=False, threads=3,
+                              environ={"SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "gpu-node-[1-2]",
+                                       "CUDA_VISIBLE_DEVICES": ""})
+    assert record["hostname"] == host()["hostname"] and record["cpus"] == os.cpu_count()
+    assert (record["xla"], record["mixed_precision"], record["threads"]) == (True, False, 3)
+    assert (record["slurm_job_id"], record["slurm_job_nodelist"]) == ("77", "gpu-node-[1-2]")
+    import tensorflow as tf
+
+    assert record["tensorflow"] == tf.__version__ and record["cuda_visible_devices"] == ""
+    assert record["gpus_tensorflow"] == [] and isinstance(record["gpus"], list)  # this machine: TensorFlow sees none
+    without_slurm = training_session(xla=False, mixed_precision=False, threads=1, environ={})
+    assert without_slurm["slurm_job_id"] is None and without_slurm["slurm_job_nodelist"] is None
+
+
+def test_training_hosts_are_read_per_run_and_checked(tmp_path):
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps({"run": "a", "sessions": [session("n1", [1], False)]}))
+    assert training_hosts(["a"], [good]) == {"a": [session("n1", [1], False)]}
+    with pytest.raises(ValueError, match=re.escape(f"{good}: expected the host record of run 'b'")):
+        training_hosts(["b"], [good])
+
+
+def test_training_host_rows_one_per_session():
+    rows = training_host_rows(TRAINING_HOSTS)
+    assert [(r["run"], r["host"], r["epochs"]) for r in rows] == [
+        ("bloodmnist-224-resnet101-bs16-s0", "gpu-node-3 (SLURM job 4242)", "1-4"),
+        ("bloodmnist-224-resnet101-bs16-s0", "gpu-node-7 (SLURM job 4250)", "5-7"),
+        ("bloodmnist-64-resnet50-bs32-s0", "laptop", "1-2")]
+    assert rows[0]["device"] == "GPU: NVIDIA H100 80GB HBM3 (driver 550.54.15)"
+    assert (rows[0]["xla"], rows[0]["mixed_precision"], rows[0]["tensorflow"]) == ("on", "on", "2.21.0")
+    assert rows[2]["device"] == "CPU: AMD EPYC 9454 (8 threads)"
+    assert (rows[2]["xla"], rows[2]["mixed_precision"]) == ("off", "off")
+    unrecorded = training_host_rows({"r": [{"hostname": "unrecorded", "epochs": [1, 2]}]})
+    assert unrecorded == [{"run": "r", "host": "unrecorded", "device": "unrecorded", "tensorflow": "-", "xla": "-",
+                           "mixed_precision": "-", "epochs": "1-2"}]
+    assert (epoch_span([]), epoch_span([3]), epoch_span([3, 4, 5])) == ("none", "3", "3-5")
+
+
 def test_git_state_commit_and_dirty(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -253,8 +310,10 @@ def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
     provenance.write_text(json.dumps({"created_utc": "2026-11-26T00:00:00+00:00", "git": git_state(REPO),
                                       "versions": package_versions(["numpy"]) | {"snakemake": "9"},
                                       "config_sha256": config_hash(config), "data_files": data_files([csvs[0]]),
-                                      "hardware": host() | {"gpus_tensorflow_sees": [], "gpus_machine": [],
-                                                            "cuda_build": None}}))
+                                      "training_hosts": TRAINING_HOSTS,
+                                      "report_assembled_on": host() | {"hostname": "login-node",
+                                                                       "gpus_tensorflow_sees": [], "gpus_machine": [],
+                                                                       "cuda_build": None}}))
     benchmarks = []
     for run in runs:
         benchmarks.append(root / f"benchmarks/train/{run}.tsv")
@@ -334,6 +393,21 @@ def test_report_provenance_and_benchmarks(fixture_report):
     assert provenance["config_sha256"] in html and provenance["data_files"][0]["md5"] in html
     assert provenance["git"]["commit"] in html
     assert html.count("<td>61.0</td><td>3000</td>") == len(GRID)  # Snakemake's s and max_rss of every training job
+
+
+def test_report_shows_where_each_run_trained(fixture_report):
+    html = Path(fixture_report.output.html).read_text()
+    hosts = html.split('id="training-hosts"')[1].split("</table>")[0]
+    assert hosts.count("<tr><td><code>bloodmnist-224-resnet101-bs16-s0</code></td>") == 2  # one row per session
+    assert ("<td>gpu-node-7 (SLURM job 4250)</td><td>GPU: NVIDIA H100 80GB HBM3 (driver 550.54.15)</td>"
+            "<td>2.21.0</td><td>on</td><td>on</td><td>5-7</td>") in hosts
+    assert ("<td>laptop</td><td>CPU: AMD EPYC 9454 (8 threads)</td><td>2.21.0</td><td>off</td><td>off</td>"
+            "<td>1-2</td>") in hosts
+    assert "<th>Report assembled on</th><td>host login-node:" in html and "not where the runs trained" in html
+    tex = Path(fixture_report.output.tex).read_text()
+    assert (r"\texttt{bloodmnist-224-resnet101-bs16-s0} & gpu-node-3 (SLURM job 4242) & GPU: NVIDIA H100 80GB HBM3 "
+            r"(driver 550.54.15) & 2.21.0 & on & on & 1-4 \\") in tex
+    assert r"\item[Report assembled on] host login-node:" in tex
 
 
 def test_real_data_report_has_no_banner(tmp_path):

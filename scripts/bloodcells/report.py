@@ -108,6 +108,41 @@ def benchmark_rows(runs: Sequence[str], paths: Sequence[str | Path]) -> list[dic
     return rows
 
 
+def epoch_span(epochs: Sequence[int]) -> str:
+    """The epochs a session trained, as '1-12', '7' or 'none' (a session that found the run already trained)."""
+    if not epochs:
+        return "none"
+    return str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+
+
+def training_device(session: dict) -> str:
+    """What a session trained on: its GPU model(s) with the driver, or the CPU model with the threads used."""
+    gpus = [gpu.get("name") or gpu["device"] for gpu in session.get("gpus_tensorflow", [])]
+    if gpus:
+        drivers = sorted({gpu["driver_version"] for gpu in session.get("gpus", [])})
+        return f"GPU: {', '.join(gpus)}" + (f" (driver {', '.join(drivers)})" if drivers else "")
+    if "cpu" not in session:
+        return "unrecorded"
+    return f"CPU: {session['cpu']} ({session.get('threads', '?')} threads)"
+
+
+def training_host_rows(hosts: dict[str, list[dict]]) -> list[dict]:
+    """One row per training session of each run (provenance.json's training_hosts): where and how it trained."""
+    def switch(value) -> str:
+        return "-" if value is None else "on" if value else "off"
+
+    rows = []
+    for run, sessions in hosts.items():
+        for session in sessions:
+            slurm = session.get("slurm_job_id")
+            host = session.get("hostname", "unrecorded") + (f" (SLURM job {slurm})" if slurm else "")
+            rows.append({"run": run, "host": host, "device": training_device(session),
+                         "tensorflow": session.get("tensorflow") or "-",
+                         "xla": switch(session.get("xla")), "mixed_precision": switch(session.get("mixed_precision")),
+                         "epochs": epoch_span(session["epochs"])})
+    return rows
+
+
 def verdict_counts(conclusions: Sequence[dict]) -> dict[str, int]:
     """How many conclusions got each verdict."""
     counts: dict[str, int] = {}

@@ -8,7 +8,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -231,6 +231,8 @@ def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log:
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
             state["history"].append(row)
+            if state.get("sessions"):  # this session trained the epoch; committed with it below
+                state["sessions"][-1]["epochs"].append(epoch + 1)
             val_loss = row["val_loss"]
             improved = bool(val_loss < state["best_val_loss"])  # False for NaN: a diverged epoch never counts as best
             if improved:
@@ -274,6 +276,27 @@ def compile_model(model, spec: RunSpec, xla: bool) -> None:
     )
 
 
+class TrainedRun(NamedTuple):
+    """What train_run returns: the model with its best weights, the history rows, the checkpoint and the sessions."""
+
+    model: object
+    history: list[dict]
+    checkpoint: Checkpoint
+    sessions: list[dict]
+
+
+def start_session(state: dict, session: dict | None) -> None:
+    """Append this job's session (where it runs) to the state's list, with the epochs it will train (none yet).
+
+    A checkpoint from before sessions were recorded gets one entry for its epochs, from an unrecorded host.
+    """
+    sessions = state.setdefault("sessions", [])
+    recorded = sum(len(item["epochs"]) for item in sessions)
+    if state["epochs_done"] > recorded:
+        sessions.append({"hostname": "unrecorded", "epochs": list(range(recorded + 1, state["epochs_done"] + 1))})
+    sessions.append(dict(session or {}) | {"epochs": []})
+
+
 def train_run(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
@@ -283,8 +306,17 @@ def train_run(
     checkpoint_dir: str | os.PathLike,
     log: Callable[[str], None] = print,
     verbose: int = 2,
-):
-    """Train (or resume) one run and return the model with its best weights and the history rows."""
+    session: dict | None = None,
+    weights_file: str | os.PathLike | None = None,
+) -> TrainedRun:
+    """Train (or resume) one run; `session` (where this job runs) is kept in the checkpoint with the epochs it trains.
+
+    A run with ImageNet initialisation (spec.weights) starts from `weights_file`, downloaded beforehand: a
+    training job never fetches anything (compute nodes of a cluster may have no internet).
+    """
+    if spec.weights is not None and weights_file is None:
+        raise ValueError(f"run {spec}: initial weights '{spec.weights}' need the downloaded weights file "
+                         "(rule download_weights); none was given")
     from .model import build_model, load_model
 
     configure_tensorflow(settings, spec.seed)
@@ -293,8 +325,8 @@ def train_run(
     if state is None:
         state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "history": [],
                  "stopped_early": False, "spec": asdict(spec), "files": {}}
-        model = build_model(spec.arch, spec.size, n_classes, weights=spec.weights, dropout=spec.dropout,
-                            augmentation=settings.augmentation, seed=spec.seed, attention=spec.attention)
+        model = build_model(spec.arch, spec.size, n_classes, weights=weights_file if spec.weights else None,
+                            dropout=spec.dropout, augmentation=settings.augmentation, seed=spec.seed, attention=spec.attention)
         if settings.bn_momentum is not None:
             set_batchnorm_momentum(model, settings.bn_momentum)
         compile_model(model, spec, settings.xla)
@@ -307,6 +339,7 @@ def train_run(
         except (OSError, ValueError) as error:
             raise CheckpointError(f"{checkpoint.model_path(state)}: cannot load the checkpointed model ({error}); "
                                   f"delete {checkpoint.directory} to train this run from the start") from error
+    start_session(state, session)
     finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
     if not finished:
         train_images, train_labels = train
@@ -322,4 +355,4 @@ def train_run(
     if best_weights is not None:
         model.load_weights(best_weights)
     log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
-    return model, state["history"], checkpoint
+    return TrainedRun(model, state["history"], checkpoint, state["sessions"])
