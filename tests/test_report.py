@@ -217,6 +217,8 @@ def test_training_host_rows_one_per_session():
     assert unrecorded == [{"run": "r", "host": "unrecorded", "device": "unrecorded", "tensorflow": "-", "xla": "-",
                            "mixed_precision": "-", "epochs": "1-2"}]
     assert (epoch_span([]), epoch_span([3]), epoch_span([3, 4, 5])) == ("none", "3", "3-5")
+    one_thread = training_host_rows({"r": [session("laptop", [1], False) | {"threads": 1}]})
+    assert one_thread[0]["device"] == "CPU: AMD EPYC 9454 (1 thread)"
 
 
 def test_git_state_commit_and_dirty(tmp_path):

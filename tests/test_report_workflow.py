@@ -32,6 +32,28 @@ def test_report_built_by_the_workflow(tiny_run):
         assert "latexmk and pdflatex were not found" in reason
 
 
+def test_training_hosts_recorded_per_run_and_shown(tiny_run):
+    import json
+    import socket
+
+    provenance = json.loads((tiny_run / "results/report/provenance.json").read_text())
+    runs = sorted(path.parent.name for path in (tiny_run / "results/runs").glob("*/model.keras"))
+    assert sorted(provenance["training_hosts"]) == runs and len(runs) == 11
+    for run in runs:
+        host = json.loads((tiny_run / f"results/runs/{run}/host.json").read_text())
+        assert host["run"] == run and provenance["training_hosts"][run] == host["sessions"]
+        [session] = host["sessions"]  # trained once, uninterrupted: one session, the run's one epoch
+        assert session["epochs"] == [1] and session["hostname"] == socket.gethostname()
+        assert (session["xla"], session["mixed_precision"], session["threads"]) == (False, False, 1)  # CPU, tiny.yaml
+        assert session["gpus_tensorflow"] == [] and session["tensorflow"] == provenance["versions"]["tensorflow"]
+    assert provenance["report_assembled_on"]["hostname"] == socket.gethostname() and "hardware" not in provenance
+    html = (tiny_run / "results/report/report.html").read_text()
+    hosts = html.split('id="training-hosts"')[1].split("</table>")[0]
+    for run in runs:
+        assert f"<tr><td><code>{run}</code></td><td>{socket.gethostname()}</td><td>CPU: " in hosts, run
+    assert r"\textbf{Training hosts}" in (tiny_run / "results/report/report.tex").read_text()
+
+
 def test_workflow_report_in_headless_chromium(tiny_run):
     require_tool(chromium_binary() is not None, "chromium")
     page = load_page(tiny_run / "results/report/report.html")

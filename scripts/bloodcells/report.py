@@ -123,7 +123,8 @@ def training_device(session: dict) -> str:
         return f"GPU: {', '.join(gpus)}" + (f" (driver {', '.join(drivers)})" if drivers else "")
     if "cpu" not in session:
         return "unrecorded"
-    return f"CPU: {session['cpu']} ({session.get('threads', '?')} threads)"
+    threads = session.get("threads", "?")
+    return f"CPU: {session['cpu']} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def training_host_rows(hosts: dict[str, list[dict]]) -> list[dict]:
