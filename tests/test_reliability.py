@@ -420,3 +420,20 @@ def test_folder_path_with_shell_metacharacters_is_read_as_a_path(tmp_path):
     assert len(split.labels) == 6
     assert str(folder) in (workdir / "logs/prepare/raabin_32.log").read_text()
     assert pwned(tmp_path, REPO) == []
+
+
+def test_sigterm_handler_ignores_a_second_sigterm():
+    # SLURM can deliver SIGTERM twice at a time limit; the second must not interrupt the first one's cleanup
+    import signal
+
+    from conftest import load_rule_script
+
+    train = load_rule_script("train")
+    previous = signal.signal(signal.SIGTERM, train.stop_on_sigterm)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train.stop_on_sigterm(signal.SIGTERM, None)
+        assert stopped.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
