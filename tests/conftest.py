@@ -39,6 +39,12 @@ def repo() -> Path:
 TINY = REPO / "tests/configs/tiny.yaml"
 
 
+def place_raabin_folder(workdir: Path) -> None:
+    """An (empty) Raabin-WBC folder where config.yaml expects it, so that a dry run gets past the parse-time check."""
+    for name in ("Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"):
+        (workdir / "data/Raabin-WBC/Train" / name).mkdir(parents=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished run of the whole workflow on the tiny config (every study), shared by the workflow tests."""

@@ -9,8 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
-from test_plan import place_raabin_folder
+from conftest import REPO, place_raabin_folder
 
 # What the jobs need and a login node need not have. numpy and pandas are installed there anyway (the SLURM
 # plugin depends on them), so the parse-time check below blocks them only for imports from the repository.

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from bloodcells.plan import ConfigError, expand_grid, gradcam_runs, plan_runs, run_id, validate_config
-from conftest import REPO, run_snakemake
+from conftest import REPO, place_raabin_folder, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
 
@@ -88,12 +88,6 @@ def test_runs_shared_by_studies_are_planned_once():
     assert len(runs) == 24  # 12 grid configurations x 2 seeds; the batch study adds nothing new
     assert set(studies["batch"]) <= set(studies["table3"])
     assert len(studies["batch"]) == 4
-
-
-def place_raabin_folder(workdir) -> None:
-    """An (empty) Raabin-WBC folder where config.yaml expects it, so that a dry run gets past the parse-time check."""
-    for name in ("Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"):
-        (workdir / "data/Raabin-WBC/Train" / name).mkdir(parents=True)
 
 
 def test_dry_run_of_full_config_plans_the_twelve_table3_jobs(tmp_path):

@@ -18,7 +18,7 @@ from bloodcells.studies import (
     template_cells,
     transfer_metrics,
 )
-from conftest import REPO, run_snakemake
+from conftest import REPO, place_raabin_folder, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
@@ -193,6 +193,7 @@ def test_planned_comparisons_follow_the_poster_claims():
 
 
 def test_dry_run_lists_each_shared_run_once(tmp_path):
+    place_raabin_folder(tmp_path)
     listing = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config.yaml")).stdout
     trained = re.findall(r"output: results/runs/([\w.-]+)/model\.keras", listing)
     assert len(trained) == len(set(trained)) == 34
