@@ -88,3 +88,15 @@ def test_poster_value_outside_our_interval_is_marked():
 
 def test_latex_escape_writes_symbols_as_commands():
     assert latex_escape("Δ ‡ × ≥ 0.5 ± 1 → x") == r"$\Delta$ \ddag{} $\times$ $\geq$ 0.5 $\pm$ 1 $\rightarrow$ x"
+
+
+@pytest.mark.parametrize("template", ["table.html.j2", "table.tex.j2"])
+def test_table_without_poster_values_says_it_is_not_in_the_poster(template):
+    compared = compare(summarise(run_records(*grid_runs())), poster_frame(POSTER, "table3"), ["accuracy", "auc"])
+    cells = table_cells(compared, "metric", ["accuracy", "auc"])
+    context = {"title": "T", "notes": [], "synthetic": False}
+    assert "transfer" not in POSTER  # the poster has no transfer study, so its table gets an empty caption
+    bare = render(REPO / "paper", template, table=cells | context | {"caption": ""})
+    assert "Poster:" not in bare and "Not in the poster: the poster has no such table" in bare
+    captioned = render(REPO / "paper", template, table=cells | context | {"caption": "Table 3: test set"})
+    assert "Poster: Table 3: test set" in captioned and "Not in the poster" not in captioned
