@@ -8,13 +8,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
 from .tables import ARCH_LABELS  # noqa: E402
 
 
+def epoch_axis(axis: plt.Axes) -> None:
+    """Label the x axis 'epoch' with integer ticks only: epochs are whole numbers."""
+    axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def save_figure(fig: plt.Figure, path: str) -> None:
+    """Write a figure as PNG under a temporary name, move it into place and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format="png")
+    plt.close(fig)
+
+
 def plot_history(history: pd.DataFrame, title: str, path: str) -> None:
     """Two panels, loss and accuracy, each with the training and validation curve; the best epoch marked."""
+    save_figure(history_figure(history, title), path)
+
+
+def history_figure(history: pd.DataFrame, title: str) -> plt.Figure:
+    """The figure of plot_history, not yet saved."""
     missing = {"epoch", "loss", "val_loss", "accuracy", "val_accuracy"} - set(history.columns)
     if missing:
         raise ValueError(f"history of '{title}' lacks columns {sorted(missing)}")
@@ -24,14 +43,12 @@ def plot_history(history: pd.DataFrame, title: str, path: str) -> None:
         axis.plot(history["epoch"], history[metric], "o-", label="training", color="#0072B2")
         axis.plot(history["epoch"], history[f"val_{metric}"], "s--", label="validation", color="#D55E00")
         axis.axvline(best, color="grey", lw=0.8, ls=":", label=f"best epoch ({best})")
-        axis.set_xlabel("epoch")
+        epoch_axis(axis)
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
+    return fig
 
 
 def comparison_panels(runs: dict[str, dict]) -> list[tuple[str, str]]:
@@ -43,6 +60,11 @@ def comparison_panels(runs: dict[str, dict]) -> list[tuple[str, str]]:
 
 def plot_curve_comparison(histories: dict[str, pd.DataFrame], runs: dict[str, dict], path: str) -> None:
     """Validation loss by epoch of every run, one panel per comparison the grid allows, coloured by the compared value."""
+    save_figure(comparison_figure(histories, runs), path)
+
+
+def comparison_figure(histories: dict[str, pd.DataFrame], runs: dict[str, dict]) -> plt.Figure:
+    """The figure of plot_curve_comparison, not yet saved."""
     panels = comparison_panels(runs)
     palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]  # Okabe-Ito, colour-blind safe
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.4), constrained_layout=True, squeeze=False)
@@ -57,13 +79,11 @@ def plot_curve_comparison(histories: dict[str, pd.DataFrame], runs: dict[str, di
         for group in groups:  # one legend entry per compared value, not per run
             axis.plot([], [], color=palette[groups.index(group) % len(palette)], label=_group_label(key, group))
         axis.set_title(f"validation loss {title}", fontsize=9)
-        axis.set_xlabel("epoch")
+        epoch_axis(axis)
         axis.set_ylabel("validation loss")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
+    return fig
 
 
 def _natural(value: str) -> tuple:
@@ -91,6 +111,4 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], title: str, path:
     axis.set_ylabel("true class")
     axis.set_title(title, fontsize=9)
     fig.colorbar(image, ax=axis, label="share of the true class", shrink=0.8)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
