@@ -123,8 +123,7 @@ def test_study_conclusions_read_the_study_tables_and_tests():
     table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [0.93]})
     attention = {"comparison": "attention_se_cw_vs_none", "verdict": "supported", "a": "none", "b": "SE",
                  "tests": [{"a_accuracy": 0.978, "b_accuracy": 0.955, "p_exact": 0.01}]}
-    focus = pd.DataFrame([{"class": "all", "focus_mean": 0.5, "region_area_share": 0.2, "focus_ratio": 2.5,
-                           "region": "cell mask"}])
+    focus = focus_frame(2.5, {c: 2.0 for c in CLASSES})
     evidence = grid_evidence(tables={"methods_dropout": dropout, "table4": table4},
                              comparisons=[attention], focus={"r": focus})
     results = verdicts(evidence)
@@ -133,6 +132,99 @@ def test_study_conclusions_read_the_study_tables_and_tests():
     assert by_start(results, "Attention layers")[0] == SUPPORTED
     assert by_start(results, "Grad-CAM")[0] == SUPPORTED
     assert by_start(results, "Extension")[0] == SUPPORTED
+
+
+def focus_frame(pooled: float, ratios: dict[str, float], images: int = 300, area: float = 0.383) -> pd.DataFrame:
+    """focus.csv of one run: per class and 'all', the focus ratio given and the share of heat it implies."""
+    rows = [{"class": name, "n_images": n, "n_empty_maps": 0, "focus_mean": ratio * area, "focus_sd": 0.1,
+             "region_area_share": area, "focus_ratio": ratio, "region": "centred disc"}
+            for name, ratio, n in [(c, r, images) for c, r in ratios.items()] + [("all", pooled, images * 8)]]
+    return pd.DataFrame(rows)
+
+
+GRADCAM_CHECK = next(c["check"] for c in CONCLUSIONS if c["check"]["kind"] == "gradcam_focus")
+
+
+def gradcam_verdict(*frames: pd.DataFrame, check: dict = GRADCAM_CHECK) -> tuple[str, str]:
+    results = assess([{"poster": "Grad-CAM", "check": check}], grid_evidence(focus=dict(enumerate(frames))))
+    return results[0]["verdict"], results[0]["evidence"]
+
+
+def test_gradcam_thresholds_are_stated_in_conclusions_yaml():
+    assert GRADCAM_CHECK["pooled_ratio"] == 1.5 and GRADCAM_CHECK["class_ratio"] == 1.0
+    assert GRADCAM_CHECK["min_class_images"] == 20
+    text = (REPO / "paper/conclusions.yaml").read_text()
+    for key in ("pooled_ratio", "class_ratio", "min_class_images"):  # each with its reason on the line(s) above
+        assert re.search(rf"# [^\n]+\n(    #[^\n]*\n)*    {key}: ", text), key
+
+
+def test_gradcam_verdict_on_the_real_pbc_run_names_the_classes_off_the_cell():
+    # the issue's PBC run: 42.9 % of the heat on 38.3 % of the image, eosinophils 0.17 and neutrophils 0.38
+    ratios = {c: 1.3 for c in CLASSES} | {"eosinophil": 0.17, "neutrophil": 0.38}
+    verdict, text = gradcam_verdict(focus_frame(1.12, ratios))
+    assert verdict == NOT_SUPPORTED
+    assert "pooled ratio 1.12" in text and "2 of 8 classes judged below 1.0: eosinophil 0.17" in text
+    assert "neutrophil 0.38" in text
+    assert "pooled focus ratio" in text and "at least 1.5" in text and "at least 20 test images" in text
+
+
+def test_gradcam_verdict_needs_the_pooled_and_every_class_threshold():
+    good = {c: 1.8 for c in CLASSES}
+    verdict, text = gradcam_verdict(focus_frame(1.9, good))
+    assert verdict == SUPPORTED and "all 8 classes judged reach 1.0 (lowest basophil 1.80)" in text
+    # a good pooled ratio hides one class looked at off the cell: not supported, and the class is named
+    verdict, text = gradcam_verdict(focus_frame(1.9, good | {"monocyte": 0.9}))
+    assert verdict == NOT_SUPPORTED and "1 of 8 classes judged below 1.0: monocyte 0.90" in text
+    # every class above 1 but the pooled ratio short of 1.5 (the old rule, ratio > 1, called this supported)
+    assert gradcam_verdict(focus_frame(1.12, good))[0] == NOT_SUPPORTED
+    # every run must pass
+    assert gradcam_verdict(focus_frame(1.9, good), focus_frame(1.2, good))[0] == NOT_SUPPORTED
+    # a class with too few test images is named but does not decide the verdict
+    small = focus_frame(1.9, good | {"basophil": 0.5})
+    small.loc[small["class"] == "basophil", "n_images"] = 5
+    verdict, text = gradcam_verdict(small)
+    assert verdict == SUPPORTED and "not judged (< 20 images): basophil" in text
+    # the thresholds are read from the check, not fixed in the code
+    assert gradcam_verdict(focus_frame(1.2, good), check=GRADCAM_CHECK | {"pooled_ratio": 1.1})[0] == SUPPORTED
+
+
+def test_gradcam_verdict_without_a_class_large_enough_is_not_testable():
+    verdict, text = gradcam_verdict(focus_frame(2.0, {c: 2.0 for c in CLASSES}, images=3))
+    assert verdict == NOT_TESTABLE and "no class has 20 test images" in text
+
+
+def test_other_descriptive_verdicts_state_and_apply_their_thresholds():
+    by_kind = {c["check"]["kind"] + c["check"].get("metric", ""): c for c in CONCLUSIONS}
+    assert by_kind["more_spikes"]["check"]["min_difference"] == 0.5
+    assert by_kind["later_best_epoch"]["check"]["min_difference"] == 0.1
+    assert by_kind["steadier_arch"]["check"]["max_ratio"] == 0.9
+    assert by_kind["lowest_classesrecall"]["check"]["below"] == 0.9
+    assert by_kind["batch_improves_f1"]["check"]["min_mean_gain"] == 0.01
+
+    def one(kind: str, evidence: Evidence, **change) -> tuple[str, str]:
+        conclusion = by_kind[kind] | {"check": by_kind[kind]["check"] | change}
+        result = assess([conclusion], evidence)[0]
+        return result["verdict"], result["evidence"]
+
+    evidence = grid_evidence()  # spikes per run: 224 px 1.0, 64 px 0.5
+    verdict, text = one("more_spikes", evidence)
+    assert verdict == SUPPORTED and "difference +0.50; supported from 0.5" in text
+    assert one("more_spikes", evidence, min_difference=0.6)[0] == NOT_SUPPORTED
+    verdict, text = one("steadier_arch", evidence)
+    assert verdict == SUPPORTED and "supported up to 0.9" in text
+    assert one("steadier_arch", evidence, max_ratio=0.4)[0] == NOT_SUPPORTED  # ResNet-50 / ResNet-101 = 0.47
+    verdict, text = one("lowest_classesrecall", evidence)  # monocyte 0.875, immature granulocyte 0.865
+    assert verdict == SUPPORTED and "each below 0.9" in text
+    assert one("lowest_classesrecall", evidence, below=0.87)[0] == NOT_SUPPORTED
+    verdict, text = one("batch_improves_f1", evidence)  # batch 32 gains 0.05 in every case
+    assert verdict == SUPPORTED and "mean gain of at least 0.01" in text
+    assert one("batch_improves_f1", evidence, min_mean_gain=0.06)[0] == NOT_SUPPORTED
+    slow = grid_evidence()  # 64 px runs reach their best at epoch 4 of 4, 224 px at epoch 2 of 4
+    for run, values in GRID.items():
+        slow.behaviour[run] = loss_behaviour([1.0, 0.8, 0.7, 0.6] if values["size"] == 64 else [1.0, 0.5, 0.6, 0.7])
+    verdict, text = one("later_best_epoch", slow)
+    assert verdict == SUPPORTED and "difference +0.50; supported from 0.1" in text
+    assert one("later_best_epoch", slow, min_difference=0.6)[0] == NOT_SUPPORTED
 
 
 def test_unknown_check_kind_is_named():
@@ -387,6 +479,8 @@ def test_report_states_each_conclusion_with_a_verdict(fixture_report):
     for conclusion in CONCLUSIONS:
         assert str(html_escape(conclusion["poster"])) in html
     assert html.count('class="verdict ') == len(CONCLUSIONS)
+    assert "explicit thresholds, each written with its reason in <code>paper/conclusions.yaml</code>" in html
+    assert "Supported when the pooled focus ratio" in html  # the Grad-CAM row states its rule
 
 
 def test_report_provenance_and_benchmarks(fixture_report):

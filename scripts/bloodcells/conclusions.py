@@ -2,7 +2,8 @@
 
 Each check returns a verdict, 'supported', 'not supported' or 'not testable with the runs made', and the evidence
 behind it in words. Checks that name a significance comparison use the McNemar tests of results/stats; the others
-are descriptive (means over the grid's runs) and say so.
+are descriptive (means over the grid's runs) and say so; their thresholds come from paper/conclusions.yaml, where each
+has its reason, and every verdict text states the rule it applied.
 """
 
 from __future__ import annotations
@@ -93,13 +94,16 @@ def _curve_groups(evidence: Evidence, key: str, a, b) -> tuple[tuple[list[str], 
 
 
 def _size_behaviour(check: dict, evidence: Evidence, per_run: Callable[[dict], float], what: str) -> tuple[str, str]:
-    """Supported when the runs at check['size'] have a higher mean of a loss-curve statistic than those at other_size."""
+    """Supported when the mean of a loss-curve statistic at check['size'] exceeds that at other_size by at least
+    check['min_difference']."""
     groups, why = _curve_groups(evidence, "size", check["size"], check["other_size"])
     if groups is None:
         return NOT_TESTABLE, why
     means = [_mean(per_run(evidence.behaviour[r]) for r in runs) for runs in groups]
-    text = f"{what}: {check['size']} px {means[0]:.2f}, {check['other_size']} px {means[1]:.2f}"
-    return (SUPPORTED if means[0] > means[1] else NOT_SUPPORTED), text + DESCRIPTIVE
+    difference = means[0] - means[1]
+    text = (f"{what}: {check['size']} px {means[0]:.2f}, {check['other_size']} px {means[1]:.2f}, difference "
+            f"{difference:+.2f}; supported from {check['min_difference']}")
+    return (SUPPORTED if difference >= check["min_difference"] else NOT_SUPPORTED), text + DESCRIPTIVE
 
 
 def more_spikes(check: dict, evidence: Evidence) -> tuple[str, str]:
@@ -115,15 +119,16 @@ def later_best_epoch(check: dict, evidence: Evidence) -> tuple[str, str]:
 
 
 def steadier_arch(check: dict, evidence: Evidence) -> tuple[str, str]:
-    """One architecture's validation loss changes less from epoch to epoch than the other's."""
+    """One architecture's validation loss changes from epoch to epoch at most check['max_ratio'] times the other's."""
     groups, why = _curve_groups(evidence, "arch", check["arch"], check["other_arch"])
     if groups is None:
         return NOT_TESTABLE, why
     change = [_mean(evidence.behaviour[r]["mean_relative_change"] for r in runs) for runs in groups]
     names = [ARCH_LABELS.get(check[k], check[k]) for k in ("arch", "other_arch")]
+    ratio = change[0] / change[1] if change[1] > 0 else float("inf")
     text = (f"mean absolute relative change of the validation loss per epoch: {names[0]} {change[0]:.3f}, "
-            f"{names[1]} {change[1]:.3f}")
-    return (SUPPORTED if change[0] < change[1] else NOT_SUPPORTED), text + DESCRIPTIVE
+            f"{names[1]} {change[1]:.3f}, ratio {ratio:.2f}; supported up to {check['max_ratio']}")
+    return (SUPPORTED if ratio <= check["max_ratio"] else NOT_SUPPORTED), text + DESCRIPTIVE
 
 
 def classes_near_perfect(check: dict, evidence: Evidence) -> tuple[str, str]:
@@ -140,7 +145,7 @@ def classes_near_perfect(check: dict, evidence: Evidence) -> tuple[str, str]:
 
 
 def lowest_classes(check: dict, evidence: Evidence) -> tuple[str, str]:
-    """The named classes have the lowest mean of the metric over the grid's runs."""
+    """The named classes have the lowest mean of the metric over the grid's runs, each below check['below'] if given."""
     runs = list(evidence.grid)
     names = list(evidence.metrics[runs[0]]["per_class"])
     if any(c not in names for c in check["classes"]):
@@ -148,8 +153,13 @@ def lowest_classes(check: dict, evidence: Evidence) -> tuple[str, str]:
     means = sorted(((_class_metric(evidence, runs, c, check["metric"]), c) for c in names))
     lowest = [c for _, c in means[: len(check["classes"])]]
     text = ", ".join(f"{c} {v:.3f}" for v, c in means[: len(check["classes"]) + 2])
+    rule = f"supported when {' and '.join(check['classes'])} are the {len(check['classes'])} lowest"
     ok = set(lowest) == set(check["classes"])
-    return (SUPPORTED if ok else NOT_SUPPORTED), f"lowest mean {check['metric']} over {len(runs)} runs: {text}" + DESCRIPTIVE
+    if "below" in check:
+        rule += f", each below {check['below']}"
+        ok = ok and all(_class_metric(evidence, runs, c, check["metric"]) < check["below"] for c in check["classes"])
+    return ((SUPPORTED if ok else NOT_SUPPORTED),
+            f"lowest mean {check['metric']} over {len(runs)} runs: {text}; {rule}" + DESCRIPTIVE)
 
 
 def _comparisons(evidence: Evidence, prefix: str) -> list[dict]:
@@ -187,17 +197,19 @@ def best_configuration(check: dict, evidence: Evidence) -> tuple[str, str]:
 
 
 def batch_improves_f1(check: dict, evidence: Evidence) -> tuple[str, str]:
-    """For each architecture and size, the larger batch has the higher F1 on the named classes, in most pairs."""
+    """Batch 32 has the higher F1 than batch 16 of the same model and size on the named classes in more than
+    check['min_share_improved'] of the cases, with a mean gain of at least check['min_mean_gain']."""
     configs = _configurations(evidence)
     pairs = [(key, (key[0], key[1], 32)) for key in configs if key[2] == 16 and (key[0], key[1], 32) in configs]
     if not pairs:
         return NOT_TESTABLE, "needs batch sizes 16 and 32 of the same model"
     differences = [_class_metric(evidence, configs[big], c, "f1") - _class_metric(evidence, configs[small], c, "f1")
                    for small, big in pairs for c in check["classes"]]
-    improved = sum(d > 0 for d in differences)
+    improved, gain = sum(d > 0 for d in differences), float(np.mean(differences))
     text = (f"F1 of {', '.join(check['classes'])} with batch 32 minus batch 16, over {len(pairs)} models: "
-            f"higher in {improved} of {len(differences)} cases, mean {np.mean(differences):+.3f}")
-    ok = improved > len(differences) / 2 and np.mean(differences) > 0
+            f"higher in {improved} of {len(differences)} cases, mean {gain:+.3f}; supported when higher in more than "
+            f"{check['min_share_improved']:.0%} of cases with a mean gain of at least {check['min_mean_gain']}")
+    ok = improved > check["min_share_improved"] * len(differences) and gain >= check["min_mean_gain"]
     return (SUPPORTED if ok else NOT_SUPPORTED), text + DESCRIPTIVE
 
 
@@ -242,18 +254,44 @@ def significance(check: dict, evidence: Evidence) -> tuple[str, str]:
     return (SUPPORTED if ok else NOT_SUPPORTED), _tests_text(tests)
 
 
+def _focus_run(check: dict, run: str, frame: pd.DataFrame) -> tuple[bool | None, str]:
+    """One run's focus.csv judged: pooled ratio and each class with enough images; None when no class has enough."""
+    pooled = frame[frame["class"] == "all"].iloc[0]
+    classes = frame[frame["class"] != "all"]
+    judged = classes[classes["n_images"] >= check["min_class_images"]]
+    failing = judged[~(judged["focus_ratio"] >= check["class_ratio"])]  # a NaN ratio fails too
+    text = (f"{run}: {pooled['focus_mean']:.1%} of the heat on {pooled['region_area_share']:.1%} of the image "
+            f"({pooled['region']}), pooled ratio {pooled['focus_ratio']:.2f}")
+    if judged.empty:
+        return None, text + f"; no class has {check['min_class_images']} test images, so no class could be judged"
+    if failing.empty:
+        lowest = judged.loc[judged["focus_ratio"].idxmin()]
+        text += (f"; all {len(judged)} classes judged reach {check['class_ratio']} "
+                 f"(lowest {lowest['class']} {lowest['focus_ratio']:.2f})")
+    else:
+        text += (f"; {len(failing)} of {len(judged)} classes judged below {check['class_ratio']}: "
+                 + ", ".join(f"{r['class']} {r['focus_ratio']:.2f} ({r['focus_mean']:.1%} of the heat)"
+                             for _, r in failing.sort_values("focus_ratio").iterrows()))
+    small = classes[classes["n_images"] < check["min_class_images"]]
+    if not small.empty:
+        text += f"; not judged (< {check['min_class_images']} images): {', '.join(small['class'])}"
+    return bool(pooled["focus_ratio"] >= check["pooled_ratio"] and failing.empty), text
+
+
 def gradcam_focus(check: dict, evidence: Evidence) -> tuple[str, str]:
-    """Grad-CAM heat falls inside the cell region more than the region's share of the image."""
+    """Supported when in every Grad-CAM run the pooled focus ratio reaches check['pooled_ratio'] and every class with
+    at least check['min_class_images'] test images reaches check['class_ratio']."""
     if not evidence.focus:
         return NOT_TESTABLE, "no Grad-CAM panel was made"
-    parts, ratios = [], []
-    for run, frame in evidence.focus.items():
-        row = frame[frame["class"] == "all"].iloc[0]
-        ratios.append(row["focus_ratio"])
-        parts.append(f"{run}: {row['focus_mean']:.1%} of the heat on {row['region_area_share']:.1%} of the image "
-                     f"({row['region']}), ratio {row['focus_ratio']:.2f}")
-    text = "; ".join(parts) + ". This tests where the heat lies, not which morphology it marks"
-    return (SUPPORTED if min(ratios) > 1 else NOT_SUPPORTED), text + DESCRIPTIVE
+    judged = [_focus_run(check, run, frame) for run, frame in evidence.focus.items()]
+    rule = (f"Supported when the pooled focus ratio (heat share in the region / its area share; 1 = no preference) "
+            f"is at least {check['pooled_ratio']} and every class with at least {check['min_class_images']} test "
+            f"images has at least {check['class_ratio']}")
+    text = ("; ".join(part for _, part in judged)
+            + f". {rule}. This tests where the heat lies, not which morphology it marks")
+    if any(ok is None for ok, _ in judged):
+        return NOT_TESTABLE, text + DESCRIPTIVE
+    return (SUPPORTED if all(ok for ok, _ in judged) else NOT_SUPPORTED), text + DESCRIPTIVE
 
 
 def external_accuracy(check: dict, evidence: Evidence) -> tuple[str, str]:
