@@ -16,6 +16,7 @@ from bloodcells.plan import (
     configurations,
     gradcam_runs,
     imagenet_weights_file,
+    imagenet_weights_pattern,
     missing_folder_message,
     plan_runs,
     user_folders,

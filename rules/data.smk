@@ -21,10 +21,7 @@ rule download_medmnist:
 rule download_weights:
     """ImageNet no-top weights of one ResNet from Keras' URL, MD5-checked: fetched once, read by every training job."""
     output:
-        str(
-            Path(config["training"]["weights_dir"])
-            / "{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        ),
+        imagenet_weights_pattern(config),
     log:
         "logs/download/{arch}_imagenet_notop.log",
     conda:

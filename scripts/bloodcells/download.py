@@ -125,6 +125,7 @@ def medmnist_url_and_md5(flag: str, size: int) -> tuple[str, str]:
 # Keras checks them against (keras/src/applications/resnet.py, BASE_WEIGHTS_PATH and WEIGHTS_HASHES[arch][1]).
 # Copied here so the download runs without Keras (on a login node); tests/test_download.py compares them with Keras.
 KERAS_RESNET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+IMAGENET_NOTOP_NAME = "{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_MD5 = {
     "resnet50": "4d473c1dd8becc155b73f8504c6f6626",
     "resnet101": "88cf7a10940856eca736dc7b7e228a21",
@@ -135,7 +136,7 @@ def imagenet_weights_name(arch: str) -> str:
     """Keras' file name of the ImageNet weights of `arch` without the classifier top."""
     if arch not in IMAGENET_NOTOP_MD5:
         raise ValueError(f"arch: no ImageNet weights known for '{arch}'; known: {sorted(IMAGENET_NOTOP_MD5)}")
-    return f"{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    return IMAGENET_NOTOP_NAME.format(arch=arch)
 
 
 def imagenet_weights_url_and_md5(arch: str) -> tuple[str, str]:

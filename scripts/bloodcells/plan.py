@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .download import imagenet_weights_name
+from .download import IMAGENET_NOTOP_NAME, imagenet_weights_name
 
 RUN_KEYS = ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights",
             "attention", "epochs")
@@ -214,6 +214,11 @@ def gradcam_runs(requested: list[str] | None, runs: dict[str, dict], table3: lis
     if not matches:
         raise ConfigError(f"no Table 3 run with {arch}, {size} px, batch {batch} and seed {seed} to explain")
     return matches[:1]
+
+
+def imagenet_weights_pattern(config: dict) -> str:
+    """The path of the ImageNet weights files with an {arch} wildcard (the output of rule download_weights)."""
+    return str(Path(config["training"]["weights_dir"]) / IMAGENET_NOTOP_NAME)
 
 
 def imagenet_weights_file(config: dict, arch: str) -> str | None:
