@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .hardware import has_gpu, machine_gpus
+from .hardware import has_gpu, machine_gpus, machine_has_gpu
 
 # What TensorFlow prints on a machine without NVIDIA GPU, which reads like a failure but only says "no GPU here":
 #   I... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.  (twice, at import)
@@ -45,10 +45,10 @@ _filtered: dict = {}  # this process's log fd, filter process and pipe, while fd
 
 def no_gpu_note(devices: str | Path = "/dev") -> str | None:
     """The one line that replaces TensorFlow's CUDA-stub noise where the machine shows no NVIDIA GPU; None where it does."""
-    if has_gpu(devices):
+    if has_gpu(devices):  # device nodes: no need to start nvidia-smi
         return None
     machine = machine_gpus(devices)
-    if machine["nvidia_smi"] or machine["device_nodes"]:
+    if machine_has_gpu(machine):
         return None
     smi = "nvidia-smi lists none" if machine["nvidia_smi_found"] else "no nvidia-smi"
     return f"no NVIDIA GPU on {socket.gethostname()} (no /dev/nvidia*, {smi}): TensorFlow runs on the CPU"
