@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,17 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def rule_blocks() -> dict[str, str]:
+    """Rule name -> its text, for every rule of rules/*.smk."""
+    blocks = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.MULTILINE):
+            name = re.match(r"rule (\w+):", block)
+            if name:
+                blocks[name.group(1)] = block
+    return blocks
 
 
 def load_rule_script(name: str):

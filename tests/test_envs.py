@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, load_rule_script
+from conftest import REPO, load_rule_script, rule_blocks
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 SCRIPTS = REPO / "scripts"
@@ -94,16 +94,12 @@ def requirements(path: Path = REPO / "requirements.txt") -> dict[str, str | None
 def rules_with_env_and_script() -> list[tuple[str, Path, Path]]:
     """(rule, env file, script) of every rule in rules/*.smk that has both `conda:` and `script:`."""
     found = []
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        blocks = re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.MULTILINE)
-        for block in blocks:
-            name = re.match(r"rule (\w+):", block)
-            conda = re.search(r"^\s+conda:\s*\n\s+[\"']([^\"']+)[\"']", block, flags=re.MULTILINE)
-            script = re.search(r"^\s+script:\s*\n\s+[\"']([^\"']+)[\"']", block, flags=re.MULTILINE)
-            if name and conda and script:
-                # paths in conda:/script: are relative to the .smk file
-                found.append((name.group(1), (smk.parent / conda.group(1)).resolve(),
-                              (smk.parent / script.group(1)).resolve()))
+    for name, block in rule_blocks().items():
+        conda = re.search(r"^\s+conda:\s*\n\s+[\"']([^\"']+)[\"']", block, flags=re.MULTILINE)
+        script = re.search(r"^\s+script:\s*\n\s+[\"']([^\"']+)[\"']", block, flags=re.MULTILINE)
+        if conda and script:
+            # paths in conda:/script: are relative to the .smk files in rules/
+            found.append((name, (REPO / "rules" / conda.group(1)).resolve(), (REPO / "rules" / script.group(1)).resolve()))
     return found
 
 

@@ -6,20 +6,9 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, rule_blocks
 
 PROFILES = {name: REPO / f"profiles/{name}/config.yaml" for name in ("local-gpu", "slurm")}
-
-
-def rule_blocks() -> dict[str, str]:
-    """Rule name -> its text, for every rule of rules/*.smk."""
-    blocks = {}
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.MULTILINE):
-            name = re.match(r"rule (\w+):", block)
-            if name:
-                blocks[name.group(1)] = block
-    return blocks
 
 
 def gpu_rules() -> list[str]:
