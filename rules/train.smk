@@ -16,6 +16,8 @@ rule train:
     conda:
         "../envs/tensorflow.yaml"
     threads: config["training"]["threads"]
+    # Training first: the longest jobs, and every later rule waits on one of them.
+    priority: 10
     resources:
         gpu=1,
     params:

@@ -15,7 +15,7 @@ def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int
     """Class probabilities of `images` from the saved model (no augmentation: inference mode)."""
     import tensorflow as tf
 
-    from bloodcells.model import load_model
+    from bloodcells.model import load_model, predict_probabilities
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -28,7 +28,7 @@ def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int
     if outputs != n_classes:
         raise ValueError(f"{model_path}: model predicts {outputs} classes but the evaluation data has {n_classes}; "
                          "was it trained on another dataset?")
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=2), dtype=np.float32)
+    return predict_probabilities(model, images, batch_size)
 
 
 def main(smk) -> None:

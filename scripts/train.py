@@ -9,7 +9,7 @@ from bloodcells.atomic import atomic_path, remove_stale_parts, write_text_atomic
 from bloodcells.dataset import class_names_of, load_split
 from bloodcells.download import IMAGENET_NOTOP_MD5, check_file_md5
 from bloodcells.gpu_lock import pin_job_to_gpu
-from bloodcells.hardware import enforce_gpu_requirement, resolve_switch
+from bloodcells.hardware import enforce_gpu_requirement
 from bloodcells.logs import log_to_file
 from bloodcells.provenance import training_session
 
@@ -50,8 +50,7 @@ def stop_on_sigterm(signum: int, frame) -> None:
 def main(smk) -> None:
     """Read the run from the snakemake object, train it and write its outputs atomically."""
     log_to_file(smk.log[0])
-    from bloodcells.model import Augmentation  # these import TensorFlow: after the log redirect, so its output is logged
-    from bloodcells.training import RunSpec, TrainSettings, run_epochs, train_run
+    from bloodcells.training import RunSpec, TrainSettings, inference_model, run_epochs, train_run  # imports TensorFlow: after the log redirect
     # Python's default for SIGTERM ends the process at once; as an exception it unwinds through atomic_path.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     for output in (smk.output.model, smk.output.history, smk.output.host):
@@ -63,19 +62,8 @@ def main(smk) -> None:
     training = run_epochs(smk.params.training, values.get("epochs"))  # a run with `epochs` trains exactly that many
     n_classes = len(class_names_of(smk.config["datasets"][values["dataset"]]))
     spec = RunSpec.from_values(values, training["weights"])
-    augment = training["augmentation"]
     # 'auto' is resolved here, on the host that trains, not where Snakemake parsed the workflow.
-    gpu = tensorflow_sees_gpu()
-    settings = TrainSettings(
-        max_epochs=training["max_epochs"],
-        patience=training["patience"],
-        augmentation=Augmentation(augment["shear"], augment["shear_unit"], tuple(augment["zoom"]), augment["horizontal_flip"]),
-        mixed_precision=resolve_switch(training["mixed_precision"], gpu),
-        xla=resolve_switch(training["xla"], gpu),
-        deterministic=training["deterministic"],
-        threads=smk.threads,
-        bn_momentum=training["bn_momentum"],
-    )
+    settings = TrainSettings.from_config(training, smk.threads, tensorflow_sees_gpu())
     print(f"run {smk.wildcards.run}: {spec}\n{settings}", flush=True)
     train = load_split(smk.input.data, "train", n_classes)
     val = load_split(smk.input.data, "val", n_classes)
@@ -85,7 +73,7 @@ def main(smk) -> None:
         weights_file=verified_weights(smk.input.get("weights"), spec.arch), session=session,
     )
     with atomic_path(smk.output.model) as tmp:
-        model.save(tmp)
+        inference_model(model).save(tmp)
     write_text_atomic(smk.output.history, history_csv(history))
     write_text_atomic(smk.output.host, json.dumps({"run": smk.wildcards.run, "sessions": sessions}, indent=1))
     checkpoint.remove()

@@ -19,14 +19,14 @@ def main(smk) -> None:
     enforce_gpu_requirement(smk.params.require_gpu, "transfer")
     import tensorflow as tf
 
-    from bloodcells.model import load_model
+    from bloodcells.model import load_model, predict_probabilities
 
     tf.config.threading.set_intra_op_parallelism_threads(smk.threads)
     source_classes = class_names_of(smk.config["datasets"][smk.params.source_dataset])
     target_classes = class_names_of(smk.config["datasets"][smk.wildcards.dataset])
     test = load_split(smk.input.data, "test", len(target_classes))
     model = load_model(smk.input.model)
-    probabilities = np.asarray(model.predict(test.images, batch_size=smk.params.batch_size, verbose=2), np.float32)
+    probabilities = predict_probabilities(model, test.images, smk.params.batch_size)
     result = transfer_metrics(test.labels, probabilities, source_classes, target_classes)
     result["run"] = smk.wildcards.run
     result["target_dataset"] = smk.wildcards.dataset

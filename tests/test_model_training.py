@@ -1,18 +1,25 @@
 """The ResNet model, its augmentation layer and resumable training."""
 
 
+import io
+import zipfile
+
+import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from bloodcells.model import Augmentation, CaffePreprocess, RandomShearZoomFlip, build_model
+from bloodcells.model import Augmentation, CaffePreprocess, FusedAdam, RandomShearZoomFlip, build_model, load_model, make_optimizer
 from bloodcells.synthetic import make_synthetic_dataset
 from bloodcells.training import (
     Checkpoint,
     RunSpec,
     TrainSettings,
     balanced_class_weights,
+    inference_model,
+    learning_rate_schedule,
     make_epoch_callback,
     start_session,
     train_run,
@@ -79,23 +86,37 @@ def tiny_data():
     return (arrays["train_images"], arrays["train_labels"].ravel()), (arrays["val_images"], arrays["val_labels"].ravel())
 
 
+class StopAfterEpochs(keras.callbacks.Callback):
+    """Ends the job (as a SIGTERM does, by SystemExit) once `epochs` epochs are finished and committed."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epochs:
+            raise SystemExit(143)
+
+
 def test_training_resumes_after_the_last_finished_epoch(tmp_path, tiny_data):
     train, val = tiny_data
     spec = RunSpec(arch="resnet50", size=32, batch_size=16, learning_rate=1e-3, seed=0)
+    settings = TrainSettings(max_epochs=2, patience=5, threads=2)
     messages = []
-    _, history, checkpoint, sessions = train_run(train, val, 8, spec, TrainSettings(max_epochs=1, patience=5, threads=2),
-                                                 tmp_path, messages.append, verbose=0, session={"hostname": "node-a"})
-    assert [row["epoch"] for row in history] == [1]
-    assert checkpoint.load_state()["epochs_done"] == 1
-    assert sessions == checkpoint.load_state()["sessions"] == [{"hostname": "node-a", "epochs": [1]}]
+    with pytest.raises(SystemExit):
+        train_run(train, val, 8, spec, settings, tmp_path, messages.append, verbose=0, session={"hostname": "node-a"},
+                  extra_callbacks=(StopAfterEpochs(1),))
+    state = Checkpoint(tmp_path).load_state()
+    assert state["epochs_done"] == 1 and state["sessions"] == [{"hostname": "node-a", "epochs": [1]}]
     # resumed on another node: that session adds its own entry with the epochs it trained
-    _, history, checkpoint, sessions = train_run(train, val, 8, spec, TrainSettings(max_epochs=2, patience=5, threads=2),
-                                                 tmp_path, messages.append, verbose=0, session={"hostname": "node-b"})
+    _, history, checkpoint, sessions = train_run(train, val, 8, spec, settings, tmp_path, messages.append, verbose=0,
+                                                 session={"hostname": "node-b"})
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     assert [row["epoch"] for row in history] == [1, 2]
-    assert sessions == checkpoint.load_state()["sessions"] == [{"hostname": "node-a", "epochs": [1]},
-                                                               {"hostname": "node-b", "epochs": [2]}]
+    assert sessions == [{"hostname": "node-a", "epochs": [1]}, {"hostname": "node-b", "epochs": [2]}]
     assert {"loss", "val_loss", "accuracy", "val_accuracy", "auc"} <= set(history[0])
+    # the last epoch is the run's output, not a checkpoint: the committed state is still epoch 1's
+    assert checkpoint.load_state()["epochs_done"] == 1
 
 
 def test_a_checkpoint_from_before_sessions_were_recorded_gets_an_unrecorded_entry():
@@ -106,8 +127,10 @@ def test_a_checkpoint_from_before_sessions_were_recorded_gets_an_unrecorded_entr
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, tiny_data):
     train, val = tiny_data
-    settings = TrainSettings(max_epochs=1, threads=2)
-    train_run(train, val, 8, RunSpec(size=32, batch_size=16, seed=0), settings, tmp_path, verbose=0)
+    settings = TrainSettings(max_epochs=2, threads=2)
+    with pytest.raises(SystemExit):
+        train_run(train, val, 8, RunSpec(size=32, batch_size=16, seed=0), settings, tmp_path, verbose=0,
+                  extra_callbacks=(StopAfterEpochs(1),))
     with pytest.raises(ValueError, match="checkpoint belongs to"):
         train_run(train, val, 8, RunSpec(size=32, batch_size=32, seed=0), settings, tmp_path, verbose=0)
 
@@ -121,11 +144,12 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
         callback.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
     assert state["best_epoch"] == 2 and state["best_val_loss"] == 0.5
     assert state["stopped_early"] and model.stop_training and state["epochs_done"] == 4
+    # epochs 1-3 were committed; the stopping epoch is the run's output, not a checkpoint
     saved = Checkpoint(tmp_path).load_state()
-    assert [row["epoch"] for row in saved.pop("history")] == [1, 2, 3, 4]
-    assert saved == {key: value for key, value in state.items() if key != "history"}
-    assert saved["files"] == {"model": "epoch-4.keras", "best_weights": "best-epoch-2.weights.h5"}
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["best-epoch-2.weights.h5", "epoch-4.keras", "state.json"]
+    assert [row["epoch"] for row in saved["history"]] == [1, 2, 3]
+    assert saved["epochs_done"] == 3 and saved["wait"] == 1 and not saved["stopped_early"]
+    assert saved["files"] == {"model": "epoch-3.keras", "best_weights": "best-epoch-2.weights.h5"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best-epoch-2.weights.h5", "epoch-3.keras", "state.json"]
 
 
 def test_resampling_equals_keras_affine_transform():
@@ -208,3 +232,73 @@ def test_gradcam_reaches_the_last_block_through_the_attention_layer():
     images = np.random.default_rng(3).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
     maps = gradcam_maps(model, images, "conv5_block3_out", np.array([0, 4]))
     assert maps.shape == (2, 2, 2) and np.isfinite(maps).all()
+
+
+def adam_trajectory(optimizer_class, steps: int = 20) -> np.ndarray:
+    """The weights of a 50 x 30 variable after `steps` Adam steps on fixed random gradients, inside a tf.function."""
+    variable = keras.Variable(np.random.default_rng(0).normal(size=(50, 30)).astype("float32"))
+    optimizer = optimizer_class(1e-2)
+
+    @tf.function
+    def step(gradient):
+        optimizer.apply_gradients([(gradient, variable)])
+
+    for index in range(steps):
+        step(tf.constant(np.random.default_rng(index + 1).normal(size=(50, 30)).astype("float32")))
+    return np.asarray(variable)
+
+
+def test_fused_adam_updates_as_keras_adam():
+    start = np.random.default_rng(0).normal(size=(50, 30)).astype("float32")
+    ours, keras_adam = adam_trajectory(FusedAdam), adam_trajectory(keras.optimizers.Adam)
+    assert np.abs(keras_adam - start).max() > 0.1  # the steps moved the weights
+    assert np.allclose(ours, keras_adam, atol=1e-5)
+
+
+def test_adam_runs_use_the_fused_adam_which_loads_in_safe_mode(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=make_optimizer("adam", 1e-3), loss="categorical_crossentropy")
+    model.fit(np.ones((2, 4), "float32"), np.eye(3)[[0, 1]], epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer) is FusedAdam and int(loaded.optimizer.iterations) == 1
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_over_max_epochs():
+    assert learning_rate_schedule(1e-3, TrainSettings(max_epochs=4), steps_per_epoch=10) == 1e-3
+    schedule = learning_rate_schedule(1e-3, TrainSettings(max_epochs=4, lr_schedule="cosine", warmup_epochs=1), 10)
+    rates = [float(schedule(step)) for step in range(41)]
+    assert rates[0] == 0.0 and rates[10] == pytest.approx(1e-3)
+    assert rates[5] == pytest.approx(5e-4)  # linear warm-up
+    assert all(later < earlier for earlier, later in zip(rates[10:], rates[11:]))
+    assert rates[25] == pytest.approx(5e-4, rel=1e-3) and rates[40] == pytest.approx(0.0, abs=1e-9)
+    no_warmup = learning_rate_schedule(1e-3, TrainSettings(max_epochs=2, lr_schedule="cosine"), 10)
+    assert float(no_warmup(0)) == pytest.approx(1e-3) and float(no_warmup(10)) == pytest.approx(5e-4, rel=1e-3)
+
+
+def weight_groups(h5: h5py.File) -> set[str]:
+    """The top-level groups of a Keras weights file that hold any array."""
+    groups = set()
+    h5.visititems(lambda name, item: groups.add(name.split("/")[0]) if isinstance(item, h5py.Dataset) else None)
+    return groups
+
+
+def test_best_weights_and_the_final_model_leave_the_optimizer_state_out(tmp_path, tiny_data):
+    train, val = tiny_data
+    spec = RunSpec(arch="resnet50", size=32, batch_size=16, learning_rate=1e-3, seed=0)
+    settings = TrainSettings(max_epochs=2, threads=2)
+    with pytest.raises(SystemExit):
+        train_run(train, val, 8, spec, settings, tmp_path / "ck", verbose=0, extra_callbacks=(StopAfterEpochs(1),))
+    checkpoint = Checkpoint(tmp_path / "ck")
+    state = checkpoint.load_state()
+    with h5py.File(checkpoint.best_weights_path(state), "r") as best:
+        assert "optimizer" not in weight_groups(best) and "layers" in weight_groups(best)
+    with zipfile.ZipFile(checkpoint.model_path(state)) as archive:  # the epoch's model keeps it, to resume exactly
+        assert "optimizer" in weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r"))
+    model, *_ = train_run(train, val, 8, spec, settings, tmp_path / "ck", verbose=0)
+    inference_model(model).save(tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
+        assert weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")) == {"layers"}
+    images = val[0][:4]
+    assert np.allclose(load_model(tmp_path / "model.keras").predict(images, verbose=0), model.predict(images, verbose=0),
+                       atol=1e-5)

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from keras.src.saving import saving_lib
 from PIL import Image
 
 from bloodcells.atomic import atomic_directory, remove_stale_parts, write_text_atomic
@@ -31,6 +32,7 @@ from bloodcells.training import (
     RunSpec,
     TrainSettings,
     configure_tensorflow,
+    load_model_weights,
     reset_seed_generators,
     train_run,
 )
@@ -186,7 +188,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path,
     model.fit(np.ones((2, 4), "float32"), np.eye(3)[[2, 1]], epochs=1, verbose=0)  # epoch 2 changes the weights
     state = state | {"epochs_done": 2, "history": [{"epoch": 1}, {"epoch": 2}]}
     target = {"model": (keras.Model, "save", "epoch-2.keras"),
-              "best weights": (keras.Model, "save_weights", "best-epoch-2.weights.h5"),
+              "best weights": (saving_lib, "save_weights_only", "best-epoch-2.weights.h5"),
               "state": (Path, "write_text", "state.json")}[failing_write]
     with monkeypatch.context() as patch:
         patch.setattr(target[0], target[1], enospc)
@@ -202,7 +204,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path,
     loaded = load_model(tmp_path / "epoch-1.keras")
     assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), epoch1_weights))
     assert int(loaded.optimizer.iterations) == 1  # the optimizer state of epoch 1, ready to continue
-    loaded.load_weights(tmp_path / "best-epoch-1.weights.h5")
+    load_model_weights(loaded, tmp_path / "best-epoch-1.weights.h5")
     assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), epoch1_weights))
 
 

@@ -26,7 +26,7 @@ from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import loss_behaviour
 from bloodcells.plan import config_hash, validate_config
 from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts, training_session
-from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, tex_name, training_host_rows
+from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, recipe_note, tex_name, training_host_rows
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
 from browser import chromium_binary, load_page, screenshot_is_blank
 from conftest import REPO, load_rule_script
@@ -546,3 +546,23 @@ def test_browser_check_catches_broken_pages(tmp_path):
     page = load_page(bad)
     assert len(page.broken_images) == 1 and "boom" in page.console_errors
     assert screenshot_is_blank(page.screenshot)
+
+
+def validated(path: Path) -> dict:
+    """A config file as the workflow sees it: checked against the schema, defaults filled in."""
+    config = yaml.safe_load(path.read_text())
+    validate_config(config, REPO / "rules/schema/config.schema.yaml")
+    return config
+
+
+def test_recipe_note_names_each_change_from_the_posters_recipe_with_its_config_key():
+    assert recipe_note(validated(REPO / "config.yaml")) == (
+        "As the poster: a constant learning rate, Keras' batch-normalisation defaults.")
+    demo = recipe_note(validated(REPO / "config.demo.yaml"))
+    for key in ("defaults.learning_rate", "training.lr_schedule", "training.warmup_epochs", "training.zero_init_residual",
+                "training.bn_momentum"):
+        assert f"{key}" in demo
+    assert "half cosine over the 3 epochs after a linear warm-up of 0.3 epochs" in demo
+    imagenet = validated(REPO / "config.demo.yaml")
+    imagenet["training"]["weights"] = "imagenet"  # zero-initialised branches apply only to random initialisation
+    assert "zero_init_residual" not in recipe_note(imagenet)

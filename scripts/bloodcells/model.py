@@ -8,6 +8,7 @@ import zipfile
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import ops
 
 ARCHITECTURES = {"resnet50": keras.applications.ResNet50, "resnet101": keras.applications.ResNet101}
@@ -272,15 +273,65 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"{arch}_{size}px")
 
 
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
-    """Adam, RMSprop or SGD with momentum, as the poster's optimizer study compares them."""
+@keras.saving.register_keras_serializable(package="bloodcells")
+class FusedAdam(keras.optimizers.Adam):
+    """keras.optimizers.Adam whose update of each variable is TensorFlow's one fused ResourceApplyAdam kernel.
+
+    The update is Keras' own: m += (g - m)(1 - beta_1), v += (g^2 - v)(1 - beta_2),
+    w -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + epsilon), t = iterations + 1. Keras writes it as about
+    ten graph ops per variable; one kernel per variable makes the first training step's graph about 3x faster to
+    build and each CPU step read and write the weights once instead of about ten times. Other backends, and amsgrad,
+    keep Keras' update.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or keras.backend.backend() != "tensorflow":
+            return super().update_step(gradient, variable, learning_rate)
+        import tensorflow as tf
+
+        dtype = variable.dtype
+        local_step = ops.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].handle,
+            v=self._velocities[index].handle,
+            beta1_power=ops.power(ops.cast(self.beta_1, dtype), local_step),
+            beta2_power=ops.power(ops.cast(self.beta_2, dtype), local_step),
+            lr=ops.cast(learning_rate, dtype),
+            beta1=ops.cast(self.beta_1, dtype),
+            beta2=ops.cast(self.beta_2, dtype),
+            epsilon=ops.cast(self.epsilon, dtype),
+            grad=ops.cast(gradient, dtype),
+        )
+
+
+def make_optimizer(name: str, learning_rate, momentum: float = 0.0) -> keras.optimizers.Optimizer:
+    """Adam, RMSprop or SGD with momentum, as the poster's optimizer study compares them (rate: float or schedule)."""
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return FusedAdam(learning_rate)
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=momentum)
     raise ValueError(f"optimizer: '{name}' is not one of ['adam', 'rmsprop', 'sgd']")
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int, log=print) -> np.ndarray:
+    """The model's class probabilities of uint8 images, batch by batch in inference mode, as float32.
+
+    Eager on purpose: Keras' predict() traces the ResNet into a graph first, which on a CPU costs more than it saves
+    for a test split (measured: 400 images at 32 px, ResNet-101, 4.7 s eager against 10.3 s).
+    """
+    as_inputs = (lambda batch: [batch]) if isinstance(model.input, list) else (lambda batch: batch)  # loaded: a list
+    batches = []
+    for start in range(0, len(images), batch_size):
+        outputs = model(as_inputs(images[start:start + batch_size]), training=False)
+        batches.append(np.asarray(outputs, dtype=np.float32))
+        if len(batches) % 10 == 0:
+            log(f"predicted {start + len(batches[-1])} of {len(images)} images")
+    log(f"predicted {len(images)} images in batches of {batch_size}")
+    return np.concatenate(batches) if batches else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
 def load_model(path) -> keras.Model:

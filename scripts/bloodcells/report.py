@@ -63,6 +63,32 @@ def copy_tex_figures(figures: Sequence[dict], folder: str | Path) -> None:
         shutil.copyfile(item["source"], folder / item["tex_file"])
 
 
+# The poster's training recipe where this build makes it a config value: Keras' defaults, a constant rate.
+POSTER_RECIPE = {"learning_rate": 1e-4, "lr_schedule": "constant", "bn_momentum": None, "zero_init_residual": False}
+
+
+def recipe_note(config: dict) -> str:
+    """The fidelity note on the training recipe: each config value that differs from the poster's, with its key."""
+    training = config["training"]
+    changes = []
+    if config["defaults"]["learning_rate"] != POSTER_RECIPE["learning_rate"]:
+        changes.append(f"learning rate {config['defaults']['learning_rate']:g} where the poster used 1e-4 "
+                       "(defaults.learning_rate)")
+    if training["lr_schedule"] != POSTER_RECIPE["lr_schedule"]:
+        warmup = f" after a linear warm-up of {training['warmup_epochs']:g} epochs" if training["warmup_epochs"] else ""
+        changes.append(f"the learning rate decays to 0 along a half cosine over the {training['max_epochs']} "
+                       f"epochs{warmup}, where the poster kept it constant (training.lr_schedule, training.warmup_epochs)")
+    if training["zero_init_residual"] and training["weights"] is None:
+        changes.append("the last batch norm of each residual branch starts with scale 0, so each block starts as the "
+                       "identity (training.zero_init_residual), where Keras starts it at 1")
+    if training["bn_momentum"] != POSTER_RECIPE["bn_momentum"]:
+        changes.append(f"batch-normalisation statistics follow the batches with momentum {training['bn_momentum']:g}, "
+                       "where Keras' default is 0.99 (training.bn_momentum)")
+    if not changes:
+        return "As the poster: a constant learning rate, Keras' batch-normalisation defaults."
+    return "This build changes the poster's recipe: " + "; ".join(changes) + "."
+
+
 def fidelity_notes(config: dict, dataset: str) -> list[dict]:
     """How this build relates to the poster's methods, topic by topic."""
     training, source = config["training"], config["datasets"][dataset]
@@ -75,6 +101,7 @@ def fidelity_notes(config: dict, dataset: str) -> list[dict]:
         {"topic": "Epoch rule", "text": f"The poster trained for 10 epochs. This build trains at most "
             f"{training['max_epochs']} epochs with early stopping after {training['patience']} epochs without a lower "
             "validation loss, and evaluates the weights of the epoch with the lowest validation loss."},
+        {"topic": "Training recipe", "text": recipe_note(config)},
         {"topic": "Weights", "text": "ImageNet weights, as the poster." if weights == "imagenet" else
             f"Initial weights: {weights or 'none (random initialisation)'}; the poster started from ImageNet weights, "
             "so these numbers are not comparable with the poster's."},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,29 @@ class TrainSettings:
     deterministic: bool = False
     threads: int = 1
     bn_momentum: float | None = None  # None keeps Keras' 0.99
+    lr_schedule: str = "constant"  # or "cosine": decayed to 0 over max_epochs
+    zero_init_residual: bool = False  # random initialisation only: each residual branch's last BN starts at 0
+    warmup_epochs: float = 0.0  # cosine only: linear warm-up from 0 over these epochs first
+
+    @classmethod
+    def from_config(cls, training: dict, threads: int, gpu: bool) -> "TrainSettings":
+        """The settings of the config's `training` section on this host ('auto' switches resolved by `gpu`)."""
+        from .hardware import resolve_switch
+
+        augment = training["augmentation"]
+        return cls(
+            max_epochs=training["max_epochs"],
+            patience=training["patience"],
+            augmentation=Augmentation(augment["shear"], augment["shear_unit"], tuple(augment["zoom"]), augment["horizontal_flip"]),
+            mixed_precision=resolve_switch(training["mixed_precision"], gpu),
+            xla=resolve_switch(training["xla"], gpu),
+            deterministic=training["deterministic"],
+            threads=threads,
+            bn_momentum=training["bn_momentum"],
+            lr_schedule=training["lr_schedule"],
+            warmup_epochs=training["warmup_epochs"],
+            zero_init_residual=training["zero_init_residual"],
+        )
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -117,6 +141,31 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_s
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def optimizer_of(model) -> list:
+    """The model's optimizer as a list of objects to skip when its weights are saved or loaded (none if uncompiled)."""
+    optimizer = getattr(model, "optimizer", None)
+    return [optimizer] if optimizer is not None else []
+
+
+def save_model_weights(model, path: str | os.PathLike) -> None:
+    """Write the model's weights without its optimizer's state (a third of the bytes: Adam keeps two slots a weight)."""
+    from keras.src.saving import saving_lib
+
+    saving_lib.save_weights_only(model, path, objects_to_skip=optimizer_of(model))
+
+
+def load_model_weights(model, path: str | os.PathLike) -> None:
+    """Read weights written by save_model_weights (or, from older checkpoints, with optimizer state) into the model."""
+    model.load_weights(path, objects_to_skip=optimizer_of(model))
+
+
+def inference_model(model):
+    """The same layers and weights as a model of their own, without the optimizer: what a run's model.keras holds."""
+    import keras
+
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint directory that cannot be resumed from."""
 
@@ -173,7 +222,7 @@ class Checkpoint:
         files["model"] = f"epoch-{epoch}.keras"
         if improved:
             with atomic_path(self.directory / f"best-epoch-{epoch}.weights.h5") as tmp:
-                model.save_weights(tmp)
+                save_model_weights(model, tmp)
             files["best_weights"] = f"best-epoch-{epoch}.weights.h5"
         state["files"] = files
         write_text_atomic(self.state_path, json.dumps(state, indent=1))
@@ -219,9 +268,12 @@ def reset_seed_generators(model, seed: int, epoch: int) -> None:
 
 
 def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log: Callable[[str], None],
-                        seed: int = 0):
+                        seed: int = 0, max_epochs: int | None = None):
     """A Keras callback that seeds each epoch's random streams, records history, applies early stopping on
-    val_loss and checkpoints every epoch."""
+    val_loss and checkpoints every epoch but the last (max_epochs, or stopped early).
+
+    The last epoch's model is the run's output, written right after it: a checkpoint of it would only serve a job
+    killed in those seconds, which then trains that epoch again from the previous one, to the same result."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
@@ -244,7 +296,8 @@ def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log:
                 state["stopped_early"] = True
                 self.model.stop_training = True
                 log(f"early stopping after epoch {epoch + 1}: val_loss did not improve for {patience} epochs")
-            checkpoint.save(self.model, state, improved)
+            if not (state["stopped_early"] or epoch + 1 == max_epochs):
+                checkpoint.save(self.model, state, improved)
 
     return EpochCheckpoint()
 
@@ -262,18 +315,51 @@ def set_batchnorm_momentum(model, momentum: float) -> None:
             layer.momentum = momentum
 
 
-def compile_model(model, spec: RunSpec, xla: bool) -> None:
-    """Compile with the run's optimizer, categorical cross-entropy, accuracy and AUC."""
+def learning_rate_schedule(learning_rate: float, settings: TrainSettings, steps_per_epoch: int):
+    """The run's learning rate as the optimizer takes it: a float (constant) or a Keras schedule over the steps."""
+    import keras
+
+    if settings.lr_schedule == "constant":
+        return learning_rate
+    if settings.lr_schedule != "cosine":
+        raise ValueError(f"training.lr_schedule: '{settings.lr_schedule}' is not 'constant' or 'cosine'")
+    total = settings.max_epochs * steps_per_epoch
+    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total - 1)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total)
+    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=learning_rate, warmup_steps=warmup)
+
+
+def zero_init_residual_branches(model) -> int:
+    """Set the scale (gamma) of the last batch norm of every residual branch to 0; returns how many were set.
+
+    Each block then starts as the identity, so a ResNet trained from random weights starts stable (Goyal et al. 2017,
+    "Accurate, large minibatch SGD", section 5.1). Keras names these layers conv{stage}_block{n}_3_bn.
+    """
+    count = 0
+    for layer in model.layers:
+        if re.fullmatch(r"conv\d_block\d+_3_bn", layer.name):
+            layer.gamma.assign(np.zeros(layer.gamma.shape, layer.gamma.dtype))
+            count += 1
+    return count
+
+
+def compile_model(model, spec: RunSpec, xla: bool, learning_rate=None) -> None:
+    """Compile with the run's optimizer (at `learning_rate`, a float or schedule, else the run's), categorical
+    cross-entropy, accuracy and AUC."""
     import keras
 
     from .model import make_optimizer
 
     model.compile(
-        optimizer=make_optimizer(spec.optimizer, spec.learning_rate, spec.momentum),
+        optimizer=make_optimizer(spec.optimizer, spec.learning_rate if learning_rate is None else learning_rate,
+                                 spec.momentum),
         loss="categorical_crossentropy",
         metrics=["accuracy", keras.metrics.AUC(name="auc")],
         jit_compile=xla,
     )
+    # Built eagerly now: built lazily inside the first training step's graph, its slot variables take ~10x longer.
+    model.optimizer.build(model.trainable_variables)
 
 
 class TrainedRun(NamedTuple):
@@ -308,11 +394,13 @@ def train_run(
     verbose: int = 2,
     session: dict | None = None,
     weights_file: str | os.PathLike | None = None,
+    extra_callbacks: tuple = (),
 ) -> TrainedRun:
     """Train (or resume) one run; `session` (where this job runs) is kept in the checkpoint with the epochs it trains.
 
     A run with ImageNet initialisation (spec.weights) starts from `weights_file`, downloaded beforehand: a
-    training job never fetches anything (compute nodes of a cluster may have no internet).
+    training job never fetches anything (compute nodes of a cluster may have no internet). `extra_callbacks`
+    (benchmarks/profile_training.py's timer) run after the epoch's checkpoint.
     """
     if spec.weights is not None and weights_file is None:
         raise ValueError(f"run {spec}: initial weights '{spec.weights}' need the downloaded weights file "
@@ -329,7 +417,10 @@ def train_run(
                             dropout=spec.dropout, augmentation=settings.augmentation, seed=spec.seed, attention=spec.attention)
         if settings.bn_momentum is not None:
             set_batchnorm_momentum(model, settings.bn_momentum)
-        compile_model(model, spec, settings.xla)
+        if settings.zero_init_residual and spec.weights is None:
+            zero_init_residual_branches(model)
+        steps = math.ceil(len(train[1]) / spec.batch_size)
+        compile_model(model, spec, settings.xla, learning_rate_schedule(spec.learning_rate, settings, steps))
     else:
         if state.get("spec") != asdict(spec):
             raise ValueError(f"{checkpoint.state_path}: checkpoint belongs to {state.get('spec')}, not {asdict(spec)}; delete it to start over")
@@ -347,12 +438,12 @@ def train_run(
         ds = epoch_dataset(train_images, train_labels, n_classes, spec.batch_size, spec.seed,
                            state["epochs_done"], settings.max_epochs)
         class_weight = balanced_class_weights(train_labels, n_classes) if spec.class_weights else None
-        callback = make_epoch_callback(checkpoint, state, settings.patience, log, spec.seed)
+        callback = make_epoch_callback(checkpoint, state, settings.patience, log, spec.seed, settings.max_epochs)
         model.fit(ds, epochs=settings.max_epochs, initial_epoch=state["epochs_done"], steps_per_epoch=steps,
                   validation_data=eval_dataset(*val, n_classes, spec.batch_size), class_weight=class_weight,
-                  callbacks=[callback], verbose=verbose, shuffle=False)
+                  callbacks=[callback, *extra_callbacks], verbose=verbose, shuffle=False)
     best_weights = checkpoint.best_weights_path(state)
-    if best_weights is not None:
-        model.load_weights(best_weights)
+    if best_weights is not None and state["best_epoch"] != state["epochs_done"]:  # else the model holds them already
+        load_model_weights(model, best_weights)
     log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
     return TrainedRun(model, state["history"], checkpoint, state["sessions"])
