@@ -45,15 +45,15 @@ sys.path.insert(0, {scripts!r})
 start = time.perf_counter()
 import numpy as np
 import tensorflow as tf
-from bloodcells.model import load_model
+from bloodcells.model import load_model, predict_probabilities
 tf.config.threading.set_intra_op_parallelism_threads({threads})
 imported = time.perf_counter()
 model = load_model({model!r})
 loaded = time.perf_counter()
 images = np.load({data!r})["test_images"]
-model.predict(images, batch_size={batch}, verbose=0)
+predict_probabilities(model, images, {batch}, log=lambda message: None)
 predicted = time.perf_counter()
-model.predict(images, batch_size={batch}, verbose=0)
+predict_probabilities(model, images, {batch}, log=lambda message: None)
 again = time.perf_counter()
 print(imported - start, loaded - imported, predicted - loaded, again - predicted)
 """
@@ -253,7 +253,8 @@ def print_breakdown(figures: dict, max_epochs: int, n_train: int) -> None:
     steps = statistics.mean(e["steps_s"] - (e["first_step_s"] - e["steady_step_s"]) for e in epochs)
     validation_trace = epochs[0]["validation_s"] - statistics.mean(e["validation_s"] for e in later)
     validation = statistics.mean(e["validation_s"] for e in later)
-    checkpoint = statistics.mean(e["checkpoint_s"] for e in epochs)
+    # The last epoch is not checkpointed (its model is the run's output): only the earlier ones are.
+    checkpoint = statistics.mean(e["checkpoint_s"] for e in epochs[:-1]) if len(epochs) > 1 else 0.0
     startup = figures["startup"]["import_snakemake_s"] + figures["startup"]["import_tensorflow_s"]
     rows = [
         ("process start (python, snakemake, tensorflow imports)", startup, 1),
@@ -263,13 +264,13 @@ def print_breakdown(figures: dict, max_epochs: int, n_train: int) -> None:
         (f"training steps per epoch ({epochs[0]['n_steps']} x {steady_step * 1000:.0f} ms, "
          f"{n_train / steps:.1f} images/s)", steps, max_epochs),
         ("validation pass per epoch", validation, max_epochs),
-        ("checkpoint write per epoch (model + best weights + state)", checkpoint, max_epochs),
+        ("checkpoint write per epoch but the last (model + best weights + state)", checkpoint, max_epochs - 1),
         ("load best weights + final model save", figures["load_best_s"] + figures["final_save_s"], 1),
     ]
     total = sum(seconds * count for _, seconds, count in rows)
     print(f"\ntraining job {figures['run']}, estimated at {max_epochs} epochs ({figures['threads']} thread(s)):")
     for name, seconds, count in rows:
-        each = f"{count} x {seconds:6.1f}" if count > 1 else f"    {seconds:6.1f}"
+        each = f"{count} x {seconds:6.1f}" if count != 1 else f"    {seconds:6.1f}"
         print(f"  {name:<72} {each} s  {100 * seconds * count / total:5.1f} %")
     print(f"  {'total':<72}     {total:6.1f} s")
     sizes = figures["checkpoint_bytes"]

@@ -19,6 +19,7 @@ from bloodcells.plan import (
     imagenet_weights_pattern,
     missing_folder_message,
     plan_runs,
+    training_priority,
     user_folders,
     validate_config,
 )
@@ -81,6 +82,11 @@ def repo_file(relative: str) -> str:
 def run_values(wildcards) -> dict:
     """The values (arch, size, optimizer, ...) of the run named by the wildcards."""
     return RUNS[wildcards.run]
+
+
+def train_priority(wildcards) -> int:
+    """The Snakemake priority of the run's training job: costlier runs first."""
+    return training_priority(RUNS[wildcards.run])
 
 
 def train_input(wildcards) -> dict:

@@ -16,8 +16,8 @@ rule train:
     conda:
         "../envs/tensorflow.yaml"
     threads: config["training"]["threads"]
-    # Training first: the longest jobs, and every later rule waits on one of them.
-    priority: 10
+    # Training first, the costliest runs first (bloodcells.plan.training_priority): every later rule waits on one.
+    priority: train_priority
     resources:
         gpu=1,
     params:

@@ -43,3 +43,21 @@ def test_smoke_benchmark_writes_its_record(tmp_path):
     for key in ("pipeline_efficiency", "speedup_vs_legacy", "augment_speedup"):
         assert math.isfinite(record["ratios"][key]) and record["ratios"][key] > 0
         assert f"{key}={record['ratios'][key]:.3f}" in last
+
+
+def test_training_profile_prints_each_component_and_writes_its_figures(tmp_path):
+    out = tmp_path / "profile.json"
+    command = [sys.executable, str(ROOT / "benchmarks/profile_training.py"), "--config", str(ROOT / "tests/configs/tiny.yaml"),
+               "--arch", "resnet50", "--batch-size", "16", "--epochs", "2", "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for component in ("process start", "graph trace of the train step", "training steps per epoch", "validation pass",
+                      "checkpoint write per epoch", "evaluation job (32 test images)"):
+        assert component in proc.stdout, component
+    figures = json.loads(out.read_text())
+    assert figures["run"] == "synthetic-32-resnet50-bs16-s0" and len(figures["epochs"]) == 2
+    first, second = figures["epochs"]
+    assert first["n_steps"] == second["n_steps"] == 3  # 48 training images in batches of 16
+    assert first["first_step_s"] > second["steady_step_s"] > 0  # the first step carries the graph trace
+    assert first["checkpoint_s"] > 0 and figures["checkpoint_bytes"]["epoch"] > 0
+    assert all(figures["evaluate"][key] > 0 for key in ("load_model_s", "first_predict_s"))

@@ -6,7 +6,15 @@ import re
 import pytest
 import yaml
 
-from bloodcells.plan import ConfigError, expand_grid, gradcam_runs, plan_runs, run_id, validate_config
+from bloodcells.plan import (
+    ConfigError,
+    expand_grid,
+    gradcam_runs,
+    plan_runs,
+    run_id,
+    training_priority,
+    validate_config,
+)
 from conftest import REPO, place_raabin_folder, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
@@ -144,3 +152,14 @@ def test_external_switch_drops_other_datasets_studies_and_transfer():
     assert "external" not in config["studies"] and "transfer" not in config
     runs, _ = plan_runs(config)
     assert {values["dataset"] for values in runs.values()} == {"bloodmnist"}
+
+
+def test_training_jobs_are_ordered_costliest_first():
+    def run(arch: str, size: int, batch_size: int) -> dict:
+        return {"arch": arch, "size": size, "batch_size": batch_size}
+
+    demo = [run("resnet101", 32, 16), run("resnet101", 32, 32), run("resnet50", 32, 16), run("resnet50", 32, 32)]
+    priorities = [training_priority(values) for values in demo]
+    assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == 4
+    assert min(priorities) >= 10  # every training job before the other rules (priority 0)
+    assert training_priority(run("resnet50", 224, 32)) > training_priority(run("resnet101", 64, 16))

@@ -281,29 +281,31 @@ class FusedAdam(keras.optimizers.Adam):
     w -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + epsilon), t = iterations + 1. Keras writes it as about
     ten graph ops per variable; one kernel per variable makes the first training step's graph about 3x faster to
     build and each CPU step read and write the weights once instead of about ten times. Other backends, and amsgrad,
-    keep Keras' update.
+    keep Keras' update, as does a distribution strategy (the workflow trains each run on one device).
     """
 
-    def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or keras.backend.backend() != "tensorflow":
-            return super().update_step(gradient, variable, learning_rate)
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
         import tensorflow as tf
 
-        dtype = variable.dtype
-        local_step = ops.cast(self.iterations + 1, dtype)
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle,
-            m=self._momentums[index].handle,
-            v=self._velocities[index].handle,
-            beta1_power=ops.power(ops.cast(self.beta_1, dtype), local_step),
-            beta2_power=ops.power(ops.cast(self.beta_2, dtype), local_step),
-            lr=ops.cast(learning_rate, dtype),
-            beta1=ops.cast(self.beta_1, dtype),
-            beta2=ops.cast(self.beta_2, dtype),
-            epsilon=ops.cast(self.epsilon, dtype),
-            grad=ops.cast(gradient, dtype),
+        if self.amsgrad or keras.backend.backend() != "tensorflow" or tf.distribute.has_strategy():
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        # The step's scalars once for all variables, instead of once per variable as Keras' update_step does.
+        local_step = ops.cast(self.iterations + 1, "float32")
+        scalars = dict(
+            beta1_power=ops.power(ops.cast(self.beta_1, "float32"), local_step),
+            beta2_power=ops.power(ops.cast(self.beta_2, "float32"), local_step),
+            lr=ops.cast(learning_rate, "float32"),
+            beta1=ops.cast(self.beta_1, "float32"),
+            beta2=ops.cast(self.beta_2, "float32"),
+            epsilon=ops.cast(self.epsilon, "float32"),
         )
+        for gradient, variable in zip(grads, trainable_variables):
+            index = self._get_variable_index(variable)
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+                grad=ops.cast(gradient, variable.dtype),
+                **{name: ops.cast(value, variable.dtype) for name, value in scalars.items()},
+            )
 
 
 def make_optimizer(name: str, learning_rate, momentum: float = 0.0) -> keras.optimizers.Optimizer:

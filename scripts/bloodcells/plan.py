@@ -21,6 +21,20 @@ OPTIONAL_RUN_DEFAULTS = {"attention": "none", "epochs": None}
 TABLE_STUDIES = ("table2", "batch", "attention", "optimizer", "dropout", "external")
 
 
+# Forward-pass GFLOPs per image at 224 px (He et al. 2016, table 1): the relative cost of a training step.
+ARCH_GFLOPS = {"resnet50": 4.1, "resnet101": 7.8}
+
+
+def training_priority(values: dict) -> int:
+    """Snakemake priority of a run's training job: the costlier runs first, so that the last job to end is a short one.
+
+    Cost per image grows with the architecture's FLOPs and the image area; smaller batches take longer per image.
+    Every training job (10 and up) goes before the other rules (0).
+    """
+    cost = ARCH_GFLOPS[values["arch"]] * (values["size"] / 224) ** 2 * (1 + 16 / values["batch_size"])
+    return 10 + round(100 * cost)
+
+
 class ConfigError(ValueError):
     """A config that breaks the schema or refers to something that does not exist."""
 
