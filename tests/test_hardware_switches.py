@@ -58,3 +58,20 @@ def test_evaluation_runs_no_augmentation():
     augmented = keras.ops.convert_to_numpy(augment(images, training=True))
     assert augmented.shape == images.shape
     assert not np.allclose(augmented, as_float)
+
+
+def test_settings_resolve_every_auto_switch_on_the_host_that_trains():
+    import yaml
+
+    from bloodcells.plan import validate_config
+    from bloodcells.training import TrainSettings
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config, REPO / "rules/schema/config.schema.yaml")
+    cpu = TrainSettings.from_config(config["training"], threads=2, gpu=False)
+    gpu = TrainSettings.from_config(config["training"], threads=2, gpu=True)
+    assert (cpu.mixed_precision, cpu.xla, cpu.grappler) == (False, False, False)
+    assert (gpu.mixed_precision, gpu.xla, gpu.grappler) == (True, True, True)
+    assert (cpu.lr_schedule, cpu.warmup_epochs, cpu.zero_init_residual, cpu.bn_momentum) == ("constant", 0, False, None)
+    assert cpu.threads == 2 and cpu.max_epochs == config["training"]["max_epochs"]
