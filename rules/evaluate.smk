@@ -15,6 +15,8 @@ rule evaluate:
     conda:
         "../envs/tensorflow.yaml"
     threads: config["training"]["threads"]
+    # After training, the longest jobs first: every table and figure waits on one of them.
+    priority: 5
     resources:
         gpu=1,
     params:

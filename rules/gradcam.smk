@@ -23,6 +23,8 @@ rule gradcam:
     conda:
         "../envs/tensorflow.yaml"
     threads: config["training"]["threads"]
+    # The longest job after training: before the evaluations it does not wait on, and the quick plots.
+    priority: 6
     resources:
         gpu=1,
     params:
