@@ -2,7 +2,9 @@
 
 
 import io
+import json
 import zipfile
+from dataclasses import asdict
 
 import h5py
 import keras
@@ -98,25 +100,36 @@ class StopAfterEpochs(keras.callbacks.Callback):
             raise SystemExit(143)
 
 
-def test_training_resumes_after_the_last_finished_epoch(tmp_path, tiny_data):
+def test_training_resumes_after_the_last_finished_epoch_and_keeps_optimizer_state_only_to_resume(tmp_path, tiny_data):
     train, val = tiny_data
     spec = RunSpec(arch="resnet50", size=32, batch_size=16, learning_rate=1e-3, seed=0)
     settings = TrainSettings(max_epochs=2, patience=5, threads=2)
     messages = []
     with pytest.raises(SystemExit):
-        train_run(train, val, 8, spec, settings, tmp_path, messages.append, verbose=0, session={"hostname": "node-a"},
-                  extra_callbacks=(StopAfterEpochs(1),))
-    state = Checkpoint(tmp_path).load_state()
+        train_run(train, val, 8, spec, settings, tmp_path / "ck", messages.append, verbose=0,
+                  session={"hostname": "node-a"}, extra_callbacks=(StopAfterEpochs(1),))
+    checkpoint = Checkpoint(tmp_path / "ck")
+    state = checkpoint.load_state()
     assert state["epochs_done"] == 1 and state["sessions"] == [{"hostname": "node-a", "epochs": [1]}]
+    with h5py.File(checkpoint.best_weights_path(state), "r") as best:  # the best weights: no optimizer state
+        assert "optimizer" not in weight_groups(best) and "layers" in weight_groups(best)
+    with zipfile.ZipFile(checkpoint.model_path(state)) as archive:  # the epoch's model keeps it, to resume exactly
+        assert "optimizer" in weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r"))
     # resumed on another node: that session adds its own entry with the epochs it trained
-    _, history, checkpoint, sessions = train_run(train, val, 8, spec, settings, tmp_path, messages.append, verbose=0,
-                                                 session={"hostname": "node-b"})
+    model, history, checkpoint, sessions = train_run(train, val, 8, spec, settings, tmp_path / "ck", messages.append,
+                                                     verbose=0, session={"hostname": "node-b"})
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     assert [row["epoch"] for row in history] == [1, 2]
     assert sessions == [{"hostname": "node-a", "epochs": [1]}, {"hostname": "node-b", "epochs": [2]}]
     assert {"loss", "val_loss", "accuracy", "val_accuracy", "auc"} <= set(history[0])
     # the last epoch is the run's output, not a checkpoint: the committed state is still epoch 1's
     assert checkpoint.load_state()["epochs_done"] == 1
+    inference_model(model).save(tmp_path / "model.keras")  # as train.py writes model.keras: no optimizer state
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
+        assert weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")) == {"layers"}
+    images = val[0][:4]
+    assert np.allclose(load_model(tmp_path / "model.keras").predict(images, verbose=0), model.predict(images, verbose=0),
+                       atol=1e-5)
 
 
 def test_a_checkpoint_from_before_sessions_were_recorded_gets_an_unrecorded_entry():
@@ -127,12 +140,13 @@ def test_a_checkpoint_from_before_sessions_were_recorded_gets_an_unrecorded_entr
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, tiny_data):
     train, val = tiny_data
-    settings = TrainSettings(max_epochs=2, threads=2)
-    with pytest.raises(SystemExit):
-        train_run(train, val, 8, RunSpec(size=32, batch_size=16, seed=0), settings, tmp_path, verbose=0,
-                  extra_callbacks=(StopAfterEpochs(1),))
+    (tmp_path / "epoch-1.keras").write_bytes(b"")  # refused on its spec, before the model is read
+    other = RunSpec(size=32, batch_size=16, seed=0)
+    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 1, "spec": asdict(other),
+                                                     "files": {"model": "epoch-1.keras"}}))
     with pytest.raises(ValueError, match="checkpoint belongs to"):
-        train_run(train, val, 8, RunSpec(size=32, batch_size=32, seed=0), settings, tmp_path, verbose=0)
+        train_run(train, val, 8, RunSpec(size=32, batch_size=32, seed=0), TrainSettings(max_epochs=2, threads=2),
+                  tmp_path, verbose=0)
 
 
 def test_early_stopping_counts_epochs_without_improvement(tmp_path):
@@ -281,24 +295,3 @@ def weight_groups(h5: h5py.File) -> set[str]:
     groups = set()
     h5.visititems(lambda name, item: groups.add(name.split("/")[0]) if isinstance(item, h5py.Dataset) else None)
     return groups
-
-
-def test_best_weights_and_the_final_model_leave_the_optimizer_state_out(tmp_path, tiny_data):
-    train, val = tiny_data
-    spec = RunSpec(arch="resnet50", size=32, batch_size=16, learning_rate=1e-3, seed=0)
-    settings = TrainSettings(max_epochs=2, threads=2)
-    with pytest.raises(SystemExit):
-        train_run(train, val, 8, spec, settings, tmp_path / "ck", verbose=0, extra_callbacks=(StopAfterEpochs(1),))
-    checkpoint = Checkpoint(tmp_path / "ck")
-    state = checkpoint.load_state()
-    with h5py.File(checkpoint.best_weights_path(state), "r") as best:
-        assert "optimizer" not in weight_groups(best) and "layers" in weight_groups(best)
-    with zipfile.ZipFile(checkpoint.model_path(state)) as archive:  # the epoch's model keeps it, to resume exactly
-        assert "optimizer" in weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r"))
-    model, *_ = train_run(train, val, 8, spec, settings, tmp_path / "ck", verbose=0)
-    inference_model(model).save(tmp_path / "model.keras")
-    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
-        assert weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")) == {"layers"}
-    images = val[0][:4]
-    assert np.allclose(load_model(tmp_path / "model.keras").predict(images, verbose=0), model.predict(images, verbose=0),
-                       atol=1e-5)
