@@ -295,3 +295,15 @@ def weight_groups(h5: h5py.File) -> set[str]:
     groups = set()
     h5.visititems(lambda name, item: groups.add(name.split("/")[0]) if isinstance(item, h5py.Dataset) else None)
     return groups
+
+
+@pytest.mark.parametrize("arch, blocks", [("resnet50", 3 + 4 + 6 + 3), ("resnet101", 3 + 4 + 23 + 3)])
+def test_zero_init_residual_sets_the_last_batch_norm_of_every_block_to_zero(arch, blocks):
+    from bloodcells.training import zero_init_residual_branches
+
+    model = build_model(arch, 32, 8)
+    assert zero_init_residual_branches(model) == blocks
+    last = [layer for layer in model.layers if layer.name.endswith("_3_bn")]
+    assert len(last) == blocks and all(not np.asarray(layer.gamma).any() for layer in last)
+    others = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer not in last]
+    assert others and all(np.asarray(layer.gamma).all() for layer in others)  # every other scale stays at 1
