@@ -415,6 +415,7 @@ def train_run(
     configure_tensorflow(settings, spec.seed)
     checkpoint = Checkpoint(checkpoint_dir)
     state = checkpoint.load_state()
+    steps = math.ceil(len(train[1]) / spec.batch_size)  # per epoch
     if state is None:
         state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "history": [],
                  "stopped_early": False, "spec": asdict(spec), "files": {}}
@@ -424,7 +425,6 @@ def train_run(
             set_batchnorm_momentum(model, settings.bn_momentum)
         if settings.zero_init_residual and spec.weights is None:
             zero_init_residual_branches(model)
-        steps = math.ceil(len(train[1]) / spec.batch_size)
         compile_model(model, spec, settings.xla, learning_rate_schedule(spec.learning_rate, settings, steps))
     else:
         if state.get("spec") != asdict(spec):
@@ -439,7 +439,6 @@ def train_run(
     finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
     if not finished:
         train_images, train_labels = train
-        steps = math.ceil(len(train_labels) / spec.batch_size)
         ds = epoch_dataset(train_images, train_labels, n_classes, spec.batch_size, spec.seed,
                            state["epochs_done"], settings.max_epochs)
         class_weight = balanced_class_weights(train_labels, n_classes) if spec.class_weights else None
