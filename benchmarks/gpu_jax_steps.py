@@ -71,8 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="timed training steps per repeat")
     p.add_argument("--repeats", type=int, default=3, help="timed training epochs of --steps steps; median reported")
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed warm-up fit steps (compile)")
-    p.add_argument("--val-images", type=int, default=VAL_IMAGES,
-                   help="validation images per timed evaluate (rounded down to full batches)")
+    p.add_argument(
+        "--val-images",
+        type=int,
+        default=VAL_IMAGES,
+        help="validation images per timed evaluate (rounded down to full batches)",
+    )
     p.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="training images per epoch, for epoch_s")
     p.add_argument("--precision", default="auto", choices=["auto", "mixed_float16", "float32"])
     p.add_argument("--no-metrics", action="store_true", help="compile without accuracy/AUC (the workflow has them)")
@@ -80,8 +84,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--augment-batch", type=int, default=32)
     p.add_argument("--augment-steps", type=int, default=50)
     p.add_argument("--budget", type=float, default=300.0, help="seconds for the whole run (then configs are skipped)")
-    p.add_argument("--compile-workers", type=int, default=4,
-                   help="parallel precompile processes (0 = compile inline in the timing phase)")
+    p.add_argument(
+        "--compile-workers",
+        type=int,
+        default=4,
+        help="parallel precompile processes (0 = compile inline in the timing phase)",
+    )
     p.add_argument("--compile-share", type=float, default=0.55, help="share of --budget the compile phase may use")
     p.add_argument("--cache-dir", default=None, help="JAX persistent compilation cache (default: a fresh temp dir)")
     p.add_argument("--out", default=None)
@@ -133,7 +141,10 @@ def nvidia_smi() -> str | None:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20)
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -186,8 +197,9 @@ def build_compiled(cfg, precision: str, with_metrics: bool):
     keras.mixed_precision.set_global_policy(precision)
     model = build_model(arch, size, N_CLASSES, weights=None, dropout=0.3, augmentation=Augmentation(), seed=0)
     metrics = ["accuracy", keras.metrics.AUC(name="auc")] if with_metrics else None
-    model.compile(optimizer=make_optimizer("adam", 1e-4), loss="categorical_crossentropy", metrics=metrics,
-                  jit_compile=True)
+    model.compile(
+        optimizer=make_optimizer("adam", 1e-4), loss="categorical_crossentropy", metrics=metrics, jit_compile=True
+    )
     return model
 
 
@@ -238,10 +250,23 @@ def compile_phase(args, deadline: float) -> dict:
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{min(0.75, 0.8 / args.compile_workers):.3f}")
     env["PYTHONUNBUFFERED"] = "1"
-    base = [sys.executable, str(Path(__file__).resolve()), "--worker", "--claim-dir", str(claim_dir),
-            "--cache-dir", args.cache_dir, "--precision", args.precision,
-            "--archs", ",".join(args.archs), "--sizes", ",".join(map(str, args.sizes)),
-            "--batches", ",".join(map(str, args.batches))]
+    base = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--claim-dir",
+        str(claim_dir),
+        "--cache-dir",
+        args.cache_dir,
+        "--precision",
+        args.precision,
+        "--archs",
+        ",".join(args.archs),
+        "--sizes",
+        ",".join(map(str, args.sizes)),
+        "--batches",
+        ",".join(map(str, args.batches)),
+    ]
     if args.no_metrics:
         base.append("--no-metrics")
     for i in range(args.compile_workers):
@@ -264,8 +289,12 @@ def compile_phase(args, deadline: float) -> dict:
         if wout.exists():
             result.update(json.loads(wout.read_text()))
     log(f"compile phase done: {sum(r.get('ok', False) for r in result.values())} compiled, {killed} workers killed")
-    return {"seconds": time.monotonic() - START, "workers": args.compile_workers,
-            "killed_workers": killed, "configs": result}
+    return {
+        "seconds": time.monotonic() - START,
+        "workers": args.compile_workers,
+        "killed_workers": killed,
+        "configs": result,
+    }
 
 
 # ---------------------------------------------------------------- timing phase
@@ -303,9 +332,16 @@ def time_augmentation(args) -> dict:
         jax.block_until_ready(out)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"size": size, "batch": batch, "steps": args.augment_steps, "repeats_s": times, "compile_s": compile_s,
-            "ms_per_batch": 1000 * med / args.augment_steps, "images_per_s": batch * args.augment_steps / med,
-            "n_state_variables": len(ntv)}
+    return {
+        "size": size,
+        "batch": batch,
+        "steps": args.augment_steps,
+        "repeats_s": times,
+        "compile_s": compile_s,
+        "ms_per_batch": 1000 * med / args.augment_steps,
+        "images_per_s": batch * args.augment_steps / med,
+        "n_state_variables": len(ntv),
+    }
 
 
 def time_config(cfg, args, pools: dict) -> dict:
@@ -323,8 +359,14 @@ def time_config(cfg, args, pools: dict) -> dict:
     x, y = pools[size]
 
     t0 = time.monotonic()
-    model.fit(x[: args.warmup_steps * batch], y[: args.warmup_steps * batch], batch_size=batch, epochs=1, verbose=0,
-              shuffle=True)
+    model.fit(
+        x[: args.warmup_steps * batch],
+        y[: args.warmup_steps * batch],
+        batch_size=batch,
+        epochs=1,
+        verbose=0,
+        shuffle=True,
+    )
     sync(model)
     rec["train_warmup_s"] = time.monotonic() - t0
     times = []
@@ -335,8 +377,7 @@ def time_config(cfg, args, pools: dict) -> dict:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     step_s = med / args.steps
-    rec["train"] = {"steps": args.steps, "repeats_s": times, "step_ms": 1000 * step_s,
-                    "images_per_s": n_train / med}
+    rec["train"] = {"steps": args.steps, "repeats_s": times, "step_ms": 1000 * step_s, "images_per_s": n_train / med}
 
     t0 = time.monotonic()
     model.evaluate(x[: 2 * batch], y[: 2 * batch], batch_size=batch, verbose=0)
@@ -345,39 +386,57 @@ def time_config(cfg, args, pools: dict) -> dict:
     model.evaluate(x[:n_val], y[:n_val], batch_size=batch, verbose=0)
     val_s = time.perf_counter() - t0
     val_batch_s = val_s / (n_val // batch)
-    rec["val"] = {"batches": n_val // batch, "seconds": val_s, "batch_ms": 1000 * val_batch_s,
-                  "images_per_s": n_val / val_s}
+    rec["val"] = {
+        "batches": n_val // batch,
+        "seconds": val_s,
+        "batch_ms": 1000 * val_batch_s,
+        "images_per_s": n_val / val_s,
+    }
 
     train_epoch = math.ceil(args.train_images / batch) * step_s
     val_epoch = math.ceil(VAL_IMAGES / batch) * val_batch_s
-    rec["epoch_s"] = {"train": train_epoch, "val": val_epoch, "total": train_epoch + val_epoch,
-                      "train_steps": math.ceil(args.train_images / batch), "val_batches": math.ceil(VAL_IMAGES / batch)}
-    rec["cache"] = {"hits": CACHE_EVENTS["hits"] - hits0, "misses": CACHE_EVENTS["misses"] - misses0,
-                    "backend_compile_s": CACHE_EVENTS["backend_compile_s"] - comp0}
+    rec["epoch_s"] = {
+        "train": train_epoch,
+        "val": val_epoch,
+        "total": train_epoch + val_epoch,
+        "train_steps": math.ceil(args.train_images / batch),
+        "val_batches": math.ceil(VAL_IMAGES / batch),
+    }
+    rec["cache"] = {
+        "hits": CACHE_EVENTS["hits"] - hits0,
+        "misses": CACHE_EVENTS["misses"] - misses0,
+        "backend_compile_s": CACHE_EVENTS["backend_compile_s"] - comp0,
+    }
     del model
     return rec
 
 
 def table(result: dict) -> str:
-    lines = [f"device: {result['device'].get('device_kind')} ({result['device'].get('nvidia_smi')}); "
-             f"precision {result['settings']['precision']}; keras {result['versions'].get('keras')} "
-             f"jax {result['versions'].get('jax')}",
-             f"{'config':24} {'step ms':>8} {'train img/s':>11} {'val img/s':>10} {'epoch s':>8} "
-             f"{'warmup s':>9} {'cache h/m':>9}"]
+    lines = [
+        f"device: {result['device'].get('device_kind')} ({result['device'].get('nvidia_smi')}); "
+        f"precision {result['settings']['precision']}; keras {result['versions'].get('keras')} "
+        f"jax {result['versions'].get('jax')}",
+        f"{'config':24} {'step ms':>8} {'train img/s':>11} {'val img/s':>10} {'epoch s':>8} "
+        f"{'warmup s':>9} {'cache h/m':>9}",
+    ]
     for r in result["runs"]:
         if "train" not in r:
             lines.append(f"{cfg_name((r['arch'], r['size'], r['batch'])):24} {r.get('status', 'failed')}")
             continue
-        lines.append(f"{cfg_name((r['arch'], r['size'], r['batch'])):24} {r['train']['step_ms']:8.1f} "
-                     f"{r['train']['images_per_s']:11.0f} {r['val']['images_per_s']:10.0f} "
-                     f"{r['epoch_s']['total']:8.1f} {r['train_warmup_s'] + r['val_warmup_s']:9.1f} "
-                     f"{r['cache']['hits']:>4}/{r['cache']['misses']:<4}")
+        lines.append(
+            f"{cfg_name((r['arch'], r['size'], r['batch'])):24} {r['train']['step_ms']:8.1f} "
+            f"{r['train']['images_per_s']:11.0f} {r['val']['images_per_s']:10.0f} "
+            f"{r['epoch_s']['total']:8.1f} {r['train_warmup_s'] + r['val_warmup_s']:9.1f} "
+            f"{r['cache']['hits']:>4}/{r['cache']['misses']:<4}"
+        )
     for s in result["skipped"]:
         lines.append(f"{s:24} skipped (budget)")
     a = result.get("augment")
     if a and "images_per_s" in a:
-        lines.append(f"augmentation alone {a['size']}px bs{a['batch']}: {a['ms_per_batch']:.3f} ms/batch, "
-                     f"{a['images_per_s']:.0f} img/s")
+        lines.append(
+            f"augmentation alone {a['size']}px bs{a['batch']}: {a['ms_per_batch']:.3f} ms/batch, "
+            f"{a['images_per_s']:.0f} img/s"
+        )
     lines.append(f"elapsed {result['elapsed_s']:.0f}s")
     return "\n".join(lines)
 
@@ -389,17 +448,29 @@ def main(argv=None) -> int:
         args.cache_dir = tempfile.mkdtemp(prefix="jaxcache-")
     if args.worker:
         return run_worker(args)
-    out = Path(args.out) if args.out else (
-        Path(os.environ["OUT"]) / "gpu_jax_steps.json" if os.environ.get("OUT")
-        else ROOT / "benchmarks" / "results" / "gpu_jax_steps.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else (
+            Path(os.environ["OUT"]) / "gpu_jax_steps.json"
+            if os.environ.get("OUT")
+            else ROOT / "benchmarks" / "results" / "gpu_jax_steps.json"
+        )
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     deadline = START + args.budget
-    result = {"schema": "gpu_jax_steps/1", "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "host": platform.node(), "settings": {k: v for k, v in vars(args).items()
-                                                    if k not in ("worker", "claim_dir", "worker_out")},
-              "epoch_images": {"train": args.train_images, "val": VAL_IMAGES},
-              "device": {"nvidia_smi": nvidia_smi()}, "versions": {"python": platform.python_version()},
-              "runs": [], "skipped": [], "elapsed_s": 0.0}
+    result = {
+        "schema": "gpu_jax_steps/1",
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "claim_dir", "worker_out")},
+        "epoch_images": {"train": args.train_images, "val": VAL_IMAGES},
+        "device": {"nvidia_smi": nvidia_smi()},
+        "versions": {"python": platform.python_version()},
+        "runs": [],
+        "skipped": [],
+        "elapsed_s": 0.0,
+    }
 
     def save():
         result["elapsed_s"] = time.monotonic() - START
@@ -418,10 +489,15 @@ def main(argv=None) -> int:
     import keras
 
     dev = jax.devices()[0]
-    result["device"].update(platform=dev.platform, device_kind=getattr(dev, "device_kind", str(dev)),
-                            n_devices=len(jax.devices()))
-    result["versions"].update(jax=jax.__version__, jaxlib=getattr(__import__("jaxlib"), "__version__", None),
-                              keras=keras.__version__, backend=keras.backend.backend())
+    result["device"].update(
+        platform=dev.platform, device_kind=getattr(dev, "device_kind", str(dev)), n_devices=len(jax.devices())
+    )
+    result["versions"].update(
+        jax=jax.__version__,
+        jaxlib=getattr(__import__("jaxlib"), "__version__", None),
+        keras=keras.__version__,
+        backend=keras.backend.backend(),
+    )
     assert keras.backend.backend() == "jax", keras.backend.backend()
     log(f"timing phase on {result['device']['device_kind']} ({dev.platform}), precision {args.precision}")
 
@@ -436,7 +512,7 @@ def main(argv=None) -> int:
     precompiled = result.get("compile_phase", {}).get("configs", {})
     expected_by_arch: dict[tuple[str, bool], float] = {}
     pools: dict = {}
-    for i, cfg in enumerate(cells):
+    for cfg in cells:
         name = cfg_name(cfg)
         left = deadline - time.monotonic()
         cached = precompiled.get(name, {}).get("ok", False)
@@ -458,8 +534,10 @@ def main(argv=None) -> int:
         result["runs"].append(rec)
         save()
         if "train" in rec:
-            log(f"{name}: {rec['train']['step_ms']:.1f} ms/step, {rec['train']['images_per_s']:.0f} img/s, "
-                f"epoch {rec['epoch_s']['total']:.1f}s, cache {rec['cache']}, wall {rec['wall_s']:.1f}s")
+            log(
+                f"{name}: {rec['train']['step_ms']:.1f} ms/step, {rec['train']['images_per_s']:.0f} img/s, "
+                f"epoch {rec['epoch_s']['total']:.1f}s, cache {rec['cache']}, wall {rec['wall_s']:.1f}s"
+            )
         else:
             log(f"{name}: {rec['status']}")
     save()

@@ -130,8 +130,10 @@ def make_timer():
 
 def epoch_figures(events: list[tuple[str, int, float]], epoch: int) -> dict:
     """Step, validation and checkpoint seconds of one epoch from the timer's events."""
-    times = {name: [t for n, e, t in events if n == name and e == epoch]
-             for name in ("epoch_begin", "batch_end", "test_begin", "test_end", "epoch_end")}
+    times = {
+        name: [t for n, e, t in events if n == name and e == epoch]
+        for name in ("epoch_begin", "batch_end", "test_begin", "test_end", "epoch_end")
+    }
     batch_ends = times["batch_end"]
     step_times = [b - a for a, b in zip([times["epoch_begin"][0], *batch_ends], batch_ends)]
     return {
@@ -150,6 +152,7 @@ def optimizer_bytes(weights_file: Path) -> int:
 
     total = 0
     with h5py.File(weights_file, "r") as f:
+
         def add(_, item):
             nonlocal total
             if isinstance(item, h5py.Dataset):
@@ -179,7 +182,6 @@ def main(argv=None) -> None:
     figures["startup"] = {"import_snakemake_s": snakemake_import, "import_tensorflow_s": tf_import}
 
     import numpy as np
-
     from prepare_dataset import load_source  # scripts/ is on sys.path
 
     dataset = config["datasets"][values["dataset"]]
@@ -218,8 +220,9 @@ def main(argv=None) -> None:
         training_module.Checkpoint.save = save_and_measure
         try:
             start = time.perf_counter()
-            model, history, checkpoint, _ = train_run(train, val, n_classes, spec, settings, checkpoint_dir,
-                                                      verbose=0, extra_callbacks=(timer,))
+            model, history, checkpoint, _ = train_run(
+                train, val, n_classes, spec, settings, checkpoint_dir, verbose=0, extra_callbacks=(timer,)
+            )
             trained = time.perf_counter()
         finally:
             training_module.Checkpoint.save = original_save
@@ -231,14 +234,31 @@ def main(argv=None) -> None:
         after_fit = trained - timer.events[-1][2]
         data_path = scratch / "data.npz"
         np.savez(data_path, test_images=arrays["test_images"])
-        imported, loaded, predicted, again = time_subprocess(EVALUATE_CODE.format(
-            scripts=str(ROOT / "scripts"), threads=threads, model=str(model_path), data=str(data_path),
-            batch=config["evaluation"]["batch_size"]))
+        imported, loaded, predicted, again = time_subprocess(
+            EVALUATE_CODE.format(
+                scripts=str(ROOT / "scripts"),
+                threads=threads,
+                model=str(model_path),
+                data=str(data_path),
+                batch=config["evaluation"]["batch_size"],
+            )
+        )
         checkpoint.remove()
-    figures.update(setup_s=setup, epochs=epochs, load_best_s=after_fit, final_save_s=saved - trained,
-                   checkpoint_bytes=sizes, history=history,
-                   evaluate={"import_tensorflow_s": imported, "load_model_s": loaded, "first_predict_s": predicted,
-                             "steady_predict_s": again, "n_images": int(len(arrays["test_images"]))})
+    figures.update(
+        setup_s=setup,
+        epochs=epochs,
+        load_best_s=after_fit,
+        final_save_s=saved - trained,
+        checkpoint_bytes=sizes,
+        history=history,
+        evaluate={
+            "import_tensorflow_s": imported,
+            "load_model_s": loaded,
+            "first_predict_s": predicted,
+            "steady_predict_s": again,
+            "n_images": int(len(arrays["test_images"])),
+        },
+    )
     print_breakdown(figures, config["training"]["max_epochs"], len(train[1]))
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=1))
@@ -261,8 +281,12 @@ def print_breakdown(figures: dict, max_epochs: int, n_train: int) -> None:
         ("model build + compile + input pipeline", figures["setup_s"], 1),
         ("graph trace of the train step (first step - a steady step)", trace, 1),
         ("graph trace of the validation step", max(validation_trace, 0.0), 1),
-        (f"training steps per epoch ({epochs[0]['n_steps']} x {steady_step * 1000:.0f} ms, "
-         f"{n_train / steps:.1f} images/s)", steps, max_epochs),
+        (
+            f"training steps per epoch ({epochs[0]['n_steps']} x {steady_step * 1000:.0f} ms, "
+            f"{n_train / steps:.1f} images/s)",
+            steps,
+            max_epochs,
+        ),
         ("validation pass per epoch", validation, max_epochs),
         ("checkpoint write per epoch but the last (model + best weights + state)", checkpoint, max_epochs - 1),
         ("load best weights + final model save", figures["load_best_s"] + figures["final_save_s"], 1),
@@ -277,9 +301,11 @@ def print_breakdown(figures: dict, max_epochs: int, n_train: int) -> None:
     print("checkpoint files (MB): " + ", ".join(f"{name} {size / 1e6:.0f}" for name, size in sorted(sizes.items())))
     ev = figures["evaluate"]
     ev_total = startup + ev["load_model_s"] + ev["first_predict_s"]
-    print(f"evaluation job ({ev['n_images']} test images): start {startup:.1f} s, load model {ev['load_model_s']:.1f} s, "
-          f"first predict {ev['first_predict_s']:.1f} s (a second one {ev['steady_predict_s']:.1f} s), "
-          f"total {ev_total:.1f} s")
+    print(
+        f"evaluation job ({ev['n_images']} test images): start {startup:.1f} s, load model {ev['load_model_s']:.1f} s, "
+        f"first predict {ev['first_predict_s']:.1f} s (a second one {ev['steady_predict_s']:.1f} s), "
+        f"total {ev_total:.1f} s"
+    )
     print(f"dataset built or read in {figures['prepare_dataset_s']:.1f} s (not part of the job)")
 
 

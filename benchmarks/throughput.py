@@ -51,8 +51,12 @@ SMOKE = dict(arch="tiny", size=32, batch=8, steps=2, repeats=1, augment_size=32,
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="resnet50", choices=["resnet50", "resnet101", "tiny"],
-                   help="tiny: a two-convolution stand-in backbone (benchmark only; what --smoke uses)")
+    p.add_argument(
+        "--arch",
+        default="resnet50",
+        choices=["resnet50", "resnet101", "tiny"],
+        help="tiny: a two-convolution stand-in backbone (benchmark only; what --smoke uses)",
+    )
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20, help="timed training steps per repeat (also the warm-up length)")
@@ -68,11 +72,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--augment-batch", type=int, default=None, help="default: --batch")
     p.add_argument("--augment-steps", type=int, default=10)
     p.add_argument("--augment-repeats", type=int, default=None, help="default: --repeats")
-    p.add_argument("--augment-jit", default="auto", help="auto (on with a GPU, as --xla), on, off: XLA for the augmentation-alone timing")
+    p.add_argument(
+        "--augment-jit",
+        default="auto",
+        help="auto (on with a GPU, as --xla), on, off: XLA for the augmentation-alone timing",
+    )
     p.add_argument("--epoch-images", type=int, default=0, help="also time one full epoch of N images via the real path")
     p.add_argument("--epoch-val-images", type=int, default=0, help="validation images evaluated after that epoch")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--barrier", default=None, help="folder: wait after warm-up until --barrier-count processes are ready")
+    p.add_argument(
+        "--barrier", default=None, help="folder: wait after warm-up until --barrier-count processes are ready"
+    )
     p.add_argument("--barrier-count", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiniest settings, for CI: " + str(SMOKE))
     p.add_argument("--name", default=None)
@@ -114,8 +124,13 @@ def gpu_info(tf) -> list[dict]:
     gpus = []
     for device in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(device)
-        gpus.append({"tf_device": device.name, "name": details.get("device_name"),
-                     "compute_capability": details.get("compute_capability")})
+        gpus.append(
+            {
+                "tf_device": device.name,
+                "name": details.get("device_name"),
+                "compute_capability": details.get("compute_capability"),
+            }
+        )
     return gpus
 
 
@@ -123,8 +138,12 @@ def nvidia_smi() -> list[str] | None:
     if not shutil.which("nvidia-smi"):
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         return [line.strip() for line in out.stdout.splitlines() if line.strip()] or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -133,8 +152,14 @@ def nvidia_smi() -> list[str] | None:
 def versions(tf, keras, np) -> dict:
     import scipy
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+    }
 
 
 # ---------------------------------------------------------------- data and timing
@@ -177,8 +202,15 @@ def make_timer(keras, barrier: str | None = None, barrier_count: int = 1):
         def on_epoch_end(self, epoch, logs=None):
             end = self._sync()
             train_end = self._train_end or end
-            self.epochs.append({"epoch": epoch, "train_seconds": train_end - self._start,
-                                "val_seconds": end - train_end, "wall_start": self._wall, "wall_end": time.time()})
+            self.epochs.append(
+                {
+                    "epoch": epoch,
+                    "train_seconds": train_end - self._start,
+                    "val_seconds": end - train_end,
+                    "wall_start": self._wall,
+                    "wall_end": time.time(),
+                }
+            )
 
     return EpochTimer()
 
@@ -197,9 +229,15 @@ def summarize(images_per_timing: int, epochs: list[dict]) -> dict:
     timed = epochs[1:]  # epoch 0 is the warm-up (tracing, compiling, autotuning)
     seconds = [e["train_seconds"] for e in timed]
     rates = [images_per_timing / s for s in seconds]
-    return {"images_per_s": statistics.median(rates), "runs_images_per_s": rates, "seconds": seconds,
-            "warmup_seconds": epochs[0]["train_seconds"], "images_per_timing": images_per_timing,
-            "wall_start": timed[0]["wall_start"] if timed else None, "wall_end": timed[-1]["wall_end"] if timed else None}
+    return {
+        "images_per_s": statistics.median(rates),
+        "runs_images_per_s": rates,
+        "seconds": seconds,
+        "warmup_seconds": epochs[0]["train_seconds"],
+        "images_per_timing": images_per_timing,
+        "wall_start": timed[0]["wall_start"] if timed else None,
+        "wall_end": timed[-1]["wall_end"] if timed else None,
+    }
 
 
 # ---------------------------------------------------------------- the three training variants
@@ -318,9 +356,14 @@ def augment_ours(args, keras, tf, on_gpu: bool) -> dict:
         if repeat:  # repeat 0 is the warm-up (tracing, compiling)
             seconds.append(elapsed)
             rates.append(batch * steps / elapsed)
-    return {"images_per_s": statistics.median(rates), "runs_images_per_s": rates, "seconds": seconds,
-            "jit_compile": jit, "device": "GPU" if on_gpu else "CPU",
-            "what": "epoch_dataset batches -> augmentation layer (training=True) in a tf.function"}
+    return {
+        "images_per_s": statistics.median(rates),
+        "runs_images_per_s": rates,
+        "seconds": seconds,
+        "jit_compile": jit,
+        "device": "GPU" if on_gpu else "CPU",
+        "what": "epoch_dataset batches -> augmentation layer (training=True) in a tf.function",
+    }
 
 
 def augment_legacy(args, keras) -> dict:
@@ -336,8 +379,12 @@ def augment_legacy(args, keras) -> dict:
         if repeat:
             seconds.append(elapsed)
             rates.append(batch * steps / elapsed)
-    return {"images_per_s": statistics.median(rates), "runs_images_per_s": rates, "seconds": seconds,
-            "what": "ImageDataGenerator(shear_range, zoom_range=0.2, horizontal_flip=True).flow batches (float32, CPU)"}
+    return {
+        "images_per_s": statistics.median(rates),
+        "runs_images_per_s": rates,
+        "seconds": seconds,
+        "what": "ImageDataGenerator(shear_range, zoom_range=0.2, horizontal_flip=True).flow batches (float32, CPU)",
+    }
 
 
 # ---------------------------------------------------------------- one full epoch
@@ -362,15 +409,28 @@ def time_epoch(args, keras, tf, mixed, xla, model=None) -> dict:
     epochs = 2
     ds = epoch_dataset(images, labels, args.n_classes, args.batch, args.seed, 0, epochs)
     timer = make_timer(keras)
-    model.fit(ds, epochs=epochs, steps_per_epoch=math.ceil(len(labels) / args.batch), validation_data=validation,
-              callbacks=[timer], verbose=0, shuffle=False)
+    model.fit(
+        ds,
+        epochs=epochs,
+        steps_per_epoch=math.ceil(len(labels) / args.batch),
+        validation_data=validation,
+        callbacks=[timer],
+        verbose=0,
+        shuffle=False,
+    )
     epochs_timed = timer.epochs
     last = epochs_timed[-1]
-    return {"images": args.epoch_images, "val_images": args.epoch_val_images, "size": args.size, "batch": args.batch,
-            "train_seconds": last["train_seconds"], "val_seconds": last["val_seconds"],
-            "epoch_seconds": last["train_seconds"] + last["val_seconds"],
-            "train_images_per_s": args.epoch_images / last["train_seconds"],
-            "warmup_epoch_seconds": epochs_timed[0]["train_seconds"] + epochs_timed[0]["val_seconds"]}
+    return {
+        "images": args.epoch_images,
+        "val_images": args.epoch_val_images,
+        "size": args.size,
+        "batch": args.batch,
+        "train_seconds": last["train_seconds"],
+        "val_seconds": last["val_seconds"],
+        "epoch_seconds": last["train_seconds"] + last["val_seconds"],
+        "train_images_per_s": args.epoch_images / last["train_seconds"],
+        "warmup_epoch_seconds": epochs_timed[0]["train_seconds"] + epochs_timed[0]["val_seconds"],
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -400,25 +460,51 @@ def main(argv=None) -> dict:
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{name}.json"
 
     record = {
-        "name": name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "name": name,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": [sys.executable, *sys.argv],
-        "hardware": {"cpu": cpu_info(), "gpus": gpu_info(tf), "nvidia_smi": nvidia_smi(), "device_used": device,
-                     "hostname": platform.node()},
+        "hardware": {
+            "cpu": cpu_info(),
+            "gpus": gpu_info(tf),
+            "nvidia_smi": nvidia_smi(),
+            "device_used": device,
+            "hostname": platform.node(),
+        },
         "versions": versions(tf, keras, np),
-        "settings": {"arch": args.arch, "size": args.size, "batch": args.batch, "steps": args.steps,
-                     "repeats": args.repeats, "threads": args.threads, "n_classes": args.n_classes,
-                     "mixed_precision": mixed, "xla": xla, "requested": {"mixed_precision": args.mixed_precision,
-                                                                         "xla": args.xla},
-                     "augmentation": {"shear": args.shear, "shear_unit": args.shear_unit, "zoom": [0.8, 1.2],
-                                      "horizontal_flip": True},
-                     "augment_size": args.augment_size, "augment_batch": args.augment_batch,
-                     "augment_steps": args.augment_steps, "augment_repeats": args.augment_repeats,
-                     "smoke": args.smoke, "data": "random uint8 (content does not change speed)",
-                     "variants": args.variants},
-        "training": {}, "augmentation": None, "epoch": None,
+        "settings": {
+            "arch": args.arch,
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "n_classes": args.n_classes,
+            "mixed_precision": mixed,
+            "xla": xla,
+            "requested": {"mixed_precision": args.mixed_precision, "xla": args.xla},
+            "augmentation": {
+                "shear": args.shear,
+                "shear_unit": args.shear_unit,
+                "zoom": [0.8, 1.2],
+                "horizontal_flip": True,
+            },
+            "augment_size": args.augment_size,
+            "augment_batch": args.augment_batch,
+            "augment_steps": args.augment_steps,
+            "augment_repeats": args.augment_repeats,
+            "smoke": args.smoke,
+            "data": "random uint8 (content does not change speed)",
+            "variants": args.variants,
+        },
+        "training": {},
+        "augmentation": None,
+        "epoch": None,
     }
-    print(f"{name}: {args.arch} {args.size}px batch {args.batch} on {device} "
-          f"(mixed precision {mixed}, XLA {xla}, {args.threads} threads)", flush=True)
+    print(
+        f"{name}: {args.arch} {args.size}px batch {args.batch} on {device} "
+        f"(mixed precision {mixed}, XLA {xla}, {args.threads} threads)",
+        flush=True,
+    )
     timer_kwargs = {"barrier": args.barrier, "barrier_count": args.barrier_count}
     for variant in args.variants:
         if variant == "ours":
@@ -434,8 +520,11 @@ def main(argv=None) -> dict:
             result.update(mixed_precision=False, xla=False)
         record["training"][variant] = result
         runs = ", ".join(f"{r:.1f}" for r in result["runs_images_per_s"])
-        print(f"  train {variant:6s} {result['images_per_s']:9.1f} images/s  (runs: {runs}; "
-              f"warm-up {result['warmup_seconds']:.1f} s)", flush=True)
+        print(
+            f"  train {variant:6s} {result['images_per_s']:9.1f} images/s  (runs: {runs}; "
+            f"warm-up {result['warmup_seconds']:.1f} s)",
+            flush=True,
+        )
         del model
         keras.backend.clear_session()
         gc.collect()
@@ -443,26 +532,38 @@ def main(argv=None) -> dict:
     if args.augment_size:
         ours = augment_ours(args, keras, tf, on_gpu)
         legacy = augment_legacy(args, keras)
-        record["augmentation"] = {"size": args.augment_size, "batch": args.augment_batch, "ours": ours, "legacy": legacy}
+        record["augmentation"] = {
+            "size": args.augment_size,
+            "batch": args.augment_batch,
+            "ours": ours,
+            "legacy": legacy,
+        }
         for key, result in (("ours", ours), ("legacy", legacy)):
             runs = ", ".join(f"{r:.1f}" for r in result["runs_images_per_s"])
-            print(f"  augment {key:6s} {result['images_per_s']:9.1f} images/s at {args.augment_size} px (runs: {runs})",
-                  flush=True)
+            print(
+                f"  augment {key:6s} {result['images_per_s']:9.1f} images/s at {args.augment_size} px (runs: {runs})",
+                flush=True,
+            )
 
     if args.epoch_images:
         if record["epoch"] is None:
             record["epoch"] = time_epoch(args, keras, tf, mixed, xla)
         epoch = record["epoch"]
-        print(f"  epoch of {epoch['images']} images at {args.size} px: {epoch['train_seconds']:.1f} s training "
-              f"({epoch['train_images_per_s']:.1f} images/s) + {epoch['val_seconds']:.1f} s validation "
-              f"of {epoch['val_images']}", flush=True)
+        print(
+            f"  epoch of {epoch['images']} images at {args.size} px: {epoch['train_seconds']:.1f} s training "
+            f"({epoch['train_images_per_s']:.1f} images/s) + {epoch['val_seconds']:.1f} s validation "
+            f"of {epoch['val_images']}",
+            flush=True,
+        )
 
     figure = {v: r["images_per_s"] for v, r in record["training"].items()}
     augment = record["augmentation"] or {}
     ratios = {
         "pipeline_efficiency": ratio(figure.get("ours"), figure.get("limit")),
         "speedup_vs_legacy": ratio(figure.get("ours"), figure.get("legacy")),
-        "augment_speedup": ratio(augment.get("ours", {}).get("images_per_s"), augment.get("legacy", {}).get("images_per_s")),
+        "augment_speedup": ratio(
+            augment.get("ours", {}).get("images_per_s"), augment.get("legacy", {}).get("images_per_s")
+        ),
     }
     line = " ".join(f"{key}={value:.3f}" for key, value in ratios.items())
     record.update(ratios=ratios, summary_line=line, seconds_total=time.time() - started)

@@ -12,11 +12,11 @@ rule evaluate:
         "logs/evaluate/{run}.log",
     benchmark:
         "benchmarks/evaluate/{run}.tsv"
+    # After training, the longest jobs first: every table and figure waits on one of them.
+    priority: 5
     conda:
         "../envs/tensorflow.yaml"
     threads: config["training"]["threads"]
-    # After training, the longest jobs first: every table and figure waits on one of them.
-    priority: 5
     resources:
         gpu=1,
     params:

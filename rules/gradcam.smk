@@ -20,11 +20,11 @@ rule gradcam:
         "logs/gradcam/{run}.log",
     benchmark:
         "benchmarks/gradcam/{run}.tsv"
+    # The longest job after training: before the evaluations it does not wait on, and the quick plots.
+    priority: 6
     conda:
         "../envs/tensorflow.yaml"
     threads: config["training"]["threads"]
-    # The longest job after training: before the evaluations it does not wait on, and the quick plots.
-    priority: 6
     resources:
         gpu=1,
     params:

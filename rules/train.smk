@@ -13,11 +13,11 @@ rule train:
         "logs/train/{run}.log",
     benchmark:
         "benchmarks/train/{run}.tsv"
+    # Training first, the costliest runs first (bloodcells.plan.training_priority): every later rule waits on one.
+    priority: train_priority
     conda:
         "../envs/tensorflow.yaml"
     threads: config["training"]["threads"]
-    # Training first, the costliest runs first (bloodcells.plan.training_priority): every later rule waits on one.
-    priority: train_priority
     resources:
         gpu=1,
     params:

@@ -20,8 +20,10 @@ def compile_pdf(tex: Path, pdf: Path) -> None:
         print(result.stdout[-20000:], result.stderr[-5000:], sep="\n", flush=True)
         built = scratch / (tex.stem + ".pdf")
         if result.returncode != 0 or not built.exists():
-            raise RuntimeError(f"latexmk could not compile {tex} (exit {result.returncode}); the LaTeX log is in "
-                               f"this rule's log file, and no {pdf.name} was written")
+            raise RuntimeError(
+                f"latexmk could not compile {tex} (exit {result.returncode}); the LaTeX log is in "
+                f"this rule's log file, and no {pdf.name} was written"
+            )
         os.replace(built, pdf)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -46,20 +46,27 @@ def diagnose(machine: dict, tf_info: dict, environ: dict, free: int) -> list[str
     warnings = []
     rules = ", ".join(GPU_RULES)
     if "error" in tf_info:
-        warnings.append(f"TensorFlow cannot be imported ({tf_info['error']}): {rules} will fail. "
-                        "Use the tensorflow env (snakemake --use-conda) or pip install -r requirements.txt.")
+        warnings.append(
+            f"TensorFlow cannot be imported ({tf_info['error']}): {rules} will fail. "
+            "Use the tensorflow env (snakemake --use-conda) or pip install -r requirements.txt."
+        )
     elif machine_has_gpu(machine) and not tf_info["gpus"]:
         reasons = gpu_not_seen_reasons(machine, tf_info, environ)
-        warnings.append(f"GPU present but TensorFlow sees none: the GPU rules ({rules}) would run on the CPU, many "
-                        "times slower (with training.require_gpu: auto, the default, they stop instead). "
-                        + " ".join(f"({i}) {r}." for i, r in enumerate(reasons, 1)))
+        warnings.append(
+            f"GPU present but TensorFlow sees none: the GPU rules ({rules}) would run on the CPU, many "
+            "times slower (with training.require_gpu: auto, the default, they stop instead). "
+            + " ".join(f"({i}) {r}." for i, r in enumerate(reasons, 1))
+        )
     if free < LOW_DISK_BYTES:
         warnings.append(f"only {free / 1024**3:.1f} GB free for results/; the full study needs about 20 GB")
     return warnings
 
 
 def format_report(machine: dict, tf_info: dict, results: Path, free: int, warnings: list[str], environ: dict) -> str:
-    lines = ["Environment check (scripts/check_environment.py)", f"  python:               {sys.version.split()[0]} ({sys.executable})"]
+    lines = [
+        "Environment check (scripts/check_environment.py)",
+        f"  python:               {sys.version.split()[0]} ({sys.executable})",
+    ]
     if "error" in tf_info:
         lines.append(f"  TensorFlow:           NOT IMPORTABLE: {tf_info['error']}")
     else:
@@ -70,8 +77,9 @@ def format_report(machine: dict, tf_info: dict, results: Path, free: int, warnin
             + ("" if tf_info["built_with_cuda"] else "  [CPU-only build]"),
             f"  nvidia-* packages:    {', '.join(tf_info.get('cuda_packages') or []) or 'none'}",
         ]
+    no_gpu_listed = "no GPU listed" if machine["nvidia_smi_found"] else "nvidia-smi not found"
     lines += [
-        f"  nvidia-smi -L:        {'; '.join(machine['nvidia_smi']) or ('no GPU listed' if machine['nvidia_smi_found'] else 'nvidia-smi not found')}",
+        f"  nvidia-smi -L:        {'; '.join(machine['nvidia_smi']) or no_gpu_listed}",
         f"  device nodes:         {', '.join(machine['device_nodes']) or 'none'}",
         f"  CUDA_VISIBLE_DEVICES: {environ.get('CUDA_VISIBLE_DEVICES', '(not set)')!s}",
         f"  free disk at {results}: {free / 1024**3:.1f} GB",
@@ -82,7 +90,9 @@ def format_report(machine: dict, tf_info: dict, results: Path, free: int, warnin
     return "\n".join(lines)
 
 
-def check(results: str | Path = "results", environ: dict | None = None, devices: str | Path = "/dev") -> tuple[str, list[str]]:
+def check(
+    results: str | Path = "results", environ: dict | None = None, devices: str | Path = "/dev"
+) -> tuple[str, list[str]]:
     environ = dict(os.environ if environ is None else environ)
     machine = machine_gpus(devices)
     tf_info = tensorflow_info()

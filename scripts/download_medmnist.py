@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from bloodcells.logs import log_to_file
 from bloodcells.download import download_verified, medmnist_url_and_md5
+from bloodcells.logs import log_to_file
 
 if __name__ == "__main__":
     smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)

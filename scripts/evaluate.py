@@ -26,8 +26,10 @@ def predict(model_path: str, images: np.ndarray, n_classes: int, batch_size: int
     model = load_model(model_path)
     outputs = model.output_shape[-1]
     if outputs != n_classes:
-        raise ValueError(f"{model_path}: model predicts {outputs} classes but the evaluation data has {n_classes}; "
-                         "was it trained on another dataset?")
+        raise ValueError(
+            f"{model_path}: model predicts {outputs} classes but the evaluation data has {n_classes}; "
+            "was it trained on another dataset?"
+        )
     return predict_probabilities(model, images, batch_size)
 
 
@@ -35,6 +37,7 @@ def main(smk) -> None:
     """Evaluate one run on the test split."""
     log_to_file(smk.log[0])
     from bloodcells.gpu_lock import pin_job_to_gpu
+
     pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
     enforce_gpu_requirement(smk.params.require_gpu, "evaluate")
     class_names = class_names_of(smk.config["datasets"][smk.params.dataset])

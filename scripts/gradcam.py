@@ -31,13 +31,14 @@ UPSAMPLE_CHUNK = 256  # heatmaps upsampled at a time for the focus scores (bound
 
 
 def region_masks(source: dict, test_images: np.ndarray, disc_radius: float) -> tuple[np.ndarray, str]:
-    """The cell region of each test image and its description: true cell masks on synthetic data, else a centred disc."""
+    """The cell region of each test image and its description: true masks on synthetic data, else a centred disc."""
     size = test_images.shape[1]
     if source["source"] == "synthetic":
         from bloodcells.synthetic import make_synthetic_dataset
 
-        arrays = make_synthetic_dataset(size, source["n_train"], source["n_val"], source["n_test"],
-                                        source.get("seed", 0), with_masks=True)
+        arrays = make_synthetic_dataset(
+            size, source["n_train"], source["n_val"], source["n_test"], source.get("seed", 0), with_masks=True
+        )
         regenerated = arrays["test_images"]
         if regenerated.shape != test_images.shape or not np.array_equal(regenerated, test_images):
             raise ValueError(
@@ -62,8 +63,9 @@ def table_csv(rows: list[dict]) -> str:
 def main(smk) -> None:
     """Compute Grad-CAM for every test image (predicted class), then write panels, heatmaps.npz and focus.csv."""
     log_to_file(smk.log[0])
-    from bloodcells.model import load_model  # imports TensorFlow: after the log redirect, so its output is logged
     from bloodcells.gpu_lock import pin_job_to_gpu
+    from bloodcells.model import load_model  # imports TensorFlow: after the log redirect, so its output is logged
+
     pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
     enforce_gpu_requirement(smk.params.require_gpu, "gradcam")
     import tensorflow as tf
@@ -80,8 +82,9 @@ def main(smk) -> None:
     with np.load(smk.input.predictions) as saved:
         probabilities, labels = saved["probabilities"].astype(np.float32), saved["labels"].reshape(-1)
     if len(labels) != len(test.labels) or not np.array_equal(labels, test.labels):
-        raise ValueError(f"{smk.input.predictions}: labels differ from the test split of {smk.input.data}; "
-                         "re-run evaluate")
+        raise ValueError(
+            f"{smk.input.predictions}: labels differ from the test split of {smk.input.data}; re-run evaluate"
+        )
 
     model = load_model(smk.input.model)  # safe mode, with the custom layers registered
     try:
@@ -89,32 +92,55 @@ def main(smk) -> None:
     except ValueError as error:  # name the config key and the model file, beside the valid layers
         raise ValueError(f"config key 'gradcam.layer' for {smk.input.model}: {error}") from error
     h, w = spatial_layers(model)[layer]
-    print(f"run {run}: Grad-CAM at '{layer}' ({h}x{w} map for {test.images.shape[1]} px images), "
-          f"class score = logit of the predicted class, {len(labels)} test images", flush=True)
+    print(
+        f"run {run}: Grad-CAM at '{layer}' ({h}x{w} map for {test.images.shape[1]} px images), "
+        f"class score = logit of the predicted class, {len(labels)} test images",
+        flush=True,
+    )
     if min(h, w) < MIN_MAP_SIDE:
-        print(f"note: a {h}x{w} map is coarse; '{suggest_layer(model)}' is the deepest block with at least "
-              f"{MIN_MAP_SIDE}x{MIN_MAP_SIDE} cells (set gradcam.layer in the config)", flush=True)
+        print(
+            f"note: a {h}x{w} map is coarse; '{suggest_layer(model)}' is the deepest block with at least "
+            f"{MIN_MAP_SIDE}x{MIN_MAP_SIDE} cells (set gradcam.layer in the config)",
+            flush=True,
+        )
 
     predicted = probabilities.argmax(axis=1)
     maps = gradcam_maps(model, test.images, layer, predicted, smk.params.batch_size)
     masks, region = region_masks(source, test.images, smk.params.disc_radius)
     size = test.images.shape[1:3]
-    focus = np.concatenate([
-        focus_scores(upsample(maps[start:start + UPSAMPLE_CHUNK], size), masks[start:start + UPSAMPLE_CHUNK])
-        for start in range(0, len(maps), UPSAMPLE_CHUNK)
-    ]) if len(maps) else np.zeros(0)
+    focus = (
+        np.concatenate(
+            [
+                focus_scores(
+                    upsample(maps[start : start + UPSAMPLE_CHUNK], size), masks[start : start + UPSAMPLE_CHUNK]
+                )
+                for start in range(0, len(maps), UPSAMPLE_CHUNK)
+            ]
+        )
+        if len(maps)
+        else np.zeros(0)
+    )
 
     selection = select_examples(labels, probabilities, smk.params.per_class_correct, smk.params.per_class_mistakes)
     chosen = selection.indices
     heatmaps = upsample(maps[chosen], size)
-    plot_panels(test.images, heatmaps, labels, probabilities, selection, class_names, smk.output.panel,
-                smk.output.pdf, title=f"{run}: Grad-CAM at {layer} ({h}x{w}), predicted class")
+    plot_panels(
+        test.images,
+        heatmaps,
+        labels,
+        probabilities,
+        selection,
+        class_names,
+        smk.output.panel,
+        smk.output.pdf,
+        title=f"{run}: Grad-CAM at {layer} ({h}x{w}), predicted class",
+    )
     save_heatmaps(
         smk.output.heatmaps,
-        heatmaps=heatmaps,                      # panel images, N x H x W in [0, 1]
-        indices=chosen,                         # their test-split indices
+        heatmaps=heatmaps,  # panel images, N x H x W in [0, 1]
+        indices=chosen,  # their test-split indices
         is_mistake=predicted[chosen] != labels[chosen],
-        maps=maps,                              # every test image, at the layer's resolution, not normalised
+        maps=maps,  # every test image, at the layer's resolution, not normalised
         labels=labels,
         predicted=predicted,
         probability=probabilities[np.arange(len(labels)), predicted],
@@ -127,8 +153,10 @@ def main(smk) -> None:
     rows = focus_table(labels, focus, masks, class_names, region)
     write_text_atomic(smk.output.focus, table_csv(rows))
     overall = rows[-1]
-    print(f"focus (share of heat in {region}): {overall['focus_mean']:.3f} over {overall['n_images']} images, "
-          f"region area share {overall['region_area_share']:.3f}, ratio {overall['focus_ratio']:.2f}")
+    print(
+        f"focus (share of heat in {region}): {overall['focus_mean']:.3f} over {overall['n_images']} images, "
+        f"region area share {overall['region_area_share']:.3f}, ratio {overall['focus_ratio']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from bloodcells.tables import (
 METRIC_LABELS = {"accuracy": "Test accuracy", "auc": "Test AUC"}
 
 
-def write_table(compared, column_key: str, columns: list[str], labels: list[str], context: dict, outputs: dict,
-                template_dir: str) -> None:
+def write_table(
+    compared, column_key: str, columns: list[str], labels: list[str], context: dict, outputs: dict, template_dir: str
+) -> None:
     """Write one table as CSV (long form), JSON and through the HTML and LaTeX templates."""
     cells = table_cells(compared, column_key, columns)
     cells["columns"] = labels
@@ -37,10 +38,11 @@ def main(smk) -> None:
     summary = summarise(run_records(smk.params.runs, metrics, boots))
     synthetic = smk.config["datasets"][smk.params.dataset]["source"] == "synthetic"
     training = smk.config["training"]
+    source = smk.config["datasets"][smk.params.dataset]["source"]
     notes = [
-        f"Data: '{smk.params.dataset}' ({smk.config['datasets'][smk.params.dataset]['source']} source); {confidence_note(summary['n_seeds'])}.",
-        f"Epoch rule: at most {training['max_epochs']} epochs, early stopping when validation loss has not improved for "
-        f"{training['patience']} epochs; the best epoch's weights are evaluated.",
+        f"Data: '{smk.params.dataset}' ({source} source); {confidence_note(summary['n_seeds'])}.",
+        f"Epoch rule: at most {training['max_epochs']} epochs, early stopping when validation loss has not improved "
+        f"for {training['patience']} epochs; the best epoch's weights are evaluated.",
         f"Initial weights: {training['weights'] or 'random (no ImageNet)'}; shear ±{training['augmentation']['shear']} "
         f"{training['augmentation']['shear_unit']}, zoom {training['augmentation']['zoom']}, horizontal flip.",
         "Metrics as in MedMNIST: ACC = argmax accuracy, AUC = mean one-vs-rest ROC AUC over classes.",
@@ -50,17 +52,37 @@ def main(smk) -> None:
     files = lambda table: {ext: out[f"{table}.{ext}"] for ext in ("csv", "json", "html", "tex")}  # noqa: E731
 
     table3 = compare(summary, poster_frame(poster, "table3"), ["accuracy", "auc"])
-    write_table(table3, "metric", ["accuracy", "auc"], [METRIC_LABELS["accuracy"], METRIC_LABELS["auc"]],
-                {"title": "Table 3: test accuracy and AUC of every grid model", "caption": poster["table3"]["caption"],
-                 "notes": notes, "synthetic": synthetic},
-                files("table3"), template_dir)
+    write_table(
+        table3,
+        "metric",
+        ["accuracy", "auc"],
+        [METRIC_LABELS["accuracy"], METRIC_LABELS["auc"]],
+        {
+            "title": "Table 3: test accuracy and AUC of every grid model",
+            "caption": poster["table3"]["caption"],
+            "notes": notes,
+            "synthetic": synthetic,
+        },
+        files("table3"),
+        template_dir,
+    )
 
     table1 = compare(summary, poster_frame(poster, "table1"), ["f1"])
     classes = ordered_classes(list(dict.fromkeys(table1["class"])))
-    write_table(table1, "class", classes, classes,
-                {"title": "Table 1: class-level F1 score on the test split", "caption": poster["table1"]["caption"],
-                 "notes": notes, "synthetic": synthetic},
-                files("table1"), template_dir)
+    write_table(
+        table1,
+        "class",
+        classes,
+        classes,
+        {
+            "title": "Table 1: class-level F1 score on the test split",
+            "caption": poster["table1"]["caption"],
+            "notes": notes,
+            "synthetic": synthetic,
+        },
+        files("table1"),
+        template_dir,
+    )
     print(table3.to_string())
 
 

@@ -9,4 +9,6 @@ if __name__ == "__main__":
     log_to_file(smk.log[0])
     class_names = class_names_of(smk.config["datasets"][smk.wildcards.dataset])
     train = load_split(smk.input[0], "train", len(class_names))
-    make_montage(train.images, train.labels, class_names, smk.output[0], title=f"{smk.wildcards.dataset}: training images")
+    make_montage(
+        train.images, train.labels, class_names, smk.output[0], title=f"{smk.wildcards.dataset}: training images"
+    )

@@ -22,9 +22,16 @@ def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndar
     if kind == "folder":
         # A synthesized folder arrives as this rule's input; otherwise the folder is read from `path`.
         root = Path(inputs[0]) if inputs else Path(source["path"])
-        return import_folder(root, size, source["classes"], train=source.get("train", "Train"),
-                             test=source.get("test", "TestA"), val_fraction=source.get("val_fraction", 0.2),
-                             test_fraction=source.get("test_fraction", 0.2), seed=source.get("seed", 0))
+        return import_folder(
+            root,
+            size,
+            source["classes"],
+            train=source.get("train", "Train"),
+            test=source.get("test", "TestA"),
+            val_fraction=source.get("val_fraction", 0.2),
+            test_fraction=source.get("test_fraction", 0.2),
+            seed=source.get("seed", 0),
+        )
     raise ValueError(f"source: '{kind}' is not one of ['medmnist', 'synthetic', 'pbc', 'folder']")
 
 

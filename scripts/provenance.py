@@ -2,7 +2,7 @@
 training session of each run, and the host where the report was assembled)."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bloodcells.atomic import write_text_atomic
 from bloodcells.hardware import machine_gpus, tensorflow_info
@@ -15,16 +15,19 @@ def main(smk) -> None:
     log_to_file(smk.log[0])
     tf = tensorflow_info()
     record = {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "git": git_state(smk.params.repo),
         "versions": package_versions() | {"snakemake": smk.params.snakemake_version},
         "config_sha256": smk.params.config_hash,
         "data_files": data_files(smk.input.data),
         "training_hosts": training_hosts(smk.params.runs, smk.input.hosts),
         # this job's machine: where the report was assembled, not where any run trained
-        "report_assembled_on": host() | {"gpus_tensorflow_sees": tf.get("gpus", []),
-                                         "gpus_machine": machine_gpus()["nvidia_smi"],
-                                         "cuda_build": tf.get("cuda_version")},
+        "report_assembled_on": host()
+        | {
+            "gpus_tensorflow_sees": tf.get("gpus", []),
+            "gpus_machine": machine_gpus()["nvidia_smi"],
+            "cuda_build": tf.get("cuda_version"),
+        },
     }
     write_text_atomic(smk.output[0], json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))

@@ -25,8 +25,16 @@ def main(smk) -> None:
     rows = []
     for run, path in zip(smk.params.boot_runs, smk.input.bootstrap):
         boot = json.loads(Path(path).read_text())
-        rows.append({"run": run, "accuracy_ci95_low": boot["accuracy"]["low"], "accuracy_ci95_high": boot["accuracy"]["high"],
-                     "auc_ci95_low": boot["auc"]["low"], "auc_ci95_high": boot["auc"]["high"], "n_boot": boot["n_boot"]})
+        rows.append(
+            {
+                "run": run,
+                "accuracy_ci95_low": boot["accuracy"]["low"],
+                "accuracy_ci95_high": boot["accuracy"]["high"],
+                "auc_ci95_low": boot["auc"]["low"],
+                "auc_ci95_high": boot["auc"]["high"],
+                "n_boot": boot["n_boot"],
+            }
+        )
     write_text_atomic(smk.output.bootstrap, pd.DataFrame(rows).to_csv(index=False))
 
     poster = yaml.safe_load(Path(smk.input.poster).read_text())
@@ -35,22 +43,37 @@ def main(smk) -> None:
     results = run_comparisons(planned, correct, labels, accuracy, smk.params.alpha)
     summary = {
         "method": "paired McNemar test per seed on the same test images; p = exact two-sided binomial test of the "
-                  "discordant pairs (b ~ Bin(b + c, 1/2)); chi-square with continuity correction reported beside it. "
-                  "A claim is 'supported' when every seed's test is significant (p < alpha) in the poster's "
-                  "direction, 'contradicted' when one is significant the other way, else 'not significant'. "
-                  "No correction for multiple comparisons.",
+        "discordant pairs (b ~ Bin(b + c, 1/2)); chi-square with continuity correction reported beside it. "
+        "A claim is 'supported' when every seed's test is significant (p < alpha) in the poster's "
+        "direction, 'contradicted' when one is significant the other way, else 'not significant'. "
+        "No correction for multiple comparisons.",
         "alpha": smk.params.alpha,
         "comparisons": results,
     }
     write_text_atomic(smk.output.json, json.dumps(summary, indent=1))
     # McNemar's b and c are the discordant counts; the models' labels go under model_a / model_b.
-    frame = pd.DataFrame([
-        {"comparison": r["comparison"], "claim": r["claim"], "model_a": r["a"], "model_b": r["b"],
-         "a_run": t["a_run"], "b_run": t["b_run"], "a_accuracy": t["a_accuracy"], "b_accuracy": t["b_accuracy"],
-         "only_a_correct": t["b"], "only_b_correct": t["c"], "p_exact": t["p_exact"], "chi2": t["chi2"],
-         "p_chi2": t["p_chi2"], "verdict": r["verdict"]}
-        for r in results for t in r["tests"]
-    ])
+    frame = pd.DataFrame(
+        [
+            {
+                "comparison": r["comparison"],
+                "claim": r["claim"],
+                "model_a": r["a"],
+                "model_b": r["b"],
+                "a_run": t["a_run"],
+                "b_run": t["b_run"],
+                "a_accuracy": t["a_accuracy"],
+                "b_accuracy": t["b_accuracy"],
+                "only_a_correct": t["b"],
+                "only_b_correct": t["c"],
+                "p_exact": t["p_exact"],
+                "chi2": t["chi2"],
+                "p_chi2": t["p_chi2"],
+                "verdict": r["verdict"],
+            }
+            for r in results
+            for t in r["tests"]
+        ]
+    )
     write_text_atomic(smk.output.csv, frame.to_csv(index=False))
     print(frame.to_string())
 

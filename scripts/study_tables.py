@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from bloodcells.history import best_epoch_row
 from bloodcells.logs import log_to_file
 from bloodcells.studies import (
     long_frame,
@@ -16,7 +17,6 @@ from bloodcells.studies import (
     transfer_cells,
 )
 from bloodcells.tables import confidence_note, write_table_files
-from bloodcells.history import best_epoch_row
 
 TITLES = {
     "table2": "Table 2: test accuracy by optimizer and learning rate (ResNet-50, attention layer, class-weighted loss)",
@@ -37,25 +37,33 @@ def by_run(runs: list[str], paths: list[str], reader) -> dict:
 def notes(smk, table: str) -> list[str]:
     """The fidelity notes printed under a table."""
     config, training = smk.config, smk.config["training"]
-    lines = [f"Data: '{smk.params.dataset}' ({config['datasets'][smk.params.dataset]['source']} source); "
-             f"{confidence_note([len(config['seeds'])])}.",
-             f"Epoch rule: at most {training['max_epochs']} epochs, early stopping after {training['patience']} epochs "
-             "without a lower validation loss, the best epoch's weights evaluated (a run with a fixed epoch count "
-             "trains exactly that many and keeps its best validation-loss epoch)."]
+    lines = [
+        f"Data: '{smk.params.dataset}' ({config['datasets'][smk.params.dataset]['source']} source); "
+        f"{confidence_note([len(config['seeds'])])}.",
+        f"Epoch rule: at most {training['max_epochs']} epochs, early stopping after {training['patience']} epochs "
+        "without a lower validation loss, the best epoch's weights evaluated (a run with a fixed epoch count "
+        "trains exactly that many and keeps its best validation-loss epoch).",
+    ]
     if table.startswith("methods_"):
-        lines.append("Training ACC, AUC and loss are Keras' values of the epoch whose weights were kept (lowest "
-                     "validation loss), from history.csv; Keras' AUC there pools all one-hot outputs. With class "
-                     "weights the training loss is the weighted loss. Test ACC / AUC follow MedMNIST (argmax accuracy, "
-                     "mean one-vs-rest AUC).")
+        lines.append(
+            "Training ACC, AUC and loss are Keras' values of the epoch whose weights were kept (lowest "
+            "validation loss), from history.csv; Keras' AUC there pools all one-hot outputs. With class "
+            "weights the training loss is the weighted loss. Test ACC / AUC follow MedMNIST (argmax accuracy, "
+            "mean one-vs-rest AUC)."
+        )
     if table in ("table2", "methods_attention"):
         lines.append("Attention layer: the poster does not define it; here " + smk.params.attention_note)
     if table == "table4":
-        lines.append("Per-class accuracy = correct / support of the class, which equals its recall (as in the "
-                     "poster). Image preparation: each file converted to 8-bit RGB and resized whole to the run size "
-                     "(as Keras' flow_from_directory); validation = a stratified share of the training folder.")
+        lines.append(
+            "Per-class accuracy = correct / support of the class, which equals its recall (as in the "
+            "poster). Image preparation: each file converted to 8-bit RGB and resized whole to the run size "
+            "(as Keras' flow_from_directory); validation = a stratified share of the training folder."
+        )
     if table == "transfer":
-        lines.append("Unrestricted: argmax over all source classes (predicting a class the external set lacks counts "
-                     "as wrong). Restricted: argmax over the shared classes only.")
+        lines.append(
+            "Unrestricted: argmax over all source classes (predicting a class the external set lacks counts "
+            "as wrong). Restricted: argmax over the shared classes only."
+        )
     return lines
 
 
@@ -82,7 +90,9 @@ def main(smk) -> None:
             cells, rows, columns = methods_cells(configs, metrics, best, boot, poster["values"])
     frame = long_frame(table, cells)
     context = template_cells(frame, rows, columns) | {
-        "title": TITLES[table], "caption": poster.get("caption", ""), "notes": notes(smk, table),
+        "title": TITLES[table],
+        "caption": poster.get("caption", ""),
+        "notes": notes(smk, table),
         "synthetic": smk.params.synthetic,
         "row_header": {"table2": "optimizer", "table4": "class"}.get(table, "metric"),
     }

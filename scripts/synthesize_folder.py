@@ -11,7 +11,14 @@ if __name__ == "__main__":
     spec = source["synthesize"]
     with atomic_directory(smk.output[0]) as folder:  # a killed job leaves no half-filled folder behind
         counts = write_synthetic_folder(
-            folder, source["classes"], spec["n_train"], spec["n_test"], spec.get("size", 48),
-            spec.get("seed", 0), spec.get("odd_files", False), source.get("train", "Train"), source.get("test", "TestA"),
+            folder,
+            source["classes"],
+            spec["n_train"],
+            spec["n_test"],
+            spec.get("size", 48),
+            spec.get("seed", 0),
+            spec.get("odd_files", False),
+            source.get("train", "Train"),
+            source.get("test", "TestA"),
         )
     print(f"wrote synthetic cells in folder layout to {smk.output[0]}: {counts}")

@@ -42,15 +42,25 @@ def stop_on_sigterm(signum: int, frame) -> None:
     """Turn SIGTERM (scancel, a time limit, a killed Snakemake) into SystemExit, so temporary files are removed."""
     # SLURM may deliver it twice (slurmstepd and srun): a second SystemExit would cut the first one's cleanup short.
     signal.signal(signum, signal.SIG_IGN)
-    print(f"train: received {signal.Signals(signum).name}; stopping. The checkpoint of the last finished epoch is "
-          "kept: run the workflow again to resume from it", flush=True)
+    print(
+        f"train: received {signal.Signals(signum).name}; stopping. The checkpoint of the last finished epoch is "
+        "kept: run the workflow again to resume from it",
+        flush=True,
+    )
     raise SystemExit(128 + signum)  # the exit status of a process ended by the signal
 
 
 def main(smk) -> None:
     """Read the run from the snakemake object, train it and write its outputs atomically."""
     log_to_file(smk.log[0])
-    from bloodcells.training import RunSpec, TrainSettings, inference_model, run_epochs, train_run  # imports TensorFlow: after the log redirect
+    from bloodcells.training import (
+        RunSpec,
+        TrainSettings,
+        inference_model,
+        run_epochs,
+        train_run,
+    )  # imports TensorFlow: after the log redirect
+
     # Python's default for SIGTERM ends the process at once; as an exception it unwinds through atomic_path.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     for output in (smk.output.model, smk.output.history, smk.output.host):
@@ -69,8 +79,14 @@ def main(smk) -> None:
     val = load_split(smk.input.data, "val", n_classes)
     session = training_session(settings.xla, settings.mixed_precision, settings.threads)
     model, history, checkpoint, sessions = train_run(
-        (train.images, train.labels), (val.images, val.labels), n_classes, spec, settings, smk.params.checkpoint,
-        weights_file=verified_weights(smk.input.get("weights"), spec.arch), session=session,
+        (train.images, train.labels),
+        (val.images, val.labels),
+        n_classes,
+        spec,
+        settings,
+        smk.params.checkpoint,
+        weights_file=verified_weights(smk.input.get("weights"), spec.arch),
+        session=session,
     )
     with atomic_path(smk.output.model) as tmp:
         inference_model(model).save(tmp)

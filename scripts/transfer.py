@@ -31,11 +31,18 @@ def main(smk) -> None:
     result["run"] = smk.wildcards.run
     result["target_dataset"] = smk.wildcards.dataset
     with atomic_path(smk.output.predictions) as tmp:
-        np.savez(tmp, probabilities=probabilities, labels=test.labels, source_classes=np.array(source_classes),
-                 target_classes=np.array(target_classes))
+        np.savez(
+            tmp,
+            probabilities=probabilities,
+            labels=test.labels,
+            source_classes=np.array(source_classes),
+            target_classes=np.array(target_classes),
+        )
     write_text_atomic(smk.output.metrics, json.dumps(result, indent=1))
-    print(f"{smk.wildcards.run} on {smk.wildcards.dataset}: restricted accuracy {result['restricted_accuracy']:.4f}, "
-          f"unrestricted {result['unrestricted_accuracy']:.4f}")
+    print(
+        f"{smk.wildcards.run} on {smk.wildcards.dataset}: restricted accuracy {result['restricted_accuracy']:.4f}, "
+        f"unrestricted {result['unrestricted_accuracy']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,14 +23,17 @@ import numpy as np
 from PIL import Image
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-IMAGES_JS = ("JSON.stringify(Array.from(document.images).map(i => "
-             "({src: i.src.slice(0, 80), complete: i.complete, width: i.naturalWidth})))")
+IMAGES_JS = (
+    "JSON.stringify(Array.from(document.images).map(i => "
+    "({src: i.src.slice(0, 80), complete: i.complete, width: i.naturalWidth})))"
+)
 
 
 def chromium_binary() -> str | None:
     """Debian's chromium (or Chrome) on PATH, None where there is none."""
-    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
+    return next(
+        (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
+    )
 
 
 @dataclass
@@ -99,9 +102,12 @@ def load_page(path: str | Path, width: int = 1280, height: int = 2000, timeout: 
         raise FileNotFoundError("chromium is not installed (Debian: apt install chromium)")
     # Chromium's helper processes may still write to the profile while they exit: cleanup errors are not failures.
     with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
-        process = subprocess.Popen([binary, *CHROMIUM_FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                                    "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [binary, *CHROMIUM_FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             port = _devtools_port(Path(profile), process, timeout)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as answer:
@@ -109,13 +115,20 @@ def load_page(path: str | Path, width: int = 1280, height: int = 2000, timeout: 
             tools = _DevTools(page["webSocketDebuggerUrl"], timeout)
             for domain in ("Page", "Runtime", "Log"):
                 tools.call(f"{domain}.enable")
-            tools.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+            tools.call(
+                "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+            )
             tools.call("Page.navigate", url=Path(path).resolve().as_uri())
             tools.wait_for("Page.loadEventFired", timeout)
-            images = json.loads(tools.call("Runtime.evaluate", expression=IMAGES_JS, returnByValue=True)["result"]["value"])
+            images = json.loads(
+                tools.call("Runtime.evaluate", expression=IMAGES_JS, returnByValue=True)["result"]["value"]
+            )
             shot = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
-            report = PageReport(images=images, console_errors=_errors(tools.events),
-                                screenshot=np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")))
+            report = PageReport(
+                images=images,
+                console_errors=_errors(tools.events),
+                screenshot=np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")),
+            )
             tools.socket.close()
             return report
         finally:

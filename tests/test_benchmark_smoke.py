@@ -13,8 +13,13 @@ LAST_LINE = re.compile(r"^pipeline_efficiency=(\S+) speedup_vs_legacy=(\S+) augm
 
 def test_smoke_benchmark_writes_its_record(tmp_path):
     out = tmp_path / "smoke.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/throughput.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/throughput.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     match = LAST_LINE.match(last)
@@ -22,7 +27,17 @@ def test_smoke_benchmark_writes_its_record(tmp_path):
     assert all(re.fullmatch(r"\d+\.\d{3}", value) for value in match.groups()), last
 
     record = json.loads(out.read_text())
-    for key in ("name", "created", "hardware", "versions", "settings", "training", "augmentation", "ratios", "summary_line"):
+    for key in (
+        "name",
+        "created",
+        "hardware",
+        "versions",
+        "settings",
+        "training",
+        "augmentation",
+        "ratios",
+        "summary_line",
+    ):
         assert key in record, key
     assert record["summary_line"] == last
     assert record["hardware"]["cpu"]["model"] and record["hardware"]["cpu"]["cores"] >= 1
@@ -47,12 +62,30 @@ def test_smoke_benchmark_writes_its_record(tmp_path):
 
 def test_training_profile_prints_each_component_and_writes_its_figures(tmp_path):
     out = tmp_path / "profile.json"
-    command = [sys.executable, str(ROOT / "benchmarks/profile_training.py"), "--config", str(ROOT / "tests/configs/tiny.yaml"),
-               "--arch", "resnet50", "--batch-size", "16", "--epochs", "2", "--out", str(out)]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks/profile_training.py"),
+        "--config",
+        str(ROOT / "tests/configs/tiny.yaml"),
+        "--arch",
+        "resnet50",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for component in ("process start", "graph trace of the train step", "training steps per epoch", "validation pass",
-                      "checkpoint write per epoch", "evaluation job (32 test images)"):
+    for component in (
+        "process start",
+        "graph trace of the train step",
+        "training steps per epoch",
+        "validation pass",
+        "checkpoint write per epoch",
+        "evaluation job (32 test images)",
+    ):
         assert component in proc.stdout, component
     figures = json.loads(out.read_text())
     assert figures["run"] == "synthetic-32-resnet50-bs16-s0" and len(figures["epochs"]) == 2

@@ -1,17 +1,23 @@
 """scripts/check_environment.py: the warnings a user with a "GPU not found" problem gets (no TensorFlow import here)."""
 
-
 import pytest
-
 from conftest import load_rule_script
 
 check_environment = load_rule_script("check_environment")
 
-GPU_MACHINE = {"nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaa)"], "device_nodes": ["/dev/nvidia0"],
-               "nvidia_smi_found": True}
+GPU_MACHINE = {
+    "nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaa)"],
+    "device_nodes": ["/dev/nvidia0"],
+    "nvidia_smi_found": True,
+}
 CPU_MACHINE = {"nvidia_smi": [], "device_nodes": [], "nvidia_smi_found": False}
-TF_GPU = {"version": "2.21.0", "gpus": ["/physical_device:GPU:0"], "built_with_cuda": True,
-          "cuda_version": "12.5.1", "cudnn_version": "9"}
+TF_GPU = {
+    "version": "2.21.0",
+    "gpus": ["/physical_device:GPU:0"],
+    "built_with_cuda": True,
+    "cuda_version": "12.5.1",
+    "cudnn_version": "9",
+}
 TF_NO_GPU = TF_GPU | {"gpus": []}
 PLENTY = 100 * 1024**3
 
@@ -47,8 +53,15 @@ def test_tensorflow_missing_and_low_disk_warn():
 def test_report_shows_every_fact_and_the_warning(tmp_path):
     warnings = check_environment.diagnose(GPU_MACHINE, TF_NO_GPU, {}, PLENTY)
     report = check_environment.format_report(GPU_MACHINE, TF_NO_GPU, tmp_path, PLENTY, warnings, {})
-    for text in ("TensorFlow:           2.21.0", "GPUs TensorFlow sees: none", "12.5.1 (cuDNN 9)", "NVIDIA H100",
-                 "/dev/nvidia0", "100.0 GB", "WARNING: GPU present but TensorFlow sees none"):
+    for text in (
+        "TensorFlow:           2.21.0",
+        "GPUs TensorFlow sees: none",
+        "12.5.1 (cuDNN 9)",
+        "NVIDIA H100",
+        "/dev/nvidia0",
+        "100.0 GB",
+        "WARNING: GPU present but TensorFlow sees none",
+    ):
         assert text in report
     assert "OK: no problems found" in check_environment.format_report(CPU_MACHINE, TF_GPU, tmp_path, PLENTY, [], {})
 

@@ -5,9 +5,9 @@ import socket
 
 import numpy as np
 import pytest
+from conftest import REPO, load_rule_script, run_snakemake
 
 from bloodcells import download
-from conftest import REPO, load_rule_script, run_snakemake
 
 TINY = REPO / "tests/configs/tiny.yaml"
 
@@ -28,9 +28,14 @@ def test_download_module_needs_only_the_standard_library():
     import sys
 
     tree = ast.parse((REPO / "scripts/bloodcells/download.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level
+    }
     assert imported - sys.stdlib_module_names <= {"medmnist"}, imported
 
 
@@ -73,8 +78,16 @@ def test_training_starts_from_the_weights_file_without_the_network(tmp_path, mon
     spec = RunSpec(arch="resnet50", size=32, batch_size=8, weights="imagenet")
     # an ImageNet run given no file stops before building anything (Keras would download into ~/.keras)
     with pytest.raises(ValueError, match="download_weights"):
-        train_run((images, labels), (images, labels), 4, spec, TrainSettings(max_epochs=1), tmp_path / "ckpt",
-                  log=lambda message: None, verbose=0)
+        train_run(
+            (images, labels),
+            (images, labels),
+            4,
+            spec,
+            TrainSettings(max_epochs=1),
+            tmp_path / "ckpt",
+            log=lambda message: None,
+            verbose=0,
+        )
     assert not (tmp_path / "ckpt").exists()
     # the file is what train_run hands to build_model: the ResNet starts from exactly its weights
     model = build_model("resnet50", 32, 4, weights=str(weights))
@@ -90,10 +103,17 @@ def test_dry_run_fetches_each_weights_file_once_and_a_placed_file_is_used(tmp_pa
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     listing = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(path)).stdout
-    fetched = sorted(set(line.split("/")[-1] for line in listing.split()
-                         if line.endswith("_weights_tf_dim_ordering_tf_kernels_notop.h5")))
-    assert fetched == ["resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]
+    fetched = sorted(
+        set(
+            line.split("/")[-1]
+            for line in listing.split()
+            if line.endswith("_weights_tf_dim_ordering_tf_kernels_notop.h5")
+        )
+    )
+    assert fetched == [
+        "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ]
     assert len(re.findall(r"^(local)?rule download_weights:", listing, flags=re.MULTILINE)) == 2
     # files placed by hand (e.g. copied from ~/.keras/models) are used as they are: nothing to download
     (tmp_path / "cache").mkdir()

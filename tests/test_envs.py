@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, load_rule_script, rule_blocks
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
@@ -99,7 +98,9 @@ def rules_with_env_and_script() -> list[tuple[str, Path, Path]]:
         script = re.search(r"^\s+script:\s*\n\s+[\"']([^\"']+)[\"']", block, flags=re.MULTILINE)
         if conda and script:
             # paths in conda:/script: are relative to the .smk files in rules/
-            found.append((name, (REPO / "rules" / conda.group(1)).resolve(), (REPO / "rules" / script.group(1)).resolve()))
+            found.append(
+                (name, (REPO / "rules" / conda.group(1)).resolve(), (REPO / "rules" / script.group(1)).resolve())
+            )
     return found
 
 
@@ -161,8 +162,11 @@ class ImportScan:
         return bound
 
     def definitions(self, path: Path) -> dict[str, ast.AST]:
-        return {node.name: node for node in self.tree(path).body
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        return {
+            node.name: node
+            for node in self.tree(path).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        }
 
     def add(self, module: str, path: Path) -> None:
         self.found.setdefault(module, set()).add(str(path.relative_to(REPO)))
@@ -211,8 +215,11 @@ class ImportScan:
         if path in self.modules_done:
             return
         self.modules_done.add(path)
-        statements = [node for node in self.tree(path).body
-                      if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        statements = [
+            node
+            for node in self.tree(path).body
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
         nodes = [child for statement in statements for child in ast.walk(statement)]
         self.visit_imports(path, nodes)
         self.visit_references(path, nodes)
@@ -291,7 +298,8 @@ def test_import_scan_counts_lazy_imports_only_where_reached(tmp_path, monkeypatc
         "from .b import helper\n"
         "def used():\n    return inner()\n"
         "def inner():\n    import scipy\n    return helper()\n"
-        "def unused():\n    import tensorflow\n")
+        "def unused():\n    import tensorflow\n"
+    )
     (package / "b.py").write_text("def helper():\n    from sklearn import metrics\n")
     (tmp_path / "script.py").write_text("import pandas\nfrom bloodcells.a import used\ndef main():\n    used()\n")
     monkeypatch.setattr(sys.modules[__name__], "SCRIPTS", tmp_path)

@@ -7,8 +7,13 @@ from PIL import Image
 from bloodcells.dataset import DatasetError, class_names_of
 from bloodcells.sources import import_folder, read_square, to_rgb, write_synthetic_folder
 
-CLASSES = {"Basophil": "basophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte", "Monocyte": "monocyte",
-           "Neutrophil": "neutrophil"}
+CLASSES = {
+    "Basophil": "basophil",
+    "Eosinophil": "eosinophil",
+    "Lymphocyte": "lymphocyte",
+    "Monocyte": "monocyte",
+    "Neutrophil": "neutrophil",
+}
 
 
 @pytest.fixture

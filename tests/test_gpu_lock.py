@@ -11,9 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import REPO
 
 from bloodcells import gpu_lock
-from conftest import REPO
 
 # One job: claim a card among four faked ones, hold it a random short time, record (card, start, end).
 WORKER = textwrap.dedent("""
@@ -43,8 +43,11 @@ HOLDER = textwrap.dedent("""
 
 
 def job_env(lock_dir: Path, cards: str) -> dict:
-    return os.environ | {"CUDA_VISIBLE_DEVICES": cards, gpu_lock.LOCK_DIR_VARIABLE: str(lock_dir),
-                         "PYTHONPATH": str(REPO / "scripts")}
+    return os.environ | {
+        "CUDA_VISIBLE_DEVICES": cards,
+        gpu_lock.LOCK_DIR_VARIABLE: str(lock_dir),
+        "PYTHONPATH": str(REPO / "scripts"),
+    }
 
 
 def wait_for(path: Path, seconds: float = 20) -> str:
@@ -83,8 +86,9 @@ def test_a_killed_holder_frees_its_card_and_a_waiting_job_gets_it(tmp_path):
         assert wait_for(tmp_path / "holder") == "5"
         # the only card is held: a non-blocking claim finds none, a blocking one waits and says so
         assert gpu_lock.try_claim(["5"], tmp_path / "locks") is None
-        waiter = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "waiter")], env=env,
-                                  stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(tmp_path / "waiter")], env=env, stderr=subprocess.PIPE, text=True
+        )
         time.sleep(1.0)
         assert waiter.poll() is None and not (tmp_path / "waiter").exists()
         holder.send_signal(signal.SIGKILL)  # no cleanup code runs: the kernel must drop the lock
@@ -134,8 +138,12 @@ def test_no_gpu_is_a_no_op(tmp_path):
 
 
 def test_inside_a_slurm_gpu_job_slurm_decides(tmp_path):
-    environ = {"SLURM_JOB_ID": "42", "SLURM_JOB_GPUS": "2", "CUDA_VISIBLE_DEVICES": "0",
-               gpu_lock.LOCK_DIR_VARIABLE: str(tmp_path / "locks")}
+    environ = {
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_GPUS": "2",
+        "CUDA_VISIBLE_DEVICES": "0",
+        gpu_lock.LOCK_DIR_VARIABLE: str(tmp_path / "locks"),
+    }
     assert gpu_lock.claim_gpu(environ=environ, log=lambda message: None) is None
     assert environ["CUDA_VISIBLE_DEVICES"] == "0" and not (tmp_path / "locks").exists()
     assert gpu_lock.slurm_assigned_gpus({"SLURM_JOB_ID": "42"}) is None  # a CPU-only SLURM job
@@ -145,9 +153,11 @@ def test_card_discovery(tmp_path):
     assert gpu_lock.parse_visible_devices("0, 2,3") == ["0", "2", "3"]
     assert gpu_lock.parse_visible_devices("GPU-3f2c1a,GPU-77") == ["GPU-3f2c1a", "GPU-77"]
     assert gpu_lock.parse_visible_devices("1,-1,2") == ["1"]
-    listing = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaa)\n"
-               "  MIG 1g.10gb     Device  0: (UUID: MIG-bbb)\n"
-               "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-ccc)\n")
+    listing = (
+        "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaa)\n"
+        "  MIG 1g.10gb     Device  0: (UUID: MIG-bbb)\n"
+        "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-ccc)\n"
+    )
     assert gpu_lock.parse_nvidia_smi(listing) == ["0", "1"]
     for name in ("nvidia0", "nvidia1", "nvidia10", "nvidiactl", "nvidia-uvm", "nvidia-modeset"):
         (tmp_path / name).touch()

@@ -10,11 +10,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from conftest import load_rule_script  # noqa: E402
+
 from bloodcells import gradcam as gc  # noqa: E402
 from bloodcells.dataset import BLOODMNIST_CLASSES, save_dataset  # noqa: E402
 from bloodcells.model import build_model  # noqa: E402
-from conftest import load_rule_script  # noqa: E402
-
 
 # Planted-signal bound. A heatmap spread evenly scores heat share / area share = 1; one that sits
 # only on the signal disc scores 1 / area share (about 20 here, though an 8x8 map upsampled to
@@ -159,7 +159,8 @@ def test_planted_signal_gets_the_heat():
     test_x, test_y, signal, distractor = planted_blobs(300, size, radius, rng)
     model = tiny_cnn(size, 3)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    # 8 epochs: over data seeds 0-3 this reached test accuracy >= 0.987 and ratios 5.1-6.2 (5 epochs: not always learnt).
+    # 8 epochs: over data seeds 0-3 this reached test accuracy >= 0.987 and ratios 5.1-6.2
+    # (5 epochs: not always learnt).
     model.fit(train_x, train_y, batch_size=32, epochs=8, verbose=0)
     predicted = model.predict(test_x, verbose=0).argmax(axis=1)
     accuracy = (predicted == test_y).mean()
@@ -171,8 +172,10 @@ def test_planted_signal_gets_the_heat():
     in_distractor = np.nanmean(gc.focus_scores(heat, distractor[with_signal]))
     area = signal[with_signal].mean()
     ratio = in_signal / area
-    print(f"planted signal: accuracy {accuracy:.3f}; heat share in signal {in_signal:.3f}, in distractor "
-          f"{in_distractor:.3f}, area share {area:.3f}; heat/area ratio {ratio:.2f} (bound {PLANTED_MIN_RATIO})")
+    print(
+        f"planted signal: accuracy {accuracy:.3f}; heat share in signal {in_signal:.3f}, in distractor "
+        f"{in_distractor:.3f}, area share {area:.3f}; heat/area ratio {ratio:.2f} (bound {PLANTED_MIN_RATIO})"
+    )
     assert ratio > PLANTED_MIN_RATIO
     assert in_signal > 2 * in_distractor
 
@@ -229,15 +232,17 @@ def test_central_disc_mask():
 
 def test_select_examples():
     labels = np.array([0, 0, 0, 0, 1, 1, 1])
-    probabilities = np.array([
-        [0.9, 0.1],   # 0 correct
-        [0.6, 0.4],   # 0 correct, less sure
-        [0.2, 0.8],   # 0 mistake, p 0.8
-        [0.4, 0.6],   # 0 mistake, p 0.6
-        [0.3, 0.7],   # 1 correct
-        [0.05, 0.95],  # 1 correct, most sure
-        [0.3, 0.7],   # 1 correct, tie with index 4
-    ])
+    probabilities = np.array(
+        [
+            [0.9, 0.1],  # 0 correct
+            [0.6, 0.4],  # 0 correct, less sure
+            [0.2, 0.8],  # 0 mistake, p 0.8
+            [0.4, 0.6],  # 0 mistake, p 0.6
+            [0.3, 0.7],  # 1 correct
+            [0.05, 0.95],  # 1 correct, most sure
+            [0.3, 0.7],  # 1 correct, tie with index 4
+        ]
+    )
     chosen = gc.select_examples(labels, probabilities, per_class_correct=2, per_class_mistakes=1)
     assert [c.tolist() for c in chosen.correct] == [[0, 1], [5, 4]]
     assert [m.tolist() for m in chosen.mistakes] == [[2], []]  # class 1 has no mistakes
@@ -267,18 +272,37 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
     labels = arrays["test_labels"].reshape(-1).astype(np.int64)
     probabilities = np.random.default_rng(0).dirichlet(np.ones(8), len(labels)).astype(np.float32)
     probabilities[:12] = np.eye(8, dtype=np.float32)[labels[:12]] * 0.9 + 0.0125  # some correct, the rest mostly wrong
-    np.savez(tmp_path / "predictions.npz", probabilities=probabilities, labels=labels,
-             class_names=np.array(BLOODMNIST_CLASSES))
+    np.savez(
+        tmp_path / "predictions.npz",
+        probabilities=probabilities,
+        labels=labels,
+        class_names=np.array(BLOODMNIST_CLASSES),
+    )
     out = tmp_path / "gradcam"
     smk = SimpleNamespace(
-        input=SimpleNamespace(model=str(tmp_path / "model.keras"), predictions=str(tmp_path / "predictions.npz"),
-                              data=str(tmp_path / "data.npz")),
-        output=SimpleNamespace(panel=str(out / "panel.png"), pdf=str(out / "panel.pdf"),
-                               heatmaps=str(out / "heatmaps.npz"), focus=str(out / "focus.csv")),
-        params=SimpleNamespace(dataset=source, layer="conv3_block4_out", per_class_correct=2, per_class_mistakes=1,
-                               batch_size=16, disc_radius=0.35, require_gpu="auto"),
+        input=SimpleNamespace(
+            model=str(tmp_path / "model.keras"),
+            predictions=str(tmp_path / "predictions.npz"),
+            data=str(tmp_path / "data.npz"),
+        ),
+        output=SimpleNamespace(
+            panel=str(out / "panel.png"),
+            pdf=str(out / "panel.pdf"),
+            heatmaps=str(out / "heatmaps.npz"),
+            focus=str(out / "focus.csv"),
+        ),
+        params=SimpleNamespace(
+            dataset=source,
+            layer="conv3_block4_out",
+            per_class_correct=2,
+            per_class_mistakes=1,
+            batch_size=16,
+            disc_radius=0.35,
+            require_gpu="auto",
+        ),
         wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
-        log=[None], threads=2,
+        log=[None],
+        threads=2,
     )
     load_rule_script("gradcam").main(smk)
 

@@ -11,8 +11,19 @@ def test_auto_is_off_without_a_gpu_and_on_with_one():
     assert resolve_switch("auto", has_gpu=True) is True
 
 
-@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("on", True), ("off", False),
-                                             ("true", True), ("False", False), ("1", True), ("no", False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (True, True),
+        (False, False),
+        ("on", True),
+        ("off", False),
+        ("true", True),
+        ("False", False),
+        ("1", True),
+        ("no", False),
+    ],
+)
 def test_explicit_values_win_over_the_hardware(value, expected):
     assert resolve_switch(value, has_gpu=True) is expected
     assert resolve_switch(value, has_gpu=False) is expected
@@ -62,10 +73,10 @@ def test_evaluation_runs_no_augmentation():
 
 def test_settings_resolve_every_auto_switch_on_the_host_that_trains():
     import yaml
+    from conftest import REPO
 
     from bloodcells.plan import validate_config
     from bloodcells.training import TrainSettings
-    from conftest import REPO
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     validate_config(config, REPO / "rules/schema/config.schema.yaml")

@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO, place_raabin_folder
 
 # What the jobs need and a login node need not have. numpy and pandas are installed there anyway (the SLURM
@@ -18,7 +17,7 @@ BLOCKED_AT_PARSE = ("numpy", "pandas", "tensorflow", "keras", "PIL", "matplotlib
 
 # Loaded by every Python of the venv (PYTHONPATH): an import statement in a file under BLOCK_ROOT that names one
 # of BLOCK_PACKAGES fails, even where the package is already loaded (the plugin imports pandas and numpy first).
-SITECUSTOMIZE = textwrap.dedent('''
+SITECUSTOMIZE = textwrap.dedent("""
     import builtins, os, sys
     ROOT = os.environ["BLOCK_ROOT"]
     BLOCKED = set(os.environ["BLOCK_PACKAGES"].split(","))
@@ -30,7 +29,7 @@ SITECUSTOMIZE = textwrap.dedent('''
                 raise ImportError(f"{caller} imports {name} while the workflow is parsed")
         return original_import(name, globals, locals, fromlist, level)
     builtins.__import__ = guarded_import
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +39,23 @@ def login_venv(tmp_path_factory):
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin/python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REPO / "requirements-login.txt")],
-                             capture_output=True, text=True, timeout=900)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(REPO / "requirements-login.txt")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     guard = root / "guard"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env |= {"PYTHONPATH": str(guard), "BLOCK_ROOT": str(REPO) + os.sep, "BLOCK_PACKAGES": ",".join(BLOCKED_AT_PARSE),
-            "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}"}
+    env |= {
+        "PYTHONPATH": str(guard),
+        "BLOCK_ROOT": str(REPO) + os.sep,
+        "BLOCK_PACKAGES": ",".join(BLOCKED_AT_PARSE),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}",
+    }
     return python, env
 
 
@@ -63,8 +70,9 @@ def test_import_guard_refuses_workflow_code(login_venv, tmp_path):
     python, env = login_venv
     script = tmp_path / "uses_numpy.py"
     script.write_text("import numpy\n")
-    refused = subprocess.run([str(python), str(script)], capture_output=True, text=True,
-                             env=env | {"BLOCK_ROOT": str(tmp_path) + os.sep})
+    refused = subprocess.run(
+        [str(python), str(script)], capture_output=True, text=True, env=env | {"BLOCK_ROOT": str(tmp_path) + os.sep}
+    )
     assert refused.returncode != 0 and "uses_numpy.py imports numpy while the workflow is parsed" in refused.stderr
 
 
@@ -72,9 +80,28 @@ def test_login_venv_plans_the_full_study_through_the_slurm_profile(login_venv, t
     python, env = login_venv
     place_raabin_folder(tmp_path)
     result = subprocess.run(
-        [str(python), "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(REPO / "config.yaml"), "--profile", str(REPO / "profiles/slurm"), "--quiet", "rules"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        [
+            str(python),
+            "-m",
+            "snakemake",
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config.yaml"),
+            "--profile",
+            str(REPO / "profiles/slurm"),
+            "--quiet",
+            "rules",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE))
@@ -102,9 +129,16 @@ def test_login_pins_are_those_of_requirements_txt():
 def test_local_rule_scripts_import_in_the_login_venv(login_venv, script):
     # local rules run in the Snakemake process's environment: on a cluster, the login venv
     python, env = login_venv
-    load = ("import importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
-            "spec = importlib.util.spec_from_file_location('rule_script', sys.argv[2]); "
-            "spec.loader.exec_module(importlib.util.module_from_spec(spec))")
-    result = subprocess.run([str(python), "-c", load, str(REPO / "scripts"), str(REPO / f"scripts/{script}.py")],
-                            capture_output=True, text=True, env=env, timeout=60)
+    load = (
+        "import importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
+        "spec = importlib.util.spec_from_file_location('rule_script', sys.argv[2]); "
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))"
+    )
+    result = subprocess.run(
+        [str(python), "-c", load, str(REPO / "scripts"), str(REPO / f"scripts/{script}.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from bloodcells.logs import CPU_HOST_NOISE, no_gpu_note
 from conftest import REPO
+
+from bloodcells.logs import CPU_HOST_NOISE, no_gpu_note
 
 SCRIPTS = REPO / "scripts"
 
@@ -47,7 +48,9 @@ def machine_shows_no_gpu() -> bool:
 
 
 def run_python(code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")
+    }
     env["PYTHONPATH"] = str(SCRIPTS)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=env, timeout=300, **kwargs)
 
@@ -60,13 +63,24 @@ def test_everything_the_process_writes_lands_in_its_log_in_order(tmp_path):
     assert result.stderr.decode() == ""  # nothing after the redirect escapes, TensorFlow's C++ lines included
     text = log.read_text()
     lines = text.splitlines()
-    expected = ["1 print", "2 sys.stderr", "3 os.write to fd 2", "4 libc write to fd 2", "5 child stderr",
-                "6 child stdout", "7 a real CUDA error stays", "8 after tensorflow", "9 last words, no newline"]
+    expected = [
+        "1 print",
+        "2 sys.stderr",
+        "3 os.write to fd 2",
+        "4 libc write to fd 2",
+        "5 child stderr",
+        "6 child stdout",
+        "7 a real CUDA error stays",
+        "8 after tensorflow",
+        "9 last words, no newline",
+    ]
     positions = [next((i for i, line in enumerate(lines) if line.endswith(marker)), None) for marker in expected]
-    assert None not in positions, f"missing from the log: {[m for m, p in zip(expected, positions) if p is None]}\n{text}"
+    assert None not in positions, (
+        f"missing from the log: {[m for m, p in zip(expected, positions) if p is None]}\n{text}"
+    )
     assert positions == sorted(positions), text
     assert lines[-1] == "9 last words, no newline"  # the job's exit waits until the log has everything
-    assert lines[positions[7] + 1:-1] == [f"filler {i}" for i in range(20000)]
+    assert lines[positions[7] + 1 : -1] == [f"filler {i}" for i in range(20000)]
     assert "port.cc" in text or "cpu_feature_guard" in text or "oneDNN" in text, text  # TensorFlow's own lines are here
     note = f"no NVIDIA GPU on {socket.gethostname()} (no /dev/nvidia*, "
     if machine_shows_no_gpu():
@@ -83,8 +97,10 @@ def test_everything_the_process_writes_lands_in_its_log_in_order(tmp_path):
 def test_the_log_is_complete_when_the_job_has_ended(tmp_path):
     # A long last line: where a filter process writes the log, it is still writing it when the job ends.
     log = tmp_path / "long.log"
-    code = ("import sys\nfrom bloodcells.logs import log_to_file\nlog_to_file(sys.argv[1])\n"
-            "print('x' * 8_000_000)\nsys.stdout.write('last')\n")
+    code = (
+        "import sys\nfrom bloodcells.logs import log_to_file\nlog_to_file(sys.argv[1])\n"
+        "print('x' * 8_000_000)\nsys.stdout.write('last')\n"
+    )
     result = run_python(code, str(log))
     assert result.returncode == 0 and result.stdout == result.stderr == b""
     assert log.stat().st_size == 8_000_001 + 4
@@ -92,9 +108,11 @@ def test_the_log_is_complete_when_the_job_has_ended(tmp_path):
 
 def test_what_a_job_wrote_just_before_it_was_killed_reaches_the_log(tmp_path):
     log = tmp_path / "killed.log"
-    code = ("import os, signal, sys\nfrom bloodcells.logs import log_to_file\nlog_to_file(sys.argv[1])\n"
-            "print('last line before SIGKILL')\nos.write(2, b'F0000 fatal: written to fd 2, then killed\\n')\n"
-            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal, sys\nfrom bloodcells.logs import log_to_file\nlog_to_file(sys.argv[1])\n"
+        "print('last line before SIGKILL')\nos.write(2, b'F0000 fatal: written to fd 2, then killed\\n')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     result = run_python(code, str(log))
     assert result.returncode == -signal.SIGKILL
     assert result.stdout == result.stderr == b""
@@ -105,8 +123,9 @@ def test_what_a_job_wrote_just_before_it_was_killed_reaches_the_log(tmp_path):
 
 
 def test_no_log_path_changes_nothing():
-    result = run_python("import os\nfrom bloodcells.logs import log_to_file\nlog_to_file(None)\n"
-                        "print('out')\nos.write(2, b'err\\n')\n")
+    result = run_python(
+        "import os\nfrom bloodcells.logs import log_to_file\nlog_to_file(None)\nprint('out')\nos.write(2, b'err\\n')\n"
+    )
     assert (result.stdout, result.stderr) == (b"out\n", b"err\n")
 
 
@@ -116,7 +135,10 @@ def test_the_no_gpu_line_is_decided_from_device_nodes_and_nvidia_smi(tmp_path):
     (tmp_path / "nvidia0").unlink()
     note = no_gpu_note(tmp_path)
     if shutil.which("nvidia-smi") is None:
-        assert note == f"no NVIDIA GPU on {socket.gethostname()} (no /dev/nvidia*, no nvidia-smi): TensorFlow runs on the CPU"
+        assert (
+            note
+            == f"no NVIDIA GPU on {socket.gethostname()} (no /dev/nvidia*, no nvidia-smi): TensorFlow runs on the CPU"
+        )
     elif not machine_shows_no_gpu():
         assert note is None  # nvidia-smi lists a GPU
 
@@ -124,14 +146,14 @@ def test_the_no_gpu_line_is_decided_from_device_nodes_and_nvidia_smi(tmp_path):
 def test_only_the_known_cuda_noise_is_dropped():
     noise = re.compile(CPU_HOST_NOISE)
     dropped = [
-        "I0000 00:00:1796053664.285838    4526 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
-        "not be used.",
-        "E0000 00:00:1796053663.035470    4439 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed "
-        "call to cuInit: UNKNOWN ERROR (303)",
+        "I0000 00:00:1796053664.285838    4526 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+        "GPU will not be used.",
+        "E0000 00:00:1796053663.035470    4439 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+        "Failed call to cuInit: UNKNOWN ERROR (303)",
         "2023-05-01 10:00:00.000000: E tensorflow/compiler/xla/stream_executor/cuda/cuda_driver.cc:268] failed call to "
         "cuInit: CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected",
-        "2023-05-01 10:00:00.000000: I tensorflow/compiler/xla/stream_executor/cuda/cuda_diagnostics.cc:168] retrieving "
-        "CUDA diagnostic information for host: node1",
+        "2023-05-01 10:00:00.000000: I tensorflow/compiler/xla/stream_executor/cuda/cuda_diagnostics.cc:168] "
+        "retrieving CUDA diagnostic information for host: node1",
     ]
     kept = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -147,11 +169,13 @@ def test_only_the_known_cuda_noise_is_dropped():
 
 def test_rule_scripts_redirect_their_log_before_tensorflow_is_imported():
     # Module level: loading every rule script (its imports run, main does not) imports no TensorFlow ...
-    code = ("import importlib.util, sys\n"
-            "for path in sys.argv[1:]:\n"
-            "    spec = importlib.util.spec_from_file_location('rule_script', path)\n"
-            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-            "    assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, path\n")
+    code = (
+        "import importlib.util, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    spec = importlib.util.spec_from_file_location('rule_script', path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "    assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, path\n"
+    )
     scripts = sorted(SCRIPTS.glob("*.py"))
     result = run_python(code, *map(str, scripts))
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
@@ -159,10 +183,19 @@ def test_rule_scripts_redirect_their_log_before_tensorflow_is_imported():
     for script in scripts:
         if script.name == "check_environment.py":  # prints its report to the terminal and writes it to its log
             continue
-        blocks = [node.body for node in ast.walk(ast.parse(script.read_text())) if isinstance(getattr(node, "body", None), list)]
-        calls = [(body, i) for body in blocks for i, stmt in enumerate(body)
-                 if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
-                 and getattr(stmt.value.func, "id", None) == "log_to_file"]
+        blocks = [
+            node.body
+            for node in ast.walk(ast.parse(script.read_text()))
+            if isinstance(getattr(node, "body", None), list)
+        ]
+        calls = [
+            (body, i)
+            for body in blocks
+            for i, stmt in enumerate(body)
+            if isinstance(stmt, ast.Expr)
+            and isinstance(stmt.value, ast.Call)
+            and getattr(stmt.value.func, "id", None) == "log_to_file"
+        ]
         assert len(calls) == 1, f"{script.name}: log_to_file is called {len(calls)} times"
         body, index = calls[0]
         before = [ast.unparse(stmt) for stmt in body[:index]]

@@ -1,6 +1,5 @@
 """The ResNet model, its augmentation layer and resumable training."""
 
-
 import io
 import json
 import zipfile
@@ -13,7 +12,15 @@ import pytest
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from bloodcells.model import Augmentation, CaffePreprocess, FusedAdam, RandomShearZoomFlip, build_model, load_model, make_optimizer
+from bloodcells.model import (
+    Augmentation,
+    CaffePreprocess,
+    FusedAdam,
+    RandomShearZoomFlip,
+    build_model,
+    load_model,
+    make_optimizer,
+)
 from bloodcells.synthetic import make_synthetic_dataset
 from bloodcells.training import (
     Checkpoint,
@@ -85,7 +92,10 @@ def test_saved_model_loads_in_safe_mode(tmp_path):
 def tiny_data():
     """48 training and 16 validation synthetic cells at 32 px."""
     arrays = make_synthetic_dataset(32, 48, 16, 8, seed=0)
-    return (arrays["train_images"], arrays["train_labels"].ravel()), (arrays["val_images"], arrays["val_labels"].ravel())
+    return (arrays["train_images"], arrays["train_labels"].ravel()), (
+        arrays["val_images"],
+        arrays["val_labels"].ravel(),
+    )
 
 
 class StopAfterEpochs(keras.callbacks.Callback):
@@ -106,8 +116,18 @@ def test_training_resumes_after_the_last_finished_epoch_and_keeps_optimizer_stat
     settings = TrainSettings(max_epochs=2, patience=5, threads=2)
     messages = []
     with pytest.raises(SystemExit):
-        train_run(train, val, 8, spec, settings, tmp_path / "ck", messages.append, verbose=0,
-                  session={"hostname": "node-a"}, extra_callbacks=(StopAfterEpochs(1),))
+        train_run(
+            train,
+            val,
+            8,
+            spec,
+            settings,
+            tmp_path / "ck",
+            messages.append,
+            verbose=0,
+            session={"hostname": "node-a"},
+            extra_callbacks=(StopAfterEpochs(1),),
+        )
     checkpoint = Checkpoint(tmp_path / "ck")
     state = checkpoint.load_state()
     assert state["epochs_done"] == 1 and state["sessions"] == [{"hostname": "node-a", "epochs": [1]}]
@@ -116,8 +136,9 @@ def test_training_resumes_after_the_last_finished_epoch_and_keeps_optimizer_stat
     with zipfile.ZipFile(checkpoint.model_path(state)) as archive:  # the epoch's model keeps it, to resume exactly
         assert "optimizer" in weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r"))
     # resumed on another node: that session adds its own entry with the epochs it trained
-    model, history, checkpoint, sessions = train_run(train, val, 8, spec, settings, tmp_path / "ck", messages.append,
-                                                     verbose=0, session={"hostname": "node-b"})
+    model, history, checkpoint, sessions = train_run(
+        train, val, 8, spec, settings, tmp_path / "ck", messages.append, verbose=0, session={"hostname": "node-b"}
+    )
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     assert [row["epoch"] for row in history] == [1, 2]
     assert sessions == [{"hostname": "node-a", "epochs": [1]}, {"hostname": "node-b", "epochs": [2]}]
@@ -128,8 +149,9 @@ def test_training_resumes_after_the_last_finished_epoch_and_keeps_optimizer_stat
     with zipfile.ZipFile(tmp_path / "model.keras") as archive:
         assert weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")) == {"layers"}
     images = val[0][:4]
-    assert np.allclose(load_model(tmp_path / "model.keras").predict(images, verbose=0), model.predict(images, verbose=0),
-                       atol=1e-5)
+    assert np.allclose(
+        load_model(tmp_path / "model.keras").predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
+    )
 
 
 def test_a_checkpoint_from_before_sessions_were_recorded_gets_an_unrecorded_entry():
@@ -142,16 +164,31 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, tiny_data):
     train, val = tiny_data
     (tmp_path / "epoch-1.keras").write_bytes(b"")  # refused on its spec, before the model is read
     other = RunSpec(size=32, batch_size=16, seed=0)
-    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 1, "spec": asdict(other),
-                                                     "files": {"model": "epoch-1.keras"}}))
+    (tmp_path / "state.json").write_text(
+        json.dumps({"epochs_done": 1, "spec": asdict(other), "files": {"model": "epoch-1.keras"}})
+    )
     with pytest.raises(ValueError, match="checkpoint belongs to"):
-        train_run(train, val, 8, RunSpec(size=32, batch_size=32, seed=0), TrainSettings(max_epochs=2, threads=2),
-                  tmp_path, verbose=0)
+        train_run(
+            train,
+            val,
+            8,
+            RunSpec(size=32, batch_size=32, seed=0),
+            TrainSettings(max_epochs=2, threads=2),
+            tmp_path,
+            verbose=0,
+        )
 
 
 def test_early_stopping_counts_epochs_without_improvement(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0, "history": [], "stopped_early": False}
+    state = {
+        "epochs_done": 0,
+        "best_val_loss": float("inf"),
+        "best_epoch": 0,
+        "wait": 0,
+        "history": [],
+        "stopped_early": False,
+    }
     callback = make_epoch_callback(Checkpoint(tmp_path), state, patience=2, log=print)
     callback.set_model(model)
     for epoch, val_loss in enumerate([1.0, 0.5, 0.7, float("nan")]):
@@ -163,17 +200,29 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
     assert [row["epoch"] for row in saved["history"]] == [1, 2, 3]
     assert saved["epochs_done"] == 3 and saved["wait"] == 1 and not saved["stopped_early"]
     assert saved["files"] == {"model": "epoch-3.keras", "best_weights": "best-epoch-2.weights.h5"}
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["best-epoch-2.weights.h5", "epoch-3.keras", "state.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "best-epoch-2.weights.h5",
+        "epoch-3.keras",
+        "state.json",
+    ]
 
 
 def test_resampling_equals_keras_affine_transform():
     images = np.random.default_rng(4).integers(0, 256, (3, 40, 40, 3)).astype("float32")
     from bloodcells.model import affine_transform_rows, resample_shear_zoom_flip
 
-    transform = affine_transform_rows(np.array([0.2, -0.15, 0.0], "float32"), np.array([0.8, 1.2, 1.0], "float32"),
-                                      np.array([1.1, 0.9, 1.0], "float32"), np.array([1.0, -1.0, -1.0], "float32"), 40, 40)
+    transform = affine_transform_rows(
+        np.array([0.2, -0.15, 0.0], "float32"),
+        np.array([0.8, 1.2, 1.0], "float32"),
+        np.array([1.1, 0.9, 1.0], "float32"),
+        np.array([1.0, -1.0, -1.0], "float32"),
+        40,
+        40,
+    )
     ours = np.asarray(resample_shear_zoom_flip(images, transform))
-    reference = np.asarray(keras.ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest"))
+    reference = np.asarray(
+        keras.ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest")
+    )
     assert np.abs(ours - reference).max() < 0.05  # on the 0-255 scale: float rounding only
 
 
@@ -219,9 +268,20 @@ def test_attention_gates_rescale_the_feature_map():
 
 
 def test_run_spec_carries_attention_and_class_weights_from_plan_values():
-    values = {"arch": "resnet50", "size": 64, "batch_size": 32, "optimizer": "adam", "learning_rate": 1e-4,
-              "momentum": 0.0, "dropout": 0.3, "class_weights": True, "attention": "cbam", "epochs": 10,
-              "dataset": "raabin", "seed": 1}
+    values = {
+        "arch": "resnet50",
+        "size": 64,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "learning_rate": 1e-4,
+        "momentum": 0.0,
+        "dropout": 0.3,
+        "class_weights": True,
+        "attention": "cbam",
+        "epochs": 10,
+        "dataset": "raabin",
+        "seed": 1,
+    }
     spec = RunSpec.from_values(values, None)
     assert spec.attention == "cbam" and spec.class_weights and spec.seed == 1
 
@@ -233,8 +293,12 @@ def test_fixed_epoch_runs_do_not_stop_early_and_best_epoch_is_the_lowest_val_los
     training = {"max_epochs": 30, "patience": 5, "weights": None}
     assert run_epochs(training, None) is training
     assert run_epochs(training, 10) | {} == {"max_epochs": 10, "patience": 10, "weights": None}
-    history = [{"epoch": 1, "val_loss": 0.9, "loss": 1.0}, {"epoch": 2, "val_loss": 0.5, "loss": 0.6},
-               {"epoch": 3, "val_loss": float("nan"), "loss": 0.4}, {"epoch": 4, "val_loss": 0.5, "loss": 0.3}]
+    history = [
+        {"epoch": 1, "val_loss": 0.9, "loss": 1.0},
+        {"epoch": 2, "val_loss": 0.5, "loss": 0.6},
+        {"epoch": 3, "val_loss": float("nan"), "loss": 0.4},
+        {"epoch": 4, "val_loss": 0.5, "loss": 0.3},
+    ]
     assert best_epoch_row(history)["epoch"] == 2
 
 
@@ -305,5 +369,7 @@ def test_zero_init_residual_sets_the_last_batch_norm_of_every_block_to_zero(arch
     assert zero_init_residual_branches(model) == blocks
     last = [layer for layer in model.layers if layer.name.endswith("_3_bn")]
     assert len(last) == blocks and all(not np.asarray(layer.gamma).any() for layer in last)
-    others = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer not in last]
+    others = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer not in last
+    ]
     assert others and all(np.asarray(layer.gamma).all() for layer in others)  # every other scale stays at 1

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import yaml
+from conftest import REPO, place_raabin_folder, run_snakemake
 
 from bloodcells.plan import (
     ConfigError,
@@ -15,7 +16,6 @@ from bloodcells.plan import (
     training_priority,
     validate_config,
 )
-from conftest import REPO, place_raabin_folder, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
 
@@ -39,10 +39,18 @@ def test_defaults_are_filled_in():
 
 BAD_CONFIGS = [
     (lambda c: c["defaults"].update(arch="resnet18"), "defaults.arch", "'resnet18' is not one of"),
-    (lambda c: c["studies"]["table3"]["grid"].update(size=[64, 16]), "studies.table3.grid.size[1]", "16 is less than the minimum of 32"),
+    (
+        lambda c: c["studies"]["table3"]["grid"].update(size=[64, 16]),
+        "studies.table3.grid.size[1]",
+        "16 is less than the minimum of 32",
+    ),
     (lambda c: c["defaults"].update(bach_size=32), "defaults", "'bach_size' was unexpected"),
     (lambda c: c["defaults"].update(learning_rate="fast"), "defaults.learning_rate", "'fast' is not of type 'number'"),
-    (lambda c: c["defaults"].update(learning_rate=-0.1), "defaults.learning_rate", "-0.1 is less than or equal to the minimum of 0"),
+    (
+        lambda c: c["defaults"].update(learning_rate=-0.1),
+        "defaults.learning_rate",
+        "-0.1 is less than or equal to the minimum of 0",
+    ),
     (lambda c: c["studies"]["table3"]["grid"].update(arch=[]), "studies.table3.grid.arch", "should be non-empty"),
     (lambda c: c.update(dataset="nope"), "dataset", "'nope' is not one of the datasets"),
     (lambda c: c["studies"]["table3"].update(grid={}), "studies.table3.grid", "{} should be non-empty"),
@@ -75,7 +83,13 @@ def test_snakemake_stops_before_any_job(tmp_path, mutate, key, message):
 def test_run_id_names_only_non_default_values():
     defaults = load("config.yaml")["defaults"]
     assert run_id("bloodmnist", defaults, defaults, 0) == "bloodmnist-64-resnet50-bs32-s0"
-    values = defaults | {"optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.8, "dropout": 0.5, "class_weights": True}
+    values = defaults | {
+        "optimizer": "sgd",
+        "learning_rate": 1e-3,
+        "momentum": 0.8,
+        "dropout": 0.5,
+        "class_weights": True,
+    }
     assert run_id("bloodmnist", values, defaults, 2) == "bloodmnist-64-resnet50-bs32-sgd-lr1e-3-m0.8-do0.5-cw-s2"
 
 
@@ -83,7 +97,12 @@ def test_expand_grid_is_cartesian_over_defaults():
     defaults = load("config.yaml")["defaults"]
     runs = expand_grid({"arch": ["resnet50", "resnet101"], "size": [64, 224]}, defaults)
     assert len(runs) == 4
-    assert {(r["arch"], r["size"]) for r in runs} == {("resnet50", 64), ("resnet50", 224), ("resnet101", 64), ("resnet101", 224)}
+    assert {(r["arch"], r["size"]) for r in runs} == {
+        ("resnet50", 64),
+        ("resnet50", 224),
+        ("resnet101", 64),
+        ("resnet101", 224),
+    }
     assert all(r["batch_size"] == 32 and r["dropout"] == 0.3 for r in runs)
 
 
@@ -100,7 +119,9 @@ def test_runs_shared_by_studies_are_planned_once():
 
 def test_dry_run_of_full_config_plans_the_twelve_table3_jobs(tmp_path):
     place_raabin_folder(tmp_path)
-    result = run_snakemake(tmp_path, "-n", "--cores", "1", "--quiet", "rules", "--configfile", str(REPO / "config.yaml"))
+    result = run_snakemake(
+        tmp_path, "-n", "--cores", "1", "--quiet", "rules", "--configfile", str(REPO / "config.yaml")
+    )
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
     # 12 Table 3 runs + 22 more of the studies (Table 2, methods tables, external dataset); shared runs once
     assert counts["train"] == "34"
@@ -111,14 +132,19 @@ def test_dry_run_of_full_config_plans_the_twelve_table3_jobs(tmp_path):
     assert counts["download_weights"] == "2"
     listing = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config.yaml")).stdout
     trained = set(re.findall(r"results/runs/(bloodmnist-\d+-resnet\d+-bs\d+-s0)/model\.keras", listing))
-    expected = {f"bloodmnist-{s}-{a}-bs{b}-s0" for s in (64, 128, 224) for a in ("resnet50", "resnet101") for b in (16, 32)}
+    expected = {
+        f"bloodmnist-{s}-{a}-bs{b}-s0" for s in (64, 128, 224) for a in ("resnet50", "resnet101") for b in (16, 32)
+    }
     assert trained == expected
 
 
 def test_gradcam_runs_default_to_the_posters_model():
     runs = {
         f"d-{size}-{arch}-bs{bs}-s{seed}": {"arch": arch, "size": size, "batch_size": bs, "seed": seed}
-        for arch in ("resnet50", "resnet101") for size in (64, 224) for bs in (16, 32) for seed in (1, 0)
+        for arch in ("resnet50", "resnet101")
+        for size in (64, 224)
+        for bs in (16, 32)
+        for seed in (1, 0)
     }
     table3 = list(runs)
     assert gradcam_runs(None, runs, table3, seed=1) == ["d-224-resnet101-bs16-s1"]
@@ -140,8 +166,18 @@ def test_missing_external_folder_stops_the_dry_run_with_one_message(tmp_path):
     assert "--config external=False" in message
     assert not (tmp_path / "results").exists()
     # the switch the message names leaves Table 4 and the transfer evaluation out, and plans the rest
-    result = run_snakemake(tmp_path, "-n", "--cores", "1", "--quiet", "rules", "--configfile",
-                           str(REPO / "config.yaml"), "--config", "external=False")
+    result = run_snakemake(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        "--quiet",
+        "rules",
+        "--configfile",
+        str(REPO / "config.yaml"),
+        "--config",
+        "external=False",
+    )
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
     assert counts["train"] == "33" and counts["prepare_dataset"] == "3" and "transfer" not in counts
 

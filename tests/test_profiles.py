@@ -5,7 +5,6 @@ import re
 
 import pytest
 import yaml
-
 from conftest import REPO, rule_blocks
 
 PROFILES = {name: REPO / f"profiles/{name}/config.yaml" for name in ("local-gpu", "slurm")}
@@ -13,8 +12,11 @@ PROFILES = {name: REPO / f"profiles/{name}/config.yaml" for name in ("local-gpu"
 
 def gpu_rules() -> list[str]:
     """The rules that ask for a GPU in their own `resources:` (gpu=N with N >= 1)."""
-    return sorted(name for name, block in rule_blocks().items()
-                  if re.search(r"^\s+resources:\s*\n(\s+\w+=.*\n)*?\s+gpu=[1-9]", block, flags=re.MULTILINE))
+    return sorted(
+        name
+        for name, block in rule_blocks().items()
+        if re.search(r"^\s+resources:\s*\n(\s+\w+=.*\n)*?\s+gpu=[1-9]", block, flags=re.MULTILINE)
+    )
 
 
 GPU_RULES = gpu_rules()
@@ -107,11 +109,19 @@ def test_plugin_turns_gpu_rule_resources_into_sbatch_flags(rule):
 
     resources = load("slurm")["set-resources"][rule]
     job = FakeJob({**resources, "runtime": minutes(resources["runtime"])}, threads=resources["cpus_per_task"])
-    params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": f"rule_{rule}", "account": "",
-              "partition": f" -p {resources['slurm_partition']}", "workdir": "/work"}
+    params = {
+        "run_uuid": "run",
+        "slurm_logfile": "log",
+        "comment_str": f"rule_{rule}",
+        "account": "",
+        "partition": f" -p {resources['slurm_partition']}",
+        "workdir": "/work",
+    }
     call = get_submit_command(job, params) + set_gres_string(job)
     print(f"\nsbatch line of {rule}: {call}")
-    assert " -p gpu" in call and f" -t {minutes(resources['runtime'])}" in call and f"--mem {resources['mem_mb']}" in call
+    assert (
+        " -p gpu" in call and f" -t {minutes(resources['runtime'])}" in call and f"--mem {resources['mem_mb']}" in call
+    )
     assert f"--cpus-per-task={resources['cpus_per_task']}" in call and "--gpus=1" in call
 
 

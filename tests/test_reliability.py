@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO, load_rule_script, run_snakemake
 from keras.src.saving import saving_lib
 from PIL import Image
 
@@ -36,7 +37,6 @@ from bloodcells.training import (
     reset_seed_generators,
     train_run,
 )
-from conftest import REPO, load_rule_script, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
 TINY = REPO / "tests/configs/tiny.yaml"
@@ -66,18 +66,32 @@ def good_arrays() -> dict[str, np.ndarray]:
 
 NPZ_FAULTS = [
     ("missing key", lambda a: a.pop("val_labels"), "missing key 'val_labels'"),
-    ("float images", lambda a: a.update(train_images=a["train_images"].astype(np.float32)),
-     "'train_images' has dtype float32, expected uint8"),
-    ("grey images", lambda a: a.update(test_images=a["test_images"][..., 0]),
-     "'test_images' has shape (8, 32, 32), expected N x H x H x 3"),
-    ("float labels", lambda a: a.update(val_labels=a["val_labels"].astype(np.float64)),
-     "'val_labels' has dtype float64, expected integers"),
-    ("label 8 of 8 classes", lambda a: a["train_labels"].__setitem__(0, 8),
-     "'train_labels' range 0..8 is outside 0..7"),
-    ("negative label", lambda a: a.update(test_labels=a["test_labels"].astype(np.int64) - 1),
-     "is outside 0..7"),
-    ("one label short", lambda a: a.update(test_labels=a["test_labels"][:-1]),
-     "8 'test_images' but 7 'test_labels'; counts must match"),
+    (
+        "float images",
+        lambda a: a.update(train_images=a["train_images"].astype(np.float32)),
+        "'train_images' has dtype float32, expected uint8",
+    ),
+    (
+        "grey images",
+        lambda a: a.update(test_images=a["test_images"][..., 0]),
+        "'test_images' has shape (8, 32, 32), expected N x H x H x 3",
+    ),
+    (
+        "float labels",
+        lambda a: a.update(val_labels=a["val_labels"].astype(np.float64)),
+        "'val_labels' has dtype float64, expected integers",
+    ),
+    (
+        "label 8 of 8 classes",
+        lambda a: a["train_labels"].__setitem__(0, 8),
+        "'train_labels' range 0..8 is outside 0..7",
+    ),
+    ("negative label", lambda a: a.update(test_labels=a["test_labels"].astype(np.int64) - 1), "is outside 0..7"),
+    (
+        "one label short",
+        lambda a: a.update(test_labels=a["test_labels"][:-1]),
+        "8 'test_images' but 7 'test_labels'; counts must match",
+    ),
 ]
 
 
@@ -101,7 +115,7 @@ def test_truncated_or_corrupted_npz_is_a_dataset_error_naming_the_file(tmp_path,
     if damage == "truncated":
         data = data[: len(data) // 2]  # a copy or download cut short
     else:
-        data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64  # flipped bytes inside an array
+        data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # flipped bytes inside an array
     path.write_bytes(bytes(data))
     with pytest.raises(DatasetError) as error:
         load_split(path, "train", 8)
@@ -131,8 +145,13 @@ def test_truncated_corrupt_and_non_image_files_are_skipped_counted_and_named(tmp
     arrays = import_folder(tmp_path, 32, CLASSES, log=messages.append)
     log = "\n".join(messages)
     print(log)
-    broken = ["Basophil/cut.jpg", "Eosinophil/cut.png", "Eosinophil/flipped.png", "Lymphocyte/empty.jpg",
-              "Lymphocyte/notes.txt"]
+    broken = [
+        "Basophil/cut.jpg",
+        "Eosinophil/cut.png",
+        "Eosinophil/flipped.png",
+        "Lymphocyte/empty.jpg",
+        "Lymphocyte/notes.txt",
+    ]
     for name in broken:
         assert f"skipping unreadable file {name}: " in log
     assert f"Train: skipped {len(broken)} unreadable file(s): {', '.join(sorted(broken))}" in log
@@ -163,14 +182,16 @@ def small_trained_model(seed: int) -> keras.Model:
     return model
 
 
-def small_resnet_stand_in(arch, size, n_classes, *, weights=None, dropout=0.3, augmentation=None, seed=0,
-                          attention="none"):
+def small_resnet_stand_in(
+    arch, size, n_classes, *, weights=None, dropout=0.3, augmentation=None, seed=0, attention="none"
+):
     """build_model's layout (augmentation, preprocessing, conv + batch norm, pooling, dropout, softmax), small."""
     from bloodcells.model import CaffePreprocess
 
     inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
-    x = RandomShearZoomFlip(augmentation.shear_radians, augmentation.zoom, augmentation.horizontal_flip, seed=seed,
-                            name="augment")(inputs)
+    x = RandomShearZoomFlip(
+        augmentation.shear_radians, augmentation.zoom, augmentation.horizontal_flip, seed=seed, name="augment"
+    )(inputs)
     x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(CaffePreprocess(name="preprocess")(x))
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(keras.layers.GlobalAveragePooling2D()(x))
@@ -187,9 +208,11 @@ def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path,
     epoch1_weights = [w.copy() for w in model.get_weights()]
     model.fit(np.ones((2, 4), "float32"), np.eye(3)[[2, 1]], epochs=1, verbose=0)  # epoch 2 changes the weights
     state = state | {"epochs_done": 2, "history": [{"epoch": 1}, {"epoch": 2}]}
-    target = {"model": (keras.Model, "save", "epoch-2.keras"),
-              "best weights": (saving_lib, "save_weights_only", "best-epoch-2.weights.h5"),
-              "state": (Path, "write_text", "state.json")}[failing_write]
+    target = {
+        "model": (keras.Model, "save", "epoch-2.keras"),
+        "best weights": (saving_lib, "save_weights_only", "best-epoch-2.weights.h5"),
+        "state": (Path, "write_text", "state.json"),
+    }[failing_write]
     with monkeypatch.context() as patch:
         patch.setattr(target[0], target[1], enospc)
         with pytest.raises(OSError) as error:
@@ -296,14 +319,27 @@ def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_th
     arrays = make_synthetic_dataset(32, 8, 8, 8, seed=0)
     save_dataset(tmp_path / "data.npz", arrays, 8)
     labels = arrays["test_labels"].reshape(-1).astype(np.int64)
-    np.savez(tmp_path / "predictions.npz", probabilities=np.full((8, 8), 0.125, np.float32), labels=labels,
-             class_names=np.array(BLOODMNIST_CLASSES))
+    np.savez(
+        tmp_path / "predictions.npz",
+        probabilities=np.full((8, 8), 0.125, np.float32),
+        labels=labels,
+        class_names=np.array(BLOODMNIST_CLASSES),
+    )
     smk = SimpleNamespace(
-        input=SimpleNamespace(model=str(tmp_path / "model.keras"), predictions=str(tmp_path / "predictions.npz"),
-                              data=str(tmp_path / "data.npz")),
-        params=SimpleNamespace(dataset={"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0},
-                               layer="conv5_block3_out", require_gpu="auto"),
-        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"), log=[None], threads=1)
+        input=SimpleNamespace(
+            model=str(tmp_path / "model.keras"),
+            predictions=str(tmp_path / "predictions.npz"),
+            data=str(tmp_path / "data.npz"),
+        ),
+        params=SimpleNamespace(
+            dataset={"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0},
+            layer="conv5_block3_out",
+            require_gpu="auto",
+        ),
+        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
+        log=[None],
+        threads=1,
+    )
     with pytest.raises(ValueError) as error:
         load_rule_script("gradcam").main(smk)
     print(error.value)
@@ -355,8 +391,9 @@ def test_seed_generators_restart_each_epoch_from_seed_and_epoch_alone(tmp_path):
     assert np.array_equal(np.asarray(reloaded(images, training=True)), first)
 
 
-def test_the_same_tiny_run_trained_twice_gives_identical_weights_and_metrics(tmp_path, monkeypatch,
-                                                                             op_determinism_reset):
+def test_the_same_tiny_run_trained_twice_gives_identical_weights_and_metrics(
+    tmp_path, monkeypatch, op_determinism_reset
+):
     # train_run's whole pipeline (shuffle, augmentation, dropout, optimizer, checkpoints) on a small network;
     # test_reliability_kill.py shows the same for ResNet-50 across processes, killed and resumed.
     monkeypatch.setattr("bloodcells.model.build_model", small_resnet_stand_in)
@@ -366,8 +403,9 @@ def test_the_same_tiny_run_trained_twice_gives_identical_weights_and_metrics(tmp
     spec = RunSpec(arch="resnet50", size=32, batch_size=16, learning_rate=1e-2, seed=0)
     settings = TrainSettings(max_epochs=3, patience=5, augmentation=Augmentation(), threads=2, deterministic=True)
     messages: list[str] = []
-    runs = [train_run(train, val, 8, spec, settings, tmp_path / f"run{k}", log=messages.append, verbose=0)
-            for k in range(2)]
+    runs = [
+        train_run(train, val, 8, spec, settings, tmp_path / f"run{k}", log=messages.append, verbose=0) for k in range(2)
+    ]
     (model_a, history_a, *_), (model_b, history_b, *_) = runs
     print(history_a)
     assert not any("resuming" in message for message in messages)  # two separate runs, not one resumed
@@ -389,8 +427,12 @@ def pwned(*folders: Path) -> list[Path]:
 def test_no_rule_runs_a_shell_command():
     # script: hands config values to Python as objects; shell:/run: would put them into a command line.
     rules = [*REPO.glob("rules/*.smk"), REPO / "Snakefile"]
-    offenders = [f"{path.name}: {line.strip()}" for path in rules for line in path.read_text().splitlines()
-                 if line.strip().startswith(("shell:", "run:"))]
+    offenders = [
+        f"{path.name}: {line.strip()}"
+        for path in rules
+        for line in path.read_text().splitlines()
+        if line.strip().startswith(("shell:", "run:"))
+    ]
     assert offenders == []
 
 

@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO, SNAKEMAKE, TINY, run_snakemake
 
 from bloodcells.training import Checkpoint
-from conftest import REPO, SNAKEMAKE, TINY, run_snakemake
 
 RUN = "synthetic-32-resnet50-bs16-s0"
 MODEL = f"results/runs/{RUN}/model.keras"
@@ -61,8 +61,12 @@ def uninterrupted(tmp_path_factory) -> dict:
     config_path.write_text(yaml.safe_dump(config))
     workdir = folder / "work"
     run_snakemake(workdir, "--cores", "2", MODEL, "--configfile", str(config_path))
-    reference = {"workdir": workdir, "config": config_path, "history": (workdir / HISTORY).read_text(),
-                 "weights": model_weights(workdir / MODEL)}
+    reference = {
+        "workdir": workdir,
+        "config": config_path,
+        "history": (workdir / HISTORY).read_text(),
+        "weights": model_weights(workdir / MODEL),
+    }
     clear_run(workdir)  # each test trains the run again from the start
     return reference
 
@@ -79,13 +83,28 @@ def start_and_kill(workdir: Path, config: Path, sig: signal.Signals) -> int:
     rng = random.Random(seed)
     after_epoch, delay = rng.randint(1, EPOCHS - 2), rng.uniform(0, MAX_DELAY_S)
     print(f"{sig.name}: BLOODCELLS_KILL_SEED={seed}: {delay:.2f} s after epoch {after_epoch}'s checkpoint")
-    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-               MODEL, "--configfile", str(config)]
+    command = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        MODEL,
+        "--configfile",
+        str(config),
+    ]
     log = tempfile.TemporaryFile()
     # A new session: the signal goes to snakemake and its jobs together, as SLURM's scancel or an OOM killer does.
     started = time.time()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                               env=os.environ | {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=os.environ | {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     state = Checkpoint(workdir / f"results/checkpoints/{RUN}").state_path
     deadline = time.time() + 600
     while not (state.exists() and json.loads(state.read_text())["epochs_done"] >= after_epoch):
@@ -126,8 +145,10 @@ def assert_resumed_equals_uninterrupted(workdir: Path, config: Path, killed_afte
     assert part_files(workdir) == [] and not (workdir / f"results/checkpoints/{RUN}").exists()
     # host.json: the killed session and the resumed one, each with the epochs it trained (kept in the checkpoint)
     sessions = json.loads((workdir / f"results/runs/{RUN}/host.json").read_text())["sessions"]
-    assert [session["epochs"] for session in sessions] == [list(range(1, killed_after + 1)),
-                                                           list(range(killed_after + 1, EPOCHS + 1))]
+    assert [session["epochs"] for session in sessions] == [
+        list(range(1, killed_after + 1)),
+        list(range(killed_after + 1, EPOCHS + 1)),
+    ]
     assert all(session["hostname"] and session["tensorflow"] for session in sessions)
 
 

@@ -5,7 +5,6 @@ Chromium and TeX tests skip where the tools are absent, except with BLOODCELLS_R
 which turns a missing tool into a failure.
 """
 
-from markupsafe import escape as html_escape  # the escaping jinja2 applies
 import json
 import math
 import os
@@ -19,6 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from browser import chromium_binary, load_page, screenshot_is_blank
+from conftest import REPO, load_rule_script
+from markupsafe import escape as html_escape  # the escaping jinja2 applies
 from PIL import Image
 
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
@@ -28,16 +30,21 @@ from bloodcells.plan import config_hash, validate_config
 from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts, training_session
 from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, recipe_note, tex_name, training_host_rows
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
-from browser import chromium_binary, load_page, screenshot_is_blank
-from conftest import REPO, load_rule_script
 
 CLASSES = list(BLOODMNIST_CLASSES)
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
 CONCLUSIONS = yaml.safe_load((REPO / "paper/conclusions.yaml").read_text())
 GRID = {  # a 2 x 2 x 2 corner of the poster's grid
-    f"bloodmnist-{size}-{arch}-bs{batch}-s0": {"arch": arch, "size": size, "batch_size": batch, "seed": 0,
-                                               "dataset": "bloodmnist"}
-    for arch in ("resnet50", "resnet101") for size in (64, 224) for batch in (16, 32)
+    f"bloodmnist-{size}-{arch}-bs{batch}-s0": {
+        "arch": arch,
+        "size": size,
+        "batch_size": batch,
+        "seed": 0,
+        "dataset": "bloodmnist",
+    }
+    for arch in ("resnet50", "resnet101")
+    for size in (64, 224)
+    for batch in (16, 32)
 }
 
 
@@ -56,8 +63,13 @@ def require_tool(found: bool, name: str) -> None:
 def fake_metrics(accuracy: float, recall: dict[str, float]) -> dict:
     """metrics.json with per-class precision = recall = f1 as given (1.0 for unnamed classes)."""
     per_class = {c: {m: recall.get(c, 1.0) for m in ("precision", "recall", "f1")} | {"support": 10} for c in CLASSES}
-    return {"accuracy": accuracy, "auc": 0.99, "per_class": per_class, "class_names": CLASSES,
-            "confusion_matrix": (np.eye(len(CLASSES), dtype=int) * 10).tolist()}
+    return {
+        "accuracy": accuracy,
+        "auc": 0.99,
+        "per_class": per_class,
+        "class_names": CLASSES,
+        "confusion_matrix": (np.eye(len(CLASSES), dtype=int) * 10).tolist(),
+    }
 
 
 def grid_evidence(**overrides) -> Evidence:
@@ -66,14 +78,21 @@ def grid_evidence(**overrides) -> Evidence:
     for run, v in GRID.items():
         best = (v["arch"], v["size"], v["batch_size"]) == ("resnet101", 224, 16)
         weak = 0.85 if v["batch_size"] == 16 else 0.9
-        metrics[run] = fake_metrics(0.99 if best else 0.975 if v["size"] == 224 else 0.96,
-                                    {"monocyte": weak, "immature granulocyte": weak - 0.01})
+        metrics[run] = fake_metrics(
+            0.99 if best else 0.975 if v["size"] == 224 else 0.96,
+            {"monocyte": weak, "immature granulocyte": weak - 0.01},
+        )
         losses = [1.0, 0.6, 0.9, 0.5] if v["size"] == 224 else [1.0, 0.8, 0.7, 0.6]
         if v["arch"] == "resnet101":
             losses = [1.0, 0.5, 0.95, 0.45]
         behaviour[run] = loss_behaviour(losses)
-    comparison = {"comparison": "table3_best_vs_second", "verdict": "supported", "a": "R101", "b": "R50",
-                  "tests": [{"a_accuracy": 0.99, "b_accuracy": 0.975, "p_exact": 0.001}]}
+    comparison = {
+        "comparison": "table3_best_vs_second",
+        "verdict": "supported",
+        "a": "R101",
+        "b": "R50",
+        "tests": [{"a_accuracy": 0.99, "b_accuracy": 0.975, "p_exact": 0.001}],
+    }
     defaults = {"grid": GRID, "metrics": metrics, "behaviour": behaviour, "comparisons": [comparison]}
     return Evidence(**(defaults | overrides))
 
@@ -111,21 +130,33 @@ def test_conclusions_turn_when_the_numbers_do():
     verdict, text = by_start(results, "The best model prior to tuning")
     assert verdict == NOT_SUPPORTED and "most accurate: ResNet-" in text
     assert by_start(results, "Eosinophils and platelets")[0] == NOT_SUPPORTED
-    only_64 = Evidence(grid={r: v for r, v in GRID.items() if v["size"] == 64}, metrics=evidence.metrics,
-                       behaviour=evidence.behaviour)
+    only_64 = Evidence(
+        grid={r: v for r, v in GRID.items() if v["size"] == 64}, metrics=evidence.metrics, behaviour=evidence.behaviour
+    )
     verdict, text = by_start(verdicts(only_64), "224x224 pixel models exceeded")
     assert verdict == NOT_TESTABLE and "no 224 px model" in text
 
 
 def test_study_conclusions_read_the_study_tables_and_tests():
-    dropout = pd.DataFrame({"row": ["Test Accuracy", "Test Accuracy", "Test AUC", "Test AUC"],
-                            "column": ["Dropout 0.3", "Dropout 0.5"] * 2, "mean": [0.97, 0.95, 0.996, 0.997]})
+    dropout = pd.DataFrame(
+        {
+            "row": ["Test Accuracy", "Test Accuracy", "Test AUC", "Test AUC"],
+            "column": ["Dropout 0.3", "Dropout 0.5"] * 2,
+            "mean": [0.97, 0.95, 0.996, 0.997],
+        }
+    )
     table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [0.93]})
-    attention = {"comparison": "attention_se_cw_vs_none", "verdict": "supported", "a": "none", "b": "SE",
-                 "tests": [{"a_accuracy": 0.978, "b_accuracy": 0.955, "p_exact": 0.01}]}
+    attention = {
+        "comparison": "attention_se_cw_vs_none",
+        "verdict": "supported",
+        "a": "none",
+        "b": "SE",
+        "tests": [{"a_accuracy": 0.978, "b_accuracy": 0.955, "p_exact": 0.01}],
+    }
     focus = focus_frame(2.5, {c: 2.0 for c in CLASSES})
-    evidence = grid_evidence(tables={"methods_dropout": dropout, "table4": table4},
-                             comparisons=[attention], focus={"r": focus})
+    evidence = grid_evidence(
+        tables={"methods_dropout": dropout, "table4": table4}, comparisons=[attention], focus={"r": focus}
+    )
     results = verdicts(evidence)
     verdict, text = by_start(results, "ResNet-50 (64) 0.3 dropout")
     assert verdict == NOT_SUPPORTED and "Test AUC: Dropout 0.3 0.9960, Dropout 0.5 0.9970" in text
@@ -136,9 +167,19 @@ def test_study_conclusions_read_the_study_tables_and_tests():
 
 def focus_frame(pooled: float, ratios: dict[str, float], images: int = 300, area: float = 0.383) -> pd.DataFrame:
     """focus.csv of one run: per class and 'all', the focus ratio given and the share of heat it implies."""
-    rows = [{"class": name, "n_images": n, "n_empty_maps": 0, "focus_mean": ratio * area, "focus_sd": 0.1,
-             "region_area_share": area, "focus_ratio": ratio, "region": "centred disc"}
-            for name, ratio, n in [(c, r, images) for c, r in ratios.items()] + [("all", pooled, images * 8)]]
+    rows = [
+        {
+            "class": name,
+            "n_images": n,
+            "n_empty_maps": 0,
+            "focus_mean": ratio * area,
+            "focus_sd": 0.1,
+            "region_area_share": area,
+            "focus_ratio": ratio,
+            "region": "centred disc",
+        }
+        for name, ratio, n in [(c, r, images) for c, r in ratios.items()] + [("all", pooled, images * 8)]
+    ]
     return pd.DataFrame(rows)
 
 
@@ -245,7 +286,9 @@ def test_loss_behaviour_counts_spikes_and_steadiness():
 
 
 def test_provenance_parts(tmp_path):
-    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1}) != config_hash({"a": 2, "b": [1, 2]})
+    assert (
+        config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1}) != config_hash({"a": 2, "b": [1, 2]})
+    )
     data = tmp_path / "d.npz"
     data.write_bytes(b"abc")
     assert data_files([data]) == [{"path": str(data), "bytes": 3, "md5": "900150983cd24fb0d6963f7d28e17f72"}]
@@ -256,26 +299,47 @@ def test_provenance_parts(tmp_path):
 
 def session(hostname: str, epochs: list[int], gpu: bool, slurm: str | None = None) -> dict:
     """A training session as training_session records it: on an H100 node (XLA, mixed precision) or a CPU."""
-    return {"hostname": hostname, "cpu": "AMD EPYC 9454", "cpus": 96, "memory_gib": 1007.5, "os": "Linux",
-            "gpus": [{"name": "NVIDIA H100 80GB HBM3", "driver_version": "550.54.15"}] if gpu else [],
-            "gpus_tensorflow": [{"device": "/physical_device:GPU:0", "name": "NVIDIA H100 80GB HBM3",
-                                 "compute_capability": "9.0"}] if gpu else [],
-            "tensorflow": "2.21.0", "cuda_build": "12.5.1", "cudnn_build": "9", "xla": gpu, "mixed_precision": gpu,
-            "threads": 8, "slurm_job_id": slurm, "slurm_job_nodelist": hostname if slurm else None, "epochs": epochs}
+    return {
+        "hostname": hostname,
+        "cpu": "AMD EPYC 9454",
+        "cpus": 96,
+        "memory_gib": 1007.5,
+        "os": "Linux",
+        "gpus": [{"name": "NVIDIA H100 80GB HBM3", "driver_version": "550.54.15"}] if gpu else [],
+        "gpus_tensorflow": [
+            {"device": "/physical_device:GPU:0", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+        ]
+        if gpu
+        else [],
+        "tensorflow": "2.21.0",
+        "cuda_build": "12.5.1",
+        "cudnn_build": "9",
+        "xla": gpu,
+        "mixed_precision": gpu,
+        "threads": 8,
+        "slurm_job_id": slurm,
+        "slurm_job_nodelist": hostname if slurm else None,
+        "epochs": epochs,
+    }
 
 
 # A run killed on gpu-node-3 after epoch 4 and resumed on gpu-node-7; another trained on a laptop CPU.
 TRAINING_HOSTS = {
-    "bloodmnist-224-resnet101-bs16-s0": [session("gpu-node-3", [1, 2, 3, 4], True, "4242"),
-                                         session("gpu-node-7", [5, 6, 7], True, "4250")],
+    "bloodmnist-224-resnet101-bs16-s0": [
+        session("gpu-node-3", [1, 2, 3, 4], True, "4242"),
+        session("gpu-node-7", [5, 6, 7], True, "4250"),
+    ],
     "bloodmnist-64-resnet50-bs32-s0": [session("laptop", [1, 2], False)],
 }
 
 
 def test_training_session_records_the_host_the_switches_and_the_slurm_job():
-    record = training_session(xla=True, mixed_precision=False, threads=3,
-                              environ={"SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "gpu-node-[1-2]",
-                                       "CUDA_VISIBLE_DEVICES": ""})
+    record = training_session(
+        xla=True,
+        mixed_precision=False,
+        threads=3,
+        environ={"SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "gpu-node-[1-2]", "CUDA_VISIBLE_DEVICES": ""},
+    )
     assert record["hostname"] == host()["hostname"] and record["cpus"] == os.cpu_count()
     assert (record["xla"], record["mixed_precision"], record["threads"]) == (True, False, 3)
     assert (record["slurm_job_id"], record["slurm_job_nodelist"]) == ("77", "gpu-node-[1-2]")
@@ -300,14 +364,24 @@ def test_training_host_rows_one_per_session():
     assert [(r["run"], r["host"], r["epochs"]) for r in rows] == [
         ("bloodmnist-224-resnet101-bs16-s0", "gpu-node-3 (SLURM job 4242)", "1-4"),
         ("bloodmnist-224-resnet101-bs16-s0", "gpu-node-7 (SLURM job 4250)", "5-7"),
-        ("bloodmnist-64-resnet50-bs32-s0", "laptop", "1-2")]
+        ("bloodmnist-64-resnet50-bs32-s0", "laptop", "1-2"),
+    ]
     assert rows[0]["device"] == "GPU: NVIDIA H100 80GB HBM3 (driver 550.54.15)"
     assert (rows[0]["xla"], rows[0]["mixed_precision"], rows[0]["tensorflow"]) == ("on", "on", "2.21.0")
     assert rows[2]["device"] == "CPU: AMD EPYC 9454 (8 threads)"
     assert (rows[2]["xla"], rows[2]["mixed_precision"]) == ("off", "off")
     unrecorded = training_host_rows({"r": [{"hostname": "unrecorded", "epochs": [1, 2]}]})
-    assert unrecorded == [{"run": "r", "host": "unrecorded", "device": "unrecorded", "tensorflow": "-", "xla": "-",
-                           "mixed_precision": "-", "epochs": "1-2"}]
+    assert unrecorded == [
+        {
+            "run": "r",
+            "host": "unrecorded",
+            "device": "unrecorded",
+            "tensorflow": "-",
+            "xla": "-",
+            "mixed_precision": "-",
+            "epochs": "1-2",
+        }
+    ]
     assert (epoch_span([]), epoch_span([3]), epoch_span([3, 4, 5])) == ("none", "3", "3-5")
     one_thread = training_host_rows({"r": [session("laptop", [1], False) | {"threads": 1}]})
     assert one_thread[0]["device"] == "CPU: AMD EPYC 9454 (1 thread)"
@@ -360,8 +434,12 @@ def noisy_png(path: Path, seed: int, size=(320, 200)) -> str:
 
 
 def table_context(name: str, compared: pd.DataFrame, key: str, columns: list[str], synthetic: bool) -> dict:
-    return table_cells(compared, key, columns) | {"title": f"{name} of the fixture", "caption": POSTER[name]["caption"],
-                                                  "notes": ["fixture note with 5 % & _under_"], "synthetic": synthetic}
+    return table_cells(compared, key, columns) | {
+        "title": f"{name} of the fixture",
+        "caption": POSTER[name]["caption"],
+        "notes": ["fixture note with 5 % & _under_"],
+        "synthetic": synthetic,
+    }
 
 
 def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
@@ -372,8 +450,10 @@ def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
     runs = list(GRID)
     records = summarise(run_records([v | {"run": r} for r, v in GRID.items()], [evidence.metrics[r] for r in runs]))
     tables, csvs = [], []
-    for name, metrics, key, columns in (("table3", ["accuracy", "auc"], "metric", ["accuracy", "auc"]),
-                                        ("table1", ["f1"], "class", CLASSES)):
+    for name, metrics, key, columns in (
+        ("table3", ["accuracy", "auc"], "metric", ["accuracy", "auc"]),
+        ("table1", ["f1"], "class", CLASSES),
+    ):
         compared = compare(records, poster_frame(POSTER, name), metrics)
         tables.append(root / f"results/tables/{name}.json")
         csvs.append(root / f"results/tables/{name}.csv")
@@ -390,47 +470,99 @@ def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
         histories.append(str(folder / "history.csv"))
     significance = root / "results/stats/significance.json"
     significance.parent.mkdir(parents=True)
-    significance.write_text(json.dumps({"method": "McNemar, exact.", "alpha": 0.05, "comparisons": [
-        {"comparison": "table3_best_vs_second", "claim": "best beats second (p < alpha)", "a": "A", "b": "B",
-         "verdict": "supported", "tests": [{"a_accuracy": 0.99, "b_accuracy": 0.975, "b": 30, "c": 10,
-                                             "p_exact": 0.002}]}]}))
+    significance.write_text(
+        json.dumps(
+            {
+                "method": "McNemar, exact.",
+                "alpha": 0.05,
+                "comparisons": [
+                    {
+                        "comparison": "table3_best_vs_second",
+                        "claim": "best beats second (p < alpha)",
+                        "a": "A",
+                        "b": "B",
+                        "verdict": "supported",
+                        "tests": [{"a_accuracy": 0.99, "b_accuracy": 0.975, "b": 30, "c": 10, "p_exact": 0.002}],
+                    }
+                ],
+            }
+        )
+    )
     gradcam_run = "bloodmnist-224-resnet101-bs16-s0"
     focus = root / f"results/gradcam/{gradcam_run}/focus.csv"
     focus.parent.mkdir(parents=True)
-    pd.DataFrame([{"class": "all", "n_images": 16, "n_empty_maps": 0, "focus_mean": 0.6, "focus_sd": 0.1,
-                   "region_area_share": 0.3, "focus_ratio": 2.0, "region": "centred disc"}]).to_csv(focus, index=False)
+    pd.DataFrame(
+        [
+            {
+                "class": "all",
+                "n_images": 16,
+                "n_empty_maps": 0,
+                "focus_mean": 0.6,
+                "focus_sd": 0.1,
+                "region_area_share": 0.3,
+                "focus_ratio": 2.0,
+                "region": "centred disc",
+            }
+        ]
+    ).to_csv(focus, index=False)
     provenance = root / "results/report/provenance.json"
     provenance.parent.mkdir(parents=True)
-    provenance.write_text(json.dumps({"created_utc": "2026-11-26T00:00:00+00:00", "git": git_state(REPO),
-                                      "versions": package_versions(["numpy"]) | {"snakemake": "9"},
-                                      "config_sha256": config_hash(config), "data_files": data_files([csvs[0]]),
-                                      "training_hosts": TRAINING_HOSTS,
-                                      "report_assembled_on": host() | {"hostname": "login-node",
-                                                                       "gpus_tensorflow_sees": [], "gpus_machine": [],
-                                                                       "cuda_build": None}}))
+    provenance.write_text(
+        json.dumps(
+            {
+                "created_utc": "2026-11-26T00:00:00+00:00",
+                "git": git_state(REPO),
+                "versions": package_versions(["numpy"]) | {"snakemake": "9"},
+                "config_sha256": config_hash(config),
+                "data_files": data_files([csvs[0]]),
+                "training_hosts": TRAINING_HOSTS,
+                "report_assembled_on": host()
+                | {"hostname": "login-node", "gpus_tensorflow_sees": [], "gpus_machine": [], "cuda_build": None},
+            }
+        )
+    )
     benchmarks = []
     for run in runs:
         benchmarks.append(root / f"benchmarks/train/{run}.tsv")
         benchmarks[-1].parent.mkdir(parents=True, exist_ok=True)
         benchmarks[-1].write_text("s\th:m:s\tmax_rss\n61.0\t0:01:01\t3000.5\n")
-    templates = [str(REPO / "paper" / n) for n in ("report.html.j2", "report.tex.j2", "macros.html.j2", "macros.tex.j2")]
+    templates = [
+        str(REPO / "paper" / n) for n in ("report.html.j2", "report.tex.j2", "macros.html.j2", "macros.tex.j2")
+    ]
     out = root / "results/report"
     return SimpleNamespace(
         input=SimpleNamespace(
-            tables=[str(p) for p in tables], table_csvs=[str(p) for p in csvs], significance=str(significance),
-            metrics=metrics, histories=histories,
+            tables=[str(p) for p in tables],
+            table_csvs=[str(p) for p in csvs],
+            significance=str(significance),
+            metrics=metrics,
+            histories=histories,
             curves=[noisy_png(root / f"results/runs/{r}/curves.png", i) for i, r in enumerate(runs)],
             confusion=[noisy_png(root / f"results/runs/{r}/confusion.png", 10 + i) for i, r in enumerate(runs)],
             compared=noisy_png(root / "results/figures/curves_compared.png", 20),
             montage=noisy_png(root / "results/figures/montage_bloodmnist.png", 21),
-            panels=[noisy_png(root / f"results/gradcam/{gradcam_run}/panel.png", 22)], focus=[str(focus)],
-            provenance=str(provenance), benchmarks=[str(p) for p in benchmarks],
-            conclusions=str(REPO / "paper/conclusions.yaml"), templates=templates),
-        output=SimpleNamespace(html=str(out / "report.html"), tex=str(out / "report.tex"), figures=str(out / "figures")),
+            panels=[noisy_png(root / f"results/gradcam/{gradcam_run}/panel.png", 22)],
+            focus=[str(focus)],
+            provenance=str(provenance),
+            benchmarks=[str(p) for p in benchmarks],
+            conclusions=str(REPO / "paper/conclusions.yaml"),
+            templates=templates,
+        ),
+        output=SimpleNamespace(
+            html=str(out / "report.html"), tex=str(out / "report.tex"), figures=str(out / "figures")
+        ),
         log=[str(root / "logs/report.log")],
-        params=SimpleNamespace(table3_runs=runs, table3_values=GRID, all_runs=runs, gradcam_runs=[gradcam_run],
-                               gradcam_layer="conv5_block3_out", dataset="bloodmnist", synthetic=synthetic,
-                               configfile="config.yaml", pdf_note="fixture PDF note"),
+        params=SimpleNamespace(
+            table3_runs=runs,
+            table3_values=GRID,
+            all_runs=runs,
+            gradcam_runs=[gradcam_run],
+            gradcam_layer="conv5_block3_out",
+            dataset="bloodmnist",
+            synthetic=synthetic,
+            configfile="config.yaml",
+            pdf_note="fixture PDF note",
+        ),
         config=config,
     )
 
@@ -495,14 +627,19 @@ def test_report_shows_where_each_run_trained(fixture_report):
     html = Path(fixture_report.output.html).read_text()
     hosts = html.split('id="training-hosts"')[1].split("</table>")[0]
     assert hosts.count("<tr><td><code>bloodmnist-224-resnet101-bs16-s0</code></td>") == 2  # one row per session
-    assert ("<td>gpu-node-7 (SLURM job 4250)</td><td>GPU: NVIDIA H100 80GB HBM3 (driver 550.54.15)</td>"
-            "<td>2.21.0</td><td>on</td><td>on</td><td>5-7</td>") in hosts
-    assert ("<td>laptop</td><td>CPU: AMD EPYC 9454 (8 threads)</td><td>2.21.0</td><td>off</td><td>off</td>"
-            "<td>1-2</td>") in hosts
+    assert (
+        "<td>gpu-node-7 (SLURM job 4250)</td><td>GPU: NVIDIA H100 80GB HBM3 (driver 550.54.15)</td>"
+        "<td>2.21.0</td><td>on</td><td>on</td><td>5-7</td>"
+    ) in hosts
+    assert (
+        "<td>laptop</td><td>CPU: AMD EPYC 9454 (8 threads)</td><td>2.21.0</td><td>off</td><td>off</td><td>1-2</td>"
+    ) in hosts
     assert "<th>Report assembled on</th><td>host login-node:" in html and "not where the runs trained" in html
     tex = Path(fixture_report.output.tex).read_text()
-    assert (r"\texttt{bloodmnist-224-resnet101-bs16-s0} & gpu-node-3 (SLURM job 4242) & GPU: NVIDIA H100 80GB HBM3 "
-            r"(driver 550.54.15) & 2.21.0 & on & on & 1-4 \\") in tex
+    assert (
+        r"\texttt{bloodmnist-224-resnet101-bs16-s0} & gpu-node-3 (SLURM job 4242) & GPU: NVIDIA H100 80GB HBM3 "
+        r"(driver 550.54.15) & 2.21.0 & on & on & 1-4 \\"
+    ) in tex
     assert r"\item[Report assembled on] host login-node:" in tex
 
 
@@ -557,10 +694,16 @@ def validated(path: Path) -> dict:
 
 def test_recipe_note_names_each_change_from_the_posters_recipe_with_its_config_key():
     assert recipe_note(validated(REPO / "config.yaml")) == (
-        "As the poster: a constant learning rate, Keras' batch-normalisation defaults.")
+        "As the poster: a constant learning rate, Keras' batch-normalisation defaults."
+    )
     demo = recipe_note(validated(REPO / "config.demo.yaml"))
-    for key in ("defaults.learning_rate", "training.lr_schedule", "training.warmup_epochs", "training.zero_init_residual",
-                "training.bn_momentum"):
+    for key in (
+        "defaults.learning_rate",
+        "training.lr_schedule",
+        "training.warmup_epochs",
+        "training.zero_init_residual",
+        "training.bn_momentum",
+    ):
         assert f"{key}" in demo
     assert "half cosine over the 3 epochs after a linear warm-up of 0.3 epochs" in demo
     imagenet = validated(REPO / "config.demo.yaml")

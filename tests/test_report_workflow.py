@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from browser import chromium_binary, load_page, screenshot_is_blank
 from conftest import REPO, run_snakemake
 from test_report import require_tool
@@ -68,10 +67,13 @@ def planned_jobs(workdir: Path) -> set[str]:
     return {line.split()[0] for line in table.splitlines()[3:] if line.strip() and line.split()[0] != "total"}
 
 
-@pytest.mark.parametrize("template, expected", [
-    ("paper/report.tex.j2", {"report", "report_pdf"}),
-    ("paper/macros.html.j2", {"report", "report_pdf", "tables_grid", "study_table"}),
-])
+@pytest.mark.parametrize(
+    "template, expected",
+    [
+        ("paper/report.tex.j2", {"report", "report_pdf"}),
+        ("paper/macros.html.j2", {"report", "report_pdf", "tables_grid", "study_table"}),
+    ],
+)
 def test_editing_a_template_never_retrains(tiny_run, template, expected):
     path = REPO / template
     original = path.read_bytes()

@@ -5,17 +5,26 @@ import re
 import time
 
 import pytest
+from conftest import REPO, run_snakemake
 
 from bloodcells import hardware
 from bloodcells.hardware import GpuRequiredError, enforce_gpu_requirement, gpu_requirement_error
-from conftest import REPO, run_snakemake
 
-GPU_MACHINE = {"nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)"], "device_nodes": ["/dev/nvidia0"],
-               "nvidia_smi_found": True}
+GPU_MACHINE = {
+    "nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)"],
+    "device_nodes": ["/dev/nvidia0"],
+    "nvidia_smi_found": True,
+}
 NODES_ONLY = {"nvidia_smi": [], "device_nodes": ["/dev/nvidia0"], "nvidia_smi_found": False}
 CPU_MACHINE = {"nvidia_smi": [], "device_nodes": [], "nvidia_smi_found": False}
-TF_GPU = {"version": "2.21.0", "gpus": ["/physical_device:GPU:0"], "built_with_cuda": True, "cuda_version": "12.5.1",
-          "cudnn_version": "9", "cuda_packages": ["nvidia-cudnn-cu12"]}
+TF_GPU = {
+    "version": "2.21.0",
+    "gpus": ["/physical_device:GPU:0"],
+    "built_with_cuda": True,
+    "cuda_version": "12.5.1",
+    "cudnn_version": "9",
+    "cuda_packages": ["nvidia-cudnn-cu12"],
+}
 TF_NO_GPU = TF_GPU | {"gpus": []}
 TF_BROKEN = {"error": "ImportError: libcudart.so.12: cannot open shared object file"}
 
@@ -57,8 +66,10 @@ def test_auto_names_what_is_missing():
 @pytest.mark.parametrize("require", [True, "true", "yes"])
 def test_true_stops_whenever_tensorflow_sees_no_gpu(require):
     message = gpu_requirement_error(require, CPU_MACHINE, TF_NO_GPU, {})
-    assert message.startswith("TensorFlow sees no GPU and this machine shows none (nvidia-smi: not found, no "
-                              "/dev/nvidia* device nodes); stopped before any work (config training.require_gpu: ")
+    assert message.startswith(
+        "TensorFlow sees no GPU and this machine shows none (nvidia-smi: not found, no "
+        "/dev/nvidia* device nodes); stopped before any work (config training.require_gpu: "
+    )
     assert "Run the GPU rules on a GPU node" in message and "set training.require_gpu: false" in message
     assert "hides every GPU" in gpu_requirement_error(require, CPU_MACHINE, TF_NO_GPU, {"CUDA_VISIBLE_DEVICES": "-1"})
     assert "but TensorFlow 2.21.0 sees none" in gpu_requirement_error(require, GPU_MACHINE, TF_NO_GPU, {})
@@ -118,10 +129,15 @@ def test_train_job_stops_on_a_gpu_machine_whose_gpu_tensorflow_cannot_see(tmp_pa
     assert result.returncode != 0
     log = (workdir / f"logs/train/{run}.log").read_text()
     print(log[-3000:], f"\n{elapsed:.1f} s")
-    assert ("GpuRequiredError: train: this machine has a GPU (GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)) "
-            "but TensorFlow") in log
-    for text in ("CUDA_VISIBLE_DEVICES='' hides every GPU", "pip install tensorflow[and-cuda]==",
-                 "snakemake check_environment", "training.require_gpu: false"):
+    assert (
+        "GpuRequiredError: train: this machine has a GPU (GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)) but TensorFlow"
+    ) in log
+    for text in (
+        "CUDA_VISIBLE_DEVICES='' hides every GPU",
+        "pip install tensorflow[and-cuda]==",
+        "snakemake check_environment",
+        "training.require_gpu: false",
+    ):
         assert text in log, text
     assert "Epoch 1/1" not in log and f"run {run}:" not in log  # stopped before the data was read and any epoch
     assert not (workdir / "results/checkpoints" / run).exists()

@@ -51,7 +51,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, SNAKEMAKE
 
 PROFILE = REPO / "profiles/slurm"
@@ -73,8 +72,9 @@ def cluster_problem() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not on PATH"
     try:
-        states = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True,
-                                timeout=20).stdout.split()
+        states = subprocess.run(
+            ["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, timeout=20
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError) as error:
         return f"sinfo failed: {error}"
     if not any(state.rstrip("*~#") in ("idle", "mixed", "allocated") for state in states):
@@ -97,7 +97,7 @@ def node_cpus() -> int:
 
 
 def ci_overlay(profile: dict, cpus: int) -> dict:
-    """The settings that make profiles/slurm run CPU-only on the small test node (top-level keys replace the profile's)."""
+    """The settings that make profiles/slurm run CPU-only on the small test node (top-level keys replace its own)."""
     defaults = dict(profile["default-resources"])
     defaults["mem_mb"] = min(defaults["mem_mb"], 1000)
     rules = {}
@@ -112,8 +112,8 @@ def ci_overlay(profile: dict, cpus: int) -> dict:
     return {
         "default-resources": defaults,
         "set-resources": rules,
-        "use-conda": False,                    # the test's venv already has every package
-        "slurm-no-account": True,              # no accounting on the test cluster
+        "use-conda": False,  # the test's venv already has every package
+        "slurm-no-account": True,  # no accounting on the test cluster
         "slurm-init-seconds-before-status-checks": 3,
         "seconds-between-status-checks": 3,
         # one resubmission, for the training job cut by the time limit; the tests check that no other job was retried
@@ -123,7 +123,7 @@ def ci_overlay(profile: dict, cpus: int) -> dict:
 
 
 def small_config(path: Path) -> Path:
-    """tests/configs/tiny.yaml with a one-run Table 3 grid (ResNet-50, batch 32): one train -> evaluate -> gradcam chain.
+    """tests/configs/tiny.yaml with a one-run Table 3 grid (ResNet-50, batch 32): a train -> evaluate -> gradcam chain.
 
     The run trains MAX_EPOCHS epochs (patience as long: no early stopping), long enough to be cut by the time limit.
     """
@@ -138,8 +138,12 @@ def small_config(path: Path) -> Path:
 
 def slurm_jobs(ids: list[str]) -> dict[str, dict]:
     """What SLURM knows of these jobs (finished ones stay in squeue for MinJobAge): state, comment, start and end."""
-    out = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i|%T|%k|%S|%e", "--jobs", ",".join(ids)],
-                         capture_output=True, text=True, timeout=20).stdout
+    out = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i|%T|%k|%S|%e", "--jobs", ",".join(ids)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    ).stdout
 
     def seconds(stamp: str) -> float | None:
         try:
@@ -150,8 +154,12 @@ def slurm_jobs(ids: list[str]) -> dict[str, dict]:
     jobs = {}
     for line in out.split():
         job, state, comment, start, end = line.split("|")
-        jobs[job] = {"state": state, "rule": comment.removeprefix("rule_").split("_wildcards_")[0],
-                     "start": seconds(start), "end": seconds(end)}
+        jobs[job] = {
+            "state": state,
+            "rule": comment.removeprefix("rule_").split("_wildcards_")[0],
+            "start": seconds(start),
+            "end": seconds(end),
+        }
     return jobs
 
 
@@ -264,15 +272,19 @@ def print_timings(seen: dict) -> None:
             continue
         steps = sorted(later[0] - earlier[0] for earlier, later in zip(commits, commits[1:]))
         per_epoch = f", then an epoch every {steps[len(steps) // 2]:.1f} s (median of {len(steps)})" if steps else ""
-        lines.append(f"  training attempt {attempt} (job {job}): epoch {commits[0][1]} committed "
-                     f"{commits[0][0] - began:.0f} s after the job started{per_epoch}; last: epoch {commits[-1][1]}")
+        lines.append(
+            f"  training attempt {attempt} (job {job}): epoch {commits[0][1]} committed "
+            f"{commits[0][0] - began:.0f} s after the job started{per_epoch}; last: epoch {commits[-1][1]}"
+        )
     if seen["cut"]:
         job, when, epochs = seen["cut"]
         ended = jobs.get(job, {}).get("end")
         lag = f"; slurmctld ended it {ended - when:.0f} s later" if ended else ""
         lines.append(f"  time limit of job {job} moved to now at {when - start:.0f} s, after epoch {epochs}{lag}")
         if len(trains) == 2 and ended and jobs.get(trains[1], {}).get("start"):
-            lines.append(f"  retry started {jobs[trains[1]]['start'] - ended:.0f} s after the cut (Snakemake's status polling)")
+            lines.append(
+                f"  retry started {jobs[trains[1]]['start'] - ended:.0f} s after the cut (Snakemake's status polling)"
+            )
     for pid, (job, command) in seen["leftovers"].items():
         lines.append(f"  left behind by SLURM job {job}, killed now: pid {pid}: {command[:120]}")
     print("\n".join(lines))
@@ -290,8 +302,21 @@ def slurm_run(cluster, tmp_path_factory):
     overlay.mkdir()
     (overlay / "config.yaml").write_text(yaml.safe_dump(ci_overlay(profile, node_cpus())))
     config = small_config(workdir / "config.yaml")
-    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(config), "--profile", str(PROFILE), "--profile", str(overlay), "--verbose", *TARGETS]
+    command = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--profile",
+        str(PROFILE),
+        "--profile",
+        str(overlay),
+        "--verbose",
+        *TARGETS,
+    ]
     env = os.environ | {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("SLURM_JOB_ID", None)
     seen = run_and_cut_training(command, workdir, env, timeout=1200)
@@ -310,14 +335,14 @@ def test_workflow_finishes_through_slurm(slurm_run):
 
 def test_every_job_was_a_slurm_job(slurm_run):
     workdir, output, _ = slurm_run
-    submissions = SUBMITTED.findall(output)                  # (snakemake job id, SLURM job id) per sbatch
+    submissions = SUBMITTED.findall(output)  # (snakemake job id, SLURM job id) per sbatch
     planned = re.search(r"Job stats:\n.*?\n\s*total\s+(\d+)", output, flags=re.S)
     assert planned, "no job stats in snakemake's output"
     n_jobs = int(planned.group(1))
     # prepare_dataset, montage, train, evaluate, bootstrap, gradcam, tables_grid; train submitted twice (time limit)
     assert n_jobs == 7 and len({job for job, _ in submissions}) == n_jobs
     slurm_ids = [slurm_id for _, slurm_id in submissions]
-    assert len(slurm_ids) == len(set(slurm_ids)) == n_jobs + 1   # one SLURM job each, one more for the retry
+    assert len(slurm_ids) == len(set(slurm_ids)) == n_jobs + 1  # one SLURM job each, one more for the retry
     trains = TRAIN_SUBMITTED.findall(output)
     assert len(trains) == 2, f"the training job should be submitted exactly twice: {trains}"
     # SLURM itself knows these jobs and says how they ended (MinJobAge keeps them in squeue)
@@ -355,15 +380,19 @@ def test_training_survives_slurm_time_limit(slurm_run):
     assert seen["cut_error"] is None, seen["cut_error"]
     assert seen["cut"], "the first training job never committed an epoch while the test watched"
     trains = TRAIN_SUBMITTED.findall(output)
-    assert len(trains) == 2, (f"the training job was submitted {len(trains)} times, not twice: the time limit did not "
-                              f"cut it (it finished within ~30 s of its first epoch?): raise MAX_EPOCHS")
+    assert len(trains) == 2, (
+        f"the training job was submitted {len(trains)} times, not twice: the time limit did not "
+        f"cut it (it finished within ~30 s of its first epoch?): raise MAX_EPOCHS"
+    )
     first, second = trains
     cut_job, _, cut_epochs = seen["cut"]
     assert cut_job == first
     # SLURM, not the test, ended the first job: its limit, in state TIMEOUT, said so in its log
     assert slurm_jobs([first])[first]["state"] == "TIMEOUT"
     slurm_log = (workdir / f"logs/slurm/rule_train/{RUN}/{first}.log").read_text(errors="replace")
-    assert re.search(rf"\*\*\* JOB {first} ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT \*\*\*", slurm_log), slurm_log[-3000:]
+    assert re.search(rf"\*\*\* JOB {first} ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT \*\*\*", slurm_log), slurm_log[
+        -3000:
+    ]
     # Snakemake saw the failure and retried the job (attempt 2)
     assert f"SLURM-job '{first}' failed, SLURM status is: 'TIMEOUT'" in output
     assert re.search(r"Trying to restart job \d+\.", output)
@@ -376,7 +405,9 @@ def test_training_survives_slurm_time_limit(slurm_run):
         lines = [line for line in text.splitlines() if re.match(story, line)]
         print(f"\nlogs/train/{RUN}.log of the {name}:\n" + "\n".join(f"  {line[:150]}" for line in lines))
     assert "Epoch 1/" in first_log and "resuming from" not in first_log, first_log[-3000:]
-    assert "train: received SIGTERM; stopping" in first_log, f"the first job did not log SLURM's SIGTERM:\n{first_log[-3000:]}"
+    assert "train: received SIGTERM; stopping" in first_log, (
+        f"the first job did not log SLURM's SIGTERM:\n{first_log[-3000:]}"
+    )
     assert "best epoch" not in first_log, "the first job finished training before the time limit cut it"
     resumed = re.search(r"resuming from (\S+) after epoch (\d+)", log)
     assert resumed, f"the retried job did not resume from the checkpoint:\n{log[-3000:]}"
@@ -396,5 +427,7 @@ def test_training_survives_slurm_time_limit(slurm_run):
     # and host.json, from the checkpoint's record of sessions: which SLURM job trained which epochs
     sessions = json.loads((workdir / f"results/runs/{RUN}/host.json").read_text())["sessions"]
     assert [(session["slurm_job_id"], session["epochs"]) for session in sessions] == [
-        (first, list(range(1, resumed_after + 1))), (second, list(range(resumed_after + 1, MAX_EPOCHS + 1)))]
+        (first, list(range(1, resumed_after + 1))),
+        (second, list(range(resumed_after + 1, MAX_EPOCHS + 1))),
+    ]
     assert not (workdir / f"results/checkpoints/{RUN}").exists()  # removed once model.keras was written

@@ -187,9 +187,7 @@ def test_load_medmnist_npz_rejects_broken_files(tmp_path):
 
 def test_pbc_folders_follow_bloodmnist_order():
     names = {label: name for name, label in sources.PBC_FOLDERS.items()}
-    assert [names[i] for i in range(8)] == [
-        "ig" if c == "immature granulocyte" else c for c in BLOODMNIST_CLASSES
-    ]
+    assert [names[i] for i in range(8)] == ["ig" if c == "immature granulocyte" else c for c in BLOODMNIST_CLASSES]
 
 
 @pytest.mark.parametrize("crop,size", [(200, 37), (201, 33), (199, 64), (200, 224)])

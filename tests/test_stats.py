@@ -10,13 +10,16 @@ from bloodcells.stats import bootstrap_ci, mcnemar, mcnemar_counts, multinomial_
 
 # Hand computations. Exact: p = min(1, 2 * sum_{k<=min(b,c)} C(b+c, k) / 2^(b+c)).
 # Chi-square with continuity correction: (|b - c| - 1)^2 / (b + c), 1 df.
-@pytest.mark.parametrize("b, c, p_exact, chi2, p_chi2", [
-    (1, 5, 2 * (1 + 6) / 64, 1.5, 0.2206714),          # 14/64 = 0.21875
-    (0, 10, 2 / 1024, 8.1, 0.0044265),                   # 0.001953125
-    (2, 8, 2 * (1 + 10 + 45) / 1024, 2.5, 0.1138463),    # 112/1024 = 0.109375
-    (7, 7, 1.0, 0.0, 1.0),                                # equal counts: no evidence either way
-    (0, 0, 1.0, 0.0, 1.0),                                # no discordant pairs
-])
+@pytest.mark.parametrize(
+    "b, c, p_exact, chi2, p_chi2",
+    [
+        (1, 5, 2 * (1 + 6) / 64, 1.5, 0.2206714),  # 14/64 = 0.21875
+        (0, 10, 2 / 1024, 8.1, 0.0044265),  # 0.001953125
+        (2, 8, 2 * (1 + 10 + 45) / 1024, 2.5, 0.1138463),  # 112/1024 = 0.109375
+        (7, 7, 1.0, 0.0, 1.0),  # equal counts: no evidence either way
+        (0, 0, 1.0, 0.0, 1.0),  # no discordant pairs
+    ],
+)
 def test_mcnemar_matches_hand_computed_values(b, c, p_exact, chi2, p_chi2):
     result = mcnemar_counts(b, c)
     assert result["p_exact"] == pytest.approx(p_exact, rel=1e-9)

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO, place_raabin_folder, run_snakemake
 
 from bloodcells.plan import ConfigError, configurations, plan_runs, study_values, validate_config
 from bloodcells.studies import (
@@ -18,7 +19,6 @@ from bloodcells.studies import (
     template_cells,
     transfer_metrics,
 )
-from conftest import REPO, place_raabin_folder, run_snakemake
 
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
@@ -50,10 +50,24 @@ def test_full_config_plans_every_study_and_trains_shared_runs_once():
 
 
 def test_study_forms_combine_grids_runs_and_set():
-    defaults = {"arch": "resnet50", "size": 64, "batch_size": 32, "optimizer": "adam", "learning_rate": 1e-4,
-                "momentum": 0.0, "dropout": 0.3, "class_weights": False}
-    values = study_values({"set": {"class_weights": True}, "grids": [{"dropout": [0.3, 0.5]}, {"dropout": [0.5]}],
-                           "runs": [{"attention": "se"}]}, defaults)
+    defaults = {
+        "arch": "resnet50",
+        "size": 64,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "learning_rate": 1e-4,
+        "momentum": 0.0,
+        "dropout": 0.3,
+        "class_weights": False,
+    }
+    values = study_values(
+        {
+            "set": {"class_weights": True},
+            "grids": [{"dropout": [0.3, 0.5]}, {"dropout": [0.5]}],
+            "runs": [{"attention": "se"}],
+        },
+        defaults,
+    )
     assert [(v["dropout"], v["attention"]) for v in values] == [(0.3, "none"), (0.5, "none"), (0.3, "se")]
     assert all(v["class_weights"] for v in values)
 
@@ -67,12 +81,15 @@ def test_seeds_multiply_runs_and_configurations_group_them():
     assert [len(members) for _, members in groups] == [2, 2, 2]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda c: c["studies"]["table2"]["set"].update(attention="transformer"), "studies.table2.set.attention"),
-    (lambda c: c["studies"]["external"].update(dataset="nope"), "studies.external.dataset"),
-    (lambda c: c["studies"].update(empty={"set": {"dropout": 0.4}}), "studies.empty"),
-    (lambda c: c["datasets"]["raabin"]["classes"].update(Monocyte="lymphocyte"), "datasets.raabin.classes"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["studies"]["table2"]["set"].update(attention="transformer"), "studies.table2.set.attention"),
+        (lambda c: c["studies"]["external"].update(dataset="nope"), "studies.external.dataset"),
+        (lambda c: c["studies"].update(empty={"set": {"dropout": 0.4}}), "studies.empty"),
+        (lambda c: c["datasets"]["raabin"]["classes"].update(Monocyte="lymphocyte"), "datasets.raabin.classes"),
+    ],
+)
 def test_bad_study_configs_name_the_key(mutate, message):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     mutate(config)
@@ -85,11 +102,14 @@ def fake_metrics(acc, auc=0.99):
 
 
 def test_table2_cells_hold_our_and_the_poster_values():
-    configs = [({"optimizer": "adam", "momentum": 0.0, "learning_rate": 1e-4}, ["a"]),
-               ({"optimizer": "sgd", "momentum": 0.8, "learning_rate": 1e-2}, ["b"])]
+    configs = [
+        ({"optimizer": "adam", "momentum": 0.0, "learning_rate": 1e-4}, ["a"]),
+        ({"optimizer": "sgd", "momentum": 0.8, "learning_rate": 1e-2}, ["b"]),
+    ]
     boot = {r: {"accuracy": {"low": 0.9, "high": 0.97}} for r in "ab"}
-    cells, rows, columns = table2_cells(configs, {"a": fake_metrics(0.95), "b": fake_metrics(0.93)}, boot,
-                                        POSTER["table2"]["values"])
+    cells, rows, columns = table2_cells(
+        configs, {"a": fake_metrics(0.95), "b": fake_metrics(0.93)}, boot, POSTER["table2"]["values"]
+    )
     assert rows == ["Adam", "SGD (m=0.8)"] and columns == ["1e-2", "1e-4"]
     frame = long_frame("table2", cells)
     adam = frame[frame["row"] == "Adam"].iloc[0]
@@ -104,8 +124,9 @@ def test_methods_table_reports_best_epoch_training_and_test_metrics():
     configs = [({"batch_size": 16, "optimizer": "adam"}, ["x"]), ({"batch_size": 32, "optimizer": "adam"}, ["y"])]
     best = {"x": {"accuracy": 0.98, "auc": 0.99, "loss": 0.05}, "y": {"accuracy": 0.97, "auc": 0.98, "loss": 0.06}}
     boot = {r: {"accuracy": {"low": 0.9, "high": 1.0}, "auc": {"low": 0.9, "high": 1.0}} for r in "xy"}
-    cells, rows, columns = methods_cells(configs, {"x": fake_metrics(0.9), "y": fake_metrics(0.8)}, best, boot,
-                                         POSTER["methods_batch"]["values"])
+    cells, rows, columns = methods_cells(
+        configs, {"x": fake_metrics(0.9), "y": fake_metrics(0.8)}, best, boot, POSTER["methods_batch"]["values"]
+    )
     assert columns == ["Batch Size 16", "Batch Size 32"]
     assert rows[:3] == ["Training Accuracy", "Training AUC", "Training Loss"]
     frame = long_frame("methods_batch", cells).set_index(["row", "column"])
@@ -131,23 +152,33 @@ def test_classification_report_matches_scikit_learn():
             assert ours[row][metric] == pytest.approx(theirs[key][sk_metric])
     assert ours["accuracy"]["f1"] == pytest.approx(theirs["accuracy"])
     assert ours["monocyte"]["class_accuracy"] == ours["monocyte"]["recall"]
-    cells, rows, _ = table4_cells(["r"], {"r": evaluate_predictions(labels, probabilities, names)}, POSTER["table4"]["values"])
+    cells, rows, _ = table4_cells(
+        ["r"], {"r": evaluate_predictions(labels, probabilities, names)}, POSTER["table4"]["values"]
+    )
     assert rows[-3:] == ["accuracy", "macro avg", "weighted avg"]
     mono = [c for c in cells if c["row"] == "monocyte" and c["column"] == "precision"][0]
     assert mono["poster"] == 0.54
 
 
 def test_transfer_restricts_predictions_to_the_shared_classes():
-    source = ["basophil", "eosinophil", "erythroblast", "immature granulocyte", "lymphocyte", "monocyte",
-              "neutrophil", "platelet"]
+    source = [
+        "basophil",
+        "eosinophil",
+        "erythroblast",
+        "immature granulocyte",
+        "lymphocyte",
+        "monocyte",
+        "neutrophil",
+        "platelet",
+    ]
     target = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
     labels = np.array([0, 1, 2, 3, 4])
     probabilities = np.zeros((5, 8))
-    probabilities[0, [0, 2]] = [0.4, 0.6]   # erythroblast wins overall, basophil among the shared classes
-    probabilities[1, 1] = 1                   # eosinophil: right both ways
-    probabilities[2, [4, 7]] = [0.3, 0.7]   # platelet wins overall, lymphocyte among the shared
-    probabilities[3, 6] = 1                   # neutrophil: wrong both ways
-    probabilities[4, 6] = 1                   # neutrophil: right
+    probabilities[0, [0, 2]] = [0.4, 0.6]  # erythroblast wins overall, basophil among the shared classes
+    probabilities[1, 1] = 1  # eosinophil: right both ways
+    probabilities[2, [4, 7]] = [0.3, 0.7]  # platelet wins overall, lymphocyte among the shared
+    probabilities[3, 6] = 1  # neutrophil: wrong both ways
+    probabilities[4, 6] = 1  # neutrophil: right
     result = transfer_metrics(labels, probabilities, source, target)
     assert result["unrestricted_accuracy"] == pytest.approx(2 / 5)
     assert result["restricted_accuracy"] == pytest.approx(4 / 5)
@@ -158,23 +189,41 @@ def test_transfer_restricts_predictions_to_the_shared_classes():
 
 def test_planned_comparisons_follow_the_poster_claims():
     def config(**values):
-        base = {"arch": "resnet50", "size": 64, "batch_size": 32, "optimizer": "adam", "learning_rate": 1e-4,
-                "momentum": 0.0, "dropout": 0.3, "class_weights": False, "attention": "none", "dataset": "d"}
+        base = {
+            "arch": "resnet50",
+            "size": 64,
+            "batch_size": 32,
+            "optimizer": "adam",
+            "learning_rate": 1e-4,
+            "momentum": 0.0,
+            "dropout": 0.3,
+            "class_weights": False,
+            "attention": "none",
+            "dataset": "d",
+        }
         return base | values
 
-    table3 = [(config(arch=a, size=s, batch_size=b), [f"{a}-{s}-{b}"])
-              for a in ("resnet50", "resnet101") for s in (128, 224) for b in (16, 32)]
+    table3 = [
+        (config(arch=a, size=s, batch_size=b), [f"{a}-{s}-{b}"])
+        for a in ("resnet50", "resnet101")
+        for s in (128, 224)
+        for b in (16, 32)
+    ]
     studies = {
         "table3": table3,
         "attention": [(config(class_weights=True), ["cw"]), (config(class_weights=True, attention="cbam"), ["cwatt"])],
         "optimizer": [(config(), ["resnet50-64-32"]), (config(optimizer="rmsprop"), ["rms"])],
-        "table2": [(config(class_weights=True, attention="cbam"), ["cwatt"]),
-                   (config(class_weights=True, attention="cbam", optimizer="rmsprop"), ["cwatt-rms"])],
+        "table2": [
+            (config(class_weights=True, attention="cbam"), ["cwatt"]),
+            (config(class_weights=True, attention="cbam", optimizer="rmsprop"), ["cwatt-rms"]),
+        ],
         "batch": [(config(), ["resnet50-64-32"])],
     }
     accuracy = {run: 0.9 for _, configs in studies.items() for _, runs in configs for run in runs}
-    planned = {p["comparison"]: p for p in planned_comparisons(studies, accuracy, POSTER["table3"]["values"],
-                                                                POSTER["table2"]["values"])}
+    planned = {
+        p["comparison"]: p
+        for p in planned_comparisons(studies, accuracy, POSTER["table3"]["values"], POSTER["table2"]["values"])
+    }
     best = planned["table3_best_vs_second"]
     assert best["a_runs"] == ["resnet101-224-16"] and best["b_runs"] == ["resnet50-128-32"] and best["a_better_claimed"]
     assert planned["batch16_vs_32_resnet50_128"]["a_better_claimed"] is False  # poster: 0.9687 vs 0.9860
@@ -197,8 +246,15 @@ def test_dry_run_lists_each_shared_run_once(tmp_path):
     listing = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config.yaml")).stdout
     trained = re.findall(r"output: results/runs/([\w.-]+)/model\.keras", listing)
     assert len(trained) == len(set(trained)) == 34
-    for table in ("table2", "table4", "methods_batch", "methods_attention", "methods_optimizer", "methods_dropout",
-                  "transfer"):
+    for table in (
+        "table2",
+        "table4",
+        "methods_batch",
+        "methods_attention",
+        "methods_optimizer",
+        "methods_dropout",
+        "transfer",
+    ):
         assert f"results/tables/{table}.tex" in listing
     assert "results/transfer/bloodmnist-64-resnet50-bs32-s0/raabin/metrics.json" in listing
     assert "results/stats/significance.json" in listing

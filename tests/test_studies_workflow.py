@@ -70,9 +70,15 @@ def test_statistics_cover_every_run_and_the_poster_comparisons(tiny_run):
     assert (boot["accuracy_ci95_low"] <= boot["accuracy_ci95_high"]).all()
     significance = json.loads((tiny_run / "results/stats/significance.json").read_text())
     names = {c["comparison"] for c in significance["comparisons"]}
-    assert {"table3_best_vs_second", "batch16_vs_32_resnet50_32", "batch16_vs_32_resnet101_32",
-            "attention_se_cw_vs_none", "attention_cbam_cw_vs_none", "optimizer_adam_vs_rmsprop_lr1e-3",
-            "table2_adam_vs_rmsprop_lr1e-3"} <= names
+    assert {
+        "table3_best_vs_second",
+        "batch16_vs_32_resnet50_32",
+        "batch16_vs_32_resnet101_32",
+        "attention_se_cw_vs_none",
+        "attention_cbam_cw_vs_none",
+        "optimizer_adam_vs_rmsprop_lr1e-3",
+        "table2_adam_vs_rmsprop_lr1e-3",
+    } <= names
     for comparison in significance["comparisons"]:
         assert comparison["verdict"] in ("supported", "contradicted", "not significant")
         assert 0 <= comparison["tests"][0]["p_exact"] <= 1

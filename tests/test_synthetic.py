@@ -171,8 +171,14 @@ def test_generation_speed_sanity() -> None:
 
 def test_montage_writes_a_png(tmp_path, small: dict[str, np.ndarray]) -> None:
     path = tmp_path / "figures" / "montage.png"
-    montage.make_montage(small["train_images"], small["train_labels"], dataset.BLOODMNIST_CLASSES, str(path),
-                         per_class=3, title="synthetic 64 px")
+    montage.make_montage(
+        small["train_images"],
+        small["train_labels"],
+        dataset.BLOODMNIST_CLASSES,
+        str(path),
+        per_class=3,
+        title="synthetic 64 px",
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as image:
         width, height = image.size

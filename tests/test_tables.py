@@ -1,11 +1,10 @@
 """Tables 1 and 3: aggregation over seeds, the poster's values beside ours, rendering."""
 
-
 import pytest
 import yaml
+from conftest import REPO
 
 from bloodcells.tables import compare, latex_escape, poster_frame, render, run_records, summarise, table_cells
-from conftest import REPO
 
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
 
@@ -28,7 +27,11 @@ def grid_runs():
 def test_poster_values_cover_both_tables():
     assert len(POSTER["table3"]["values"]) == 24  # 12 models x (accuracy, AUC)
     assert len(POSTER["table1"]["values"]) == 96  # 12 models x 8 classes
-    best = [v for v in POSTER["table3"]["values"] if (v["arch"], v["size"], v["batch_size"], v["metric"]) == ("resnet101", 224, 16, "accuracy")]
+    best = [
+        v
+        for v in POSTER["table3"]["values"]
+        if (v["arch"], v["size"], v["batch_size"], v["metric"]) == ("resnet101", 224, 16, "accuracy")
+    ]
     assert best[0]["value"] == 0.988 and "ResNet101" in best[0]["column"]
 
 
@@ -65,24 +68,33 @@ def test_latex_escape():
 
 
 def test_poster_value_outside_our_interval_is_marked():
-    runs = [{"arch": "resnet50", "size": 64, "batch_size": 32, "seed": 0, "run": "one"},
-            {"arch": "resnet101", "size": 224, "batch_size": 16, "seed": 0, "run": "a"},
-            {"arch": "resnet101", "size": 224, "batch_size": 16, "seed": 1, "run": "b"}]
+    runs = [
+        {"arch": "resnet50", "size": 64, "batch_size": 32, "seed": 0, "run": "one"},
+        {"arch": "resnet101", "size": 224, "batch_size": 16, "seed": 0, "run": "a"},
+        {"arch": "resnet101", "size": 224, "batch_size": 16, "seed": 1, "run": "b"},
+    ]
     results = [metrics(0.90, 0.99, 0.9), metrics(0.98, 0.999, 0.96), metrics(0.99, 0.997, 0.98)]
     boots = [{"accuracy": {"low": 0.88, "high": 0.92}, "auc": {"low": 0.985, "high": 0.998}}] + [
-        {"accuracy": {"low": 0.0, "high": 1.0}, "auc": {"low": 0.0, "high": 1.0}}] * 2
-    compared = compare(summarise(run_records(runs, results, boots)), poster_frame(POSTER, "table3"), ["accuracy", "auc"])
+        {"accuracy": {"low": 0.0, "high": 1.0}, "auc": {"low": 0.0, "high": 1.0}}
+    ] * 2
+    compared = compare(
+        summarise(run_records(runs, results, boots)), poster_frame(POSTER, "table3"), ["accuracy", "auc"]
+    )
     one = compared[(compared["size"] == 64)].set_index("metric")
     # one seed: the bootstrap interval; the poster's 0.9775 is above [0.88, 0.92], its AUC 0.9966 inside
     assert (one.loc["accuracy", "ci95_low"], one.loc["accuracy", "ci95_high"]) == (0.88, 0.92)
     assert one.loc["accuracy", "poster_outside_ci"] and not one.loc["auc", "poster_outside_ci"]
     # two seeds: Student's t interval of the mean (t_0.975,1 = 12.706), not either seed's bootstrap interval
     two = compared[(compared["size"] == 224) & (compared["metric"] == "accuracy")].iloc[0]
-    assert two["ci95_low"] == pytest.approx(0.985 - 12.706 * 0.00707107 / 2 ** 0.5, abs=1e-4)
+    assert two["ci95_low"] == pytest.approx(0.985 - 12.706 * 0.00707107 / 2**0.5, abs=1e-4)
     assert not two["poster_outside_ci"]
     cells = table_cells(compared, "metric", ["accuracy", "auc"])
-    html = render(REPO / "paper", "table.html.j2", table=cells | {"title": "T", "caption": "", "notes": [], "synthetic": False})
-    assert cells["any_outside"] and html.count('class="outside"') == 1 and "0.9000 ‡" in html and "[0.880, 0.920]" in html
+    html = render(
+        REPO / "paper", "table.html.j2", table=cells | {"title": "T", "caption": "", "notes": [], "synthetic": False}
+    )
+    assert (
+        cells["any_outside"] and html.count('class="outside"') == 1 and "0.9000 ‡" in html and "[0.880, 0.920]" in html
+    )
     assert "poster's value lies outside our 95 % interval" in html and "synthetic demo cells" not in html
 
 

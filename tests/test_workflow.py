@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from conftest import REPO, run_snakemake
 
 TINY = REPO / "tests/configs/tiny.yaml"  # the tiny_run fixture (conftest.py) runs it once per session
@@ -35,8 +34,16 @@ def test_metrics_and_predictions_of_every_run(tiny_run):
     for run in runs:
         metrics = json.loads((tiny_run / f"results/runs/{run}/metrics.json").read_text())
         assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["auc"] <= 1
-        assert set(metrics["per_class"]) == {"basophil", "eosinophil", "erythroblast", "immature granulocyte",
-                                             "lymphocyte", "monocyte", "neutrophil", "platelet"}
+        assert set(metrics["per_class"]) == {
+            "basophil",
+            "eosinophil",
+            "erythroblast",
+            "immature granulocyte",
+            "lymphocyte",
+            "monocyte",
+            "neutrophil",
+            "platelet",
+        }
         assert np.array(metrics["confusion_matrix"]).sum() == 32
         with np.load(tiny_run / f"results/runs/{run}/predictions.npz") as predictions:
             assert predictions["probabilities"].shape == (32, 8)

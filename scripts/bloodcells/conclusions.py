@@ -66,7 +66,9 @@ def size_accuracy_above(check: dict, evidence: Evidence) -> tuple[str, str]:
     if not configs:
         return NOT_TESTABLE, f"no {check['size']} px model in this grid (sizes: {_sizes(evidence)})"
     accuracy = {key: _mean(evidence.metrics[r]["accuracy"] for r in runs) for key, runs in configs.items()}
-    text = ", ".join(f"{_label(dict(zip(('arch', 'size', 'batch_size'), key)))} {acc:.4f}" for key, acc in accuracy.items())
+    text = ", ".join(
+        f"{_label(dict(zip(('arch', 'size', 'batch_size'), key)))} {acc:.4f}" for key, acc in accuracy.items()
+    )
     ok = all(acc > check["threshold"] for acc in accuracy.values())
     return (SUPPORTED if ok else NOT_SUPPORTED), f"test accuracy {text}; threshold {check['threshold']}"
 
@@ -101,21 +103,28 @@ def _size_behaviour(check: dict, evidence: Evidence, per_run: Callable[[dict], f
         return NOT_TESTABLE, why
     means = [_mean(per_run(evidence.behaviour[r]) for r in runs) for runs in groups]
     difference = means[0] - means[1]
-    text = (f"{what}: {check['size']} px {means[0]:.2f}, {check['other_size']} px {means[1]:.2f}, difference "
-            f"{difference:+.2f}; supported from {check['min_difference']}")
+    text = (
+        f"{what}: {check['size']} px {means[0]:.2f}, {check['other_size']} px {means[1]:.2f}, difference "
+        f"{difference:+.2f}; supported from {check['min_difference']}"
+    )
     return (SUPPORTED if difference >= check["min_difference"] else NOT_SUPPORTED), text + DESCRIPTIVE
 
 
 def more_spikes(check: dict, evidence: Evidence) -> tuple[str, str]:
     """Runs at one size have more validation-loss spikes per run than runs at the other."""
-    return _size_behaviour(check, evidence, lambda b: b["spikes"],
-                           "validation-loss spikes (rise > 20 % over the previous epoch) per run")
+    return _size_behaviour(
+        check, evidence, lambda b: b["spikes"], "validation-loss spikes (rise > 20 % over the previous epoch) per run"
+    )
 
 
 def later_best_epoch(check: dict, evidence: Evidence) -> tuple[str, str]:
     """Runs at one size reach their lowest validation loss later in training (as a share of the epochs run)."""
-    return _size_behaviour(check, evidence, lambda b: b["best_epoch"] / b["epochs"],
-                           "epoch of the lowest validation loss as a share of the epochs run")
+    return _size_behaviour(
+        check,
+        evidence,
+        lambda b: b["best_epoch"] / b["epochs"],
+        "epoch of the lowest validation loss as a share of the epochs run",
+    )
 
 
 def steadier_arch(check: dict, evidence: Evidence) -> tuple[str, str]:
@@ -126,8 +135,10 @@ def steadier_arch(check: dict, evidence: Evidence) -> tuple[str, str]:
     change = [_mean(evidence.behaviour[r]["mean_relative_change"] for r in runs) for runs in groups]
     names = [ARCH_LABELS.get(check[k], check[k]) for k in ("arch", "other_arch")]
     ratio = change[0] / change[1] if change[1] > 0 else float("inf")
-    text = (f"mean absolute relative change of the validation loss per epoch: {names[0]} {change[0]:.3f}, "
-            f"{names[1]} {change[1]:.3f}, ratio {ratio:.2f}; supported up to {check['max_ratio']}")
+    text = (
+        f"mean absolute relative change of the validation loss per epoch: {names[0]} {change[0]:.3f}, "
+        f"{names[1]} {change[1]:.3f}, ratio {ratio:.2f}; supported up to {check['max_ratio']}"
+    )
     return (SUPPORTED if ratio <= check["max_ratio"] else NOT_SUPPORTED), text + DESCRIPTIVE
 
 
@@ -137,8 +148,10 @@ def classes_near_perfect(check: dict, evidence: Evidence) -> tuple[str, str]:
     missing = [c for c in check["classes"] if c not in evidence.metrics[runs[0]]["per_class"]]
     if missing:
         return NOT_TESTABLE, f"classes {missing} are not in the data"
-    lowest = {c: min(min(evidence.metrics[r]["per_class"][c][m] for m in ("precision", "recall")) for r in runs)
-              for c in check["classes"]}
+    lowest = {
+        c: min(min(evidence.metrics[r]["per_class"][c][m] for m in ("precision", "recall")) for r in runs)
+        for c in check["classes"]
+    }
     text = "; ".join(f"{c}: lowest precision or recall over {len(runs)} runs {v:.3f}" for c, v in lowest.items())
     ok = all(v >= check["threshold"] for v in lowest.values())
     return (SUPPORTED if ok else NOT_SUPPORTED), f"{text}; threshold {check['threshold']}" + DESCRIPTIVE
@@ -150,7 +163,7 @@ def lowest_classes(check: dict, evidence: Evidence) -> tuple[str, str]:
     names = list(evidence.metrics[runs[0]]["per_class"])
     if any(c not in names for c in check["classes"]):
         return NOT_TESTABLE, f"classes {check['classes']} are not all in the data"
-    means = sorted(((_class_metric(evidence, runs, c, check["metric"]), c) for c in names))
+    means = sorted((_class_metric(evidence, runs, c, check["metric"]), c) for c in names)
     lowest = [c for _, c in means[: len(check["classes"])]]
     text = ", ".join(f"{c} {v:.3f}" for v, c in means[: len(check["classes"]) + 2])
     rule = f"supported when {' and '.join(check['classes'])} are the {len(check['classes'])} lowest"
@@ -158,8 +171,10 @@ def lowest_classes(check: dict, evidence: Evidence) -> tuple[str, str]:
     if "below" in check:
         rule += f", each below {check['below']}"
         ok = ok and all(_class_metric(evidence, runs, c, check["metric"]) < check["below"] for c in check["classes"])
-    return ((SUPPORTED if ok else NOT_SUPPORTED),
-            f"lowest mean {check['metric']} over {len(runs)} runs: {text}; {rule}" + DESCRIPTIVE)
+    return (
+        (SUPPORTED if ok else NOT_SUPPORTED),
+        f"lowest mean {check['metric']} over {len(runs)} runs: {text}; {rule}" + DESCRIPTIVE,
+    )
 
 
 def _comparisons(evidence: Evidence, prefix: str) -> list[dict]:
@@ -203,12 +218,17 @@ def batch_improves_f1(check: dict, evidence: Evidence) -> tuple[str, str]:
     pairs = [(key, (key[0], key[1], 32)) for key in configs if key[2] == 16 and (key[0], key[1], 32) in configs]
     if not pairs:
         return NOT_TESTABLE, "needs batch sizes 16 and 32 of the same model"
-    differences = [_class_metric(evidence, configs[big], c, "f1") - _class_metric(evidence, configs[small], c, "f1")
-                   for small, big in pairs for c in check["classes"]]
+    differences = [
+        _class_metric(evidence, configs[big], c, "f1") - _class_metric(evidence, configs[small], c, "f1")
+        for small, big in pairs
+        for c in check["classes"]
+    ]
     improved, gain = sum(d > 0 for d in differences), float(np.mean(differences))
-    text = (f"F1 of {', '.join(check['classes'])} with batch 32 minus batch 16, over {len(pairs)} models: "
-            f"higher in {improved} of {len(differences)} cases, mean {gain:+.3f}; supported when higher in more than "
-            f"{check['min_share_improved']:.0%} of cases with a mean gain of at least {check['min_mean_gain']}")
+    text = (
+        f"F1 of {', '.join(check['classes'])} with batch 32 minus batch 16, over {len(pairs)} models: "
+        f"higher in {improved} of {len(differences)} cases, mean {gain:+.3f}; supported when higher in more than "
+        f"{check['min_share_improved']:.0%} of cases with a mean gain of at least {check['min_mean_gain']}"
+    )
     ok = improved > check["min_share_improved"] * len(differences) and gain >= check["min_mean_gain"]
     return (SUPPORTED if ok else NOT_SUPPORTED), text + DESCRIPTIVE
 
@@ -235,8 +255,10 @@ def best_cell(check: dict, evidence: Evidence) -> tuple[str, str]:
     if target.empty:
         return NOT_TESTABLE, f"{check['row']} at {check['column']} is not in the {check['table']} study"
     top = frame.loc[frame["mean"].idxmax()]
-    text = (f"highest in {check['table']}: {top['row']} {top['column']} ({top['mean']:.4f}); "
-            f"{check['row']} {check['column']} {target['mean'].iloc[0]:.4f}")
+    text = (
+        f"highest in {check['table']}: {top['row']} {top['column']} ({top['mean']:.4f}); "
+        f"{check['row']} {check['column']} {target['mean'].iloc[0]:.4f}"
+    )
     tests = _comparisons(evidence, check["comparisons"])
     if tests:
         text += "; " + _tests_text(tests)
@@ -260,18 +282,23 @@ def _focus_run(check: dict, run: str, frame: pd.DataFrame) -> tuple[bool | None,
     classes = frame[frame["class"] != "all"]
     judged = classes[classes["n_images"] >= check["min_class_images"]]
     failing = judged[~(judged["focus_ratio"] >= check["class_ratio"])]  # a NaN ratio fails too
-    text = (f"{run}: {pooled['focus_mean']:.1%} of the heat on {pooled['region_area_share']:.1%} of the image "
-            f"({pooled['region']}), pooled ratio {pooled['focus_ratio']:.2f}")
+    text = (
+        f"{run}: {pooled['focus_mean']:.1%} of the heat on {pooled['region_area_share']:.1%} of the image "
+        f"({pooled['region']}), pooled ratio {pooled['focus_ratio']:.2f}"
+    )
     if judged.empty:
         return None, text + f"; no class has {check['min_class_images']} test images, so no class could be judged"
     if failing.empty:
         lowest = judged.loc[judged["focus_ratio"].idxmin()]
-        text += (f"; all {len(judged)} classes judged reach {check['class_ratio']} "
-                 f"(lowest {lowest['class']} {lowest['focus_ratio']:.2f})")
+        text += (
+            f"; all {len(judged)} classes judged reach {check['class_ratio']} "
+            f"(lowest {lowest['class']} {lowest['focus_ratio']:.2f})"
+        )
     else:
-        text += (f"; {len(failing)} of {len(judged)} classes judged below {check['class_ratio']}: "
-                 + ", ".join(f"{r['class']} {r['focus_ratio']:.2f} ({r['focus_mean']:.1%} of the heat)"
-                             for _, r in failing.sort_values("focus_ratio").iterrows()))
+        text += f"; {len(failing)} of {len(judged)} classes judged below {check['class_ratio']}: " + ", ".join(
+            f"{r['class']} {r['focus_ratio']:.2f} ({r['focus_mean']:.1%} of the heat)"
+            for _, r in failing.sort_values("focus_ratio").iterrows()
+        )
     small = classes[classes["n_images"] < check["min_class_images"]]
     if not small.empty:
         text += f"; not judged (< {check['min_class_images']} images): {', '.join(small['class'])}"
@@ -284,11 +311,15 @@ def gradcam_focus(check: dict, evidence: Evidence) -> tuple[str, str]:
     if not evidence.focus:
         return NOT_TESTABLE, "no Grad-CAM panel was made"
     judged = [_focus_run(check, run, frame) for run, frame in evidence.focus.items()]
-    rule = (f"Supported when the pooled focus ratio (heat share in the region / its area share; 1 = no preference) "
-            f"is at least {check['pooled_ratio']} and every class with at least {check['min_class_images']} test "
-            f"images has at least {check['class_ratio']}")
-    text = ("; ".join(part for _, part in judged)
-            + f". {rule}. This tests where the heat lies, not which morphology it marks")
+    rule = (
+        f"Supported when the pooled focus ratio (heat share in the region / its area share; 1 = no preference) "
+        f"is at least {check['pooled_ratio']} and every class with at least {check['min_class_images']} test "
+        f"images has at least {check['class_ratio']}"
+    )
+    text = (
+        "; ".join(part for _, part in judged)
+        + f". {rule}. This tests where the heat lies, not which morphology it marks"
+    )
     if any(ok is None for ok, _ in judged):
         return NOT_TESTABLE, text + DESCRIPTIVE
     return (SUPPORTED if all(ok for ok, _ in judged) else NOT_SUPPORTED), text + DESCRIPTIVE
@@ -299,15 +330,30 @@ def external_accuracy(check: dict, evidence: Evidence) -> tuple[str, str]:
     frame = evidence.tables.get(check["table"])
     if frame is None:
         return NOT_TESTABLE, "the external-dataset study was not run"
-    accuracy = frame[(frame["row"] == "accuracy") & (frame["column"] == "f1-score")]["mean"].iloc[0]  # as sklearn prints it
+    accuracy = frame[(frame["row"] == "accuracy") & (frame["column"] == "f1-score")]["mean"].iloc[
+        0
+    ]  # as sklearn prints it
     text = f"external test accuracy {accuracy:.4f} (poster 0.93); threshold {check['threshold']}"
     return (SUPPORTED if accuracy >= check["threshold"] else NOT_SUPPORTED), text + DESCRIPTIVE
 
 
 CHECKS: dict[str, Callable[[dict, Evidence], tuple[str, str]]] = {
-    f.__name__: f for f in (size_accuracy_above, more_spikes, later_best_epoch, steadier_arch, classes_near_perfect,
-                            lowest_classes, best_configuration, batch_improves_f1, best_column, best_cell,
-                            significance, gradcam_focus, external_accuracy)
+    f.__name__: f
+    for f in (
+        size_accuracy_above,
+        more_spikes,
+        later_best_epoch,
+        steadier_arch,
+        classes_near_perfect,
+        lowest_classes,
+        best_configuration,
+        batch_improves_f1,
+        best_column,
+        best_cell,
+        significance,
+        gradcam_focus,
+        external_accuracy,
+    )
 }
 
 
@@ -317,8 +363,10 @@ def assess(conclusions: list[dict], evidence: Evidence) -> list[dict]:
     for index, conclusion in enumerate(conclusions):
         kind = conclusion["check"]["kind"]
         if kind not in CHECKS:
-            raise ValueError(f"conclusion {index + 1} ('{conclusion['poster']}'): unknown check kind '{kind}'; "
-                             f"expected one of {sorted(CHECKS)}")
+            raise ValueError(
+                f"conclusion {index + 1} ('{conclusion['poster']}'): unknown check kind '{kind}'; "
+                f"expected one of {sorted(CHECKS)}"
+            )
         verdict, text = CHECKS[kind](conclusion["check"], evidence)
         out.append({"poster": conclusion["poster"], "verdict": verdict, "evidence": text})
     return out

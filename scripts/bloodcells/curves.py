@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -53,13 +55,16 @@ def history_figure(history: pd.DataFrame, title: str) -> plt.Figure:
 
 def comparison_panels(runs: dict[str, dict]) -> list[tuple[str, str]]:
     """The comparisons the grid allows, as (run-value key, panel title): sizes and architectures, else runs."""
-    panels = [(key, title) for key, title in (("size", "by image size"), ("arch", "by architecture"))
-              if len({values[key] for values in runs.values()}) > 1]
+    panels = [
+        (key, title)
+        for key, title in (("size", "by image size"), ("arch", "by architecture"))
+        if len({values[key] for values in runs.values()}) > 1
+    ]
     return panels or [("run", "by run")]
 
 
 def plot_curve_comparison(histories: dict[str, pd.DataFrame], runs: dict[str, dict], path: str) -> None:
-    """Validation loss by epoch of every run, one panel per comparison the grid allows, coloured by the compared value."""
+    """Validation loss by epoch of every run, one panel per comparison the grid allows, coloured by compared value."""
     save_figure(comparison_figure(histories, runs), path)
 
 
@@ -70,12 +75,18 @@ def comparison_figure(histories: dict[str, pd.DataFrame], runs: dict[str, dict])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.4), constrained_layout=True, squeeze=False)
     smallest_batch = min(values["batch_size"] for values in runs.values())
     for axis, (key, title) in zip(axes[0], panels):
-        group_of = lambda run: run if key == "run" else str(runs[run][key])  # noqa: E731
+        group_of = functools.partial(_group_of, runs, key)
         groups = sorted({group_of(run) for run in runs}, key=_natural)
         for run, history in histories.items():
             style = "-" if runs[run]["batch_size"] == smallest_batch else "--"  # dashed: the larger batch
-            axis.plot(history["epoch"], history["val_loss"], style, lw=1.2, alpha=0.85,
-                      color=palette[groups.index(group_of(run)) % len(palette)])
+            axis.plot(
+                history["epoch"],
+                history["val_loss"],
+                style,
+                lw=1.2,
+                alpha=0.85,
+                color=palette[groups.index(group_of(run)) % len(palette)],
+            )
         for group in groups:  # one legend entry per compared value, not per run
             axis.plot([], [], color=palette[groups.index(group) % len(palette)], label=_group_label(key, group))
         axis.set_title(f"validation loss {title}", fontsize=9)
@@ -84,6 +95,11 @@ def comparison_figure(histories: dict[str, pd.DataFrame], runs: dict[str, dict])
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     return fig
+
+
+def _group_of(runs: dict[str, dict], key: str, run: str) -> str:
+    """The value of `key` that puts `run` in its group of a comparison panel ("run": each run its own group)."""
+    return run if key == "run" else str(runs[run][key])
 
 
 def _natural(value: str) -> tuple:
@@ -103,8 +119,15 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], title: str, path:
     fig, axis = plt.subplots(figsize=(5.6, 5.0), constrained_layout=True)
     image = axis.imshow(shares, cmap="cividis", vmin=0, vmax=1)
     for (row, column), count in np.ndenumerate(matrix):
-        axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
-                  color="black" if shares[row, column] > 0.6 else "white")
+        axis.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="black" if shares[row, column] > 0.6 else "white",
+        )
     axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=7)
     axis.set_yticks(range(len(class_names)), class_names, fontsize=7)
     axis.set_xlabel("predicted class")

@@ -86,8 +86,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {key: data[key] for key in _expected_keys() if key in data.files}
     # A truncated or corrupted npz fails inside zipfile (BadZipFile, EOFError), not only with OSError/ValueError.
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DatasetError(f"{path}: not a readable npz file ({type(error).__name__}: {error}); "
-                           "delete it so that the workflow makes it again") from error
+        raise DatasetError(
+            f"{path}: not a readable npz file ({type(error).__name__}: {error}); "
+            "delete it so that the workflow makes it again"
+        ) from error
 
 
 def load_split(path: str | os.PathLike, split: str, n_classes: int) -> Split:

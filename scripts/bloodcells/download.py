@@ -75,9 +75,7 @@ def _stream(url: str, tmp: Path, timeout: float, log: Callable[[str], None]) -> 
     return digest.hexdigest()
 
 
-def download_verified(
-    url: str, md5: str, dest: Path, timeout: float = 60, log: Callable[[str], None] = print
-) -> Path:
+def download_verified(url: str, md5: str, dest: Path, timeout: float = 60, log: Callable[[str], None] = print) -> Path:
     """Download `url` to `dest` atomically, keeping it only if its MD5 is `md5`; skip when `dest` already matches."""
     _check_url(url)
     dest, md5 = Path(dest), md5.lower()
@@ -148,5 +146,7 @@ def check_file_md5(path: str | Path, md5: str, what: str) -> None:
     """Raise DownloadError naming `path` unless its MD5 is `md5` (a hand-placed or damaged file)."""
     actual = file_md5(Path(path))
     if actual != md5.lower():
-        raise DownloadError(f"{path}: MD5 {actual} is not the {md5} of {what}; delete the file (the workflow fetches "
-                            "it again) or replace it with the right one")
+        raise DownloadError(
+            f"{path}: MD5 {actual} is not the {md5} of {what}; delete the file (the workflow fetches "
+            "it again) or replace it with the right one"
+        )

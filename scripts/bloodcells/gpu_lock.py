@@ -38,7 +38,7 @@ DEFAULT_LOCK_DIR = "/tmp/bloodcells-gpu-locks"
 SLURM_GPU_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS")
 
 # The lock held by this process; kept referenced so its file stays open until the process ends.
-_HELD: "GpuClaim | None" = None
+_HELD: GpuClaim | None = None
 
 
 @dataclass
@@ -81,7 +81,7 @@ def parse_nvidia_smi(listing: str) -> list[str]:
 
 def device_node_ids(devices: str | Path = "/dev") -> list[str]:
     """Card indices from the device nodes /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm)."""
-    found = [path.name[len("nvidia"):] for path in Path(devices).glob("nvidia[0-9]*")]
+    found = [path.name[len("nvidia") :] for path in Path(devices).glob("nvidia[0-9]*")]
     return sorted((name for name in found if name.isdigit()), key=int)
 
 
@@ -93,14 +93,16 @@ def nvidia_smi_ids(run: Callable[[Sequence[str]], str] | None = None) -> list[st
 
         def run(command):
             return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
+
     try:
         return parse_nvidia_smi(run(["nvidia-smi", "-L"]))
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def candidate_cards(environ: dict | None = None, smi: Callable[[], list[str] | None] = nvidia_smi_ids,
-                    devices: str | Path = "/dev") -> list[str]:
+def candidate_cards(
+    environ: dict | None = None, smi: Callable[[], list[str] | None] = nvidia_smi_ids, devices: str | Path = "/dev"
+) -> list[str]:
     """The cards a job may be pinned to, in the order they are tried."""
     environ = os.environ if environ is None else environ
     if "CUDA_VISIBLE_DEVICES" in environ:
@@ -190,9 +192,15 @@ def tensorflow_devices_initialised() -> bool:
         return False
 
 
-def claim_gpu(label: str = "", environ: dict | None = None, poll_seconds: float = 2.0,
-              timeout: float | None = None, log: Callable[[str], None] | None = None,
-              smi: Callable[[], list[str] | None] = nvidia_smi_ids, devices: str | Path = "/dev") -> str | None:
+def claim_gpu(
+    label: str = "",
+    environ: dict | None = None,
+    poll_seconds: float = 2.0,
+    timeout: float | None = None,
+    log: Callable[[str], None] | None = None,
+    smi: Callable[[], list[str] | None] = nvidia_smi_ids,
+    devices: str | Path = "/dev",
+) -> str | None:
     """Pin this process to a free GPU: wait for a card no other job holds, lock it, set CUDA_VISIBLE_DEVICES.
 
     Returns the card id, or None when there is no GPU (then nothing changes) or SLURM already
@@ -206,15 +214,19 @@ def claim_gpu(label: str = "", environ: dict | None = None, poll_seconds: float 
         return _HELD.card
     slurm = slurm_assigned_gpus(environ)
     if slurm is not None:
-        log(f"gpu_lock: SLURM job {environ.get('SLURM_JOB_ID')} was given GPU(s) {slurm}; "
-            f"using CUDA_VISIBLE_DEVICES={environ.get('CUDA_VISIBLE_DEVICES', '')!r} as SLURM set it")
+        log(
+            f"gpu_lock: SLURM job {environ.get('SLURM_JOB_ID')} was given GPU(s) {slurm}; "
+            f"using CUDA_VISIBLE_DEVICES={environ.get('CUDA_VISIBLE_DEVICES', '')!r} as SLURM set it"
+        )
         return None
     cards = candidate_cards(environ, smi=smi, devices=devices)
     if not cards:
         return None
     if tensorflow_devices_initialised():
-        log("gpu_lock: WARNING TensorFlow has already initialised its GPUs in this process; "
-            "CUDA_VISIBLE_DEVICES set now has no effect (call claim_gpu before the first TensorFlow op)")
+        log(
+            "gpu_lock: WARNING TensorFlow has already initialised its GPUs in this process; "
+            "CUDA_VISIBLE_DEVICES set now has no effect (call claim_gpu before the first TensorFlow op)"
+        )
     directory = lock_dir(environ)
     label = label or f"pid {os.getpid()} on {socket.gethostname()}"
     started = time.monotonic()
@@ -228,8 +240,10 @@ def claim_gpu(label: str = "", environ: dict | None = None, poll_seconds: float 
             raise TimeoutError(f"gpu_lock: no free GPU among {cards} after {waited:.0f} s (locks in {directory})")
         if waited >= next_note:
             holders = "; ".join(f"{card}: {_holder_of(directory / _lock_file_name(card))}" for card in cards)
-            log(f"gpu_lock: all {len(cards)} GPU(s) are held by other jobs ({holders}); "
-                f"waiting for one to be free (waited {waited:.0f} s)")
+            log(
+                f"gpu_lock: all {len(cards)} GPU(s) are held by other jobs ({holders}); "
+                f"waiting for one to be free (waited {waited:.0f} s)"
+            )
             next_note = waited + 60.0 if waited else 60.0
         time.sleep(poll_seconds)
     environ["CUDA_VISIBLE_DEVICES"] = claim.card

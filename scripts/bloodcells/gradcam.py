@@ -61,16 +61,23 @@ def suggest_layer(model, min_side: int = MIN_MAP_SIDE) -> str:
 
 
 def resolve_layer(model, layer: str) -> str:
-    """`layer` itself if the model has it as a 4-D layer, the suggestion if it is 'auto'; else a ValueError listing valid names."""
+    """`layer` if the model has it as a 4-D layer, the suggestion if 'auto'; else a ValueError listing valid names."""
     if layer == "auto":
         return suggest_layer(model)
     maps = spatial_layers(model)
     if layer not in maps:
-        sizes = ", ".join(f"{name} ({h}x{w})" for name, (h, w) in spatial_layers(model).items()
-                          if name in candidate_layers(model))
-        what = "has no layer" if layer not in {l.name for l in model.layers} else "has no 4-D (spatial) layer"
-        raise ValueError(f"model '{model.name}' {what} named '{layer}'; valid Grad-CAM layers are: {sizes} "
-                         f"(or 'auto': the deepest of these at least {MIN_MAP_SIDE}x{MIN_MAP_SIDE})")
+        sizes = ", ".join(
+            f"{name} ({h}x{w})" for name, (h, w) in spatial_layers(model).items() if name in candidate_layers(model)
+        )
+        what = (
+            "has no layer"
+            if layer not in {candidate.name for candidate in model.layers}
+            else "has no 4-D (spatial) layer"
+        )
+        raise ValueError(
+            f"model '{model.name}' {what} named '{layer}'; valid Grad-CAM layers are: {sizes} "
+            f"(or 'auto': the deepest of these at least {MIN_MAP_SIDE}x{MIN_MAP_SIDE})"
+        )
     return layer
 
 
@@ -82,26 +89,38 @@ def make_grad_model(model, layer: str):
     import keras
 
     layer = resolve_layer(model, layer)
-    head = model.get_layer(HEAD_LAYER) if HEAD_LAYER in {l.name for l in model.layers} else model.layers[-1]
+    head = (
+        model.get_layer(HEAD_LAYER)
+        if HEAD_LAYER in {candidate.name for candidate in model.layers}
+        else model.layers[-1]
+    )
     if not isinstance(head, keras.layers.Dense):
-        raise ValueError(f"model '{model.name}': last layer '{head.name}' is not a Dense layer, so its logits are unknown")
-    return keras.Model(model.inputs, [model.get_layer(layer).output, head.input, model.outputs[0]],
-                       name=f"gradcam_{layer}")
+        raise ValueError(
+            f"model '{model.name}': last layer '{head.name}' is not a Dense layer, so its logits are unknown"
+        )
+    return keras.Model(
+        model.inputs, [model.get_layer(layer).output, head.input, model.outputs[0]], name=f"gradcam_{layer}"
+    )
 
 
 def _head_logits(model, features):
     """Pre-activation scores x @ kernel + bias of the Dense head, in float32 whatever the precision policy."""
     from keras import ops
 
-    head = model.get_layer(HEAD_LAYER) if HEAD_LAYER in {l.name for l in model.layers} else model.layers[-1]
+    head = (
+        model.get_layer(HEAD_LAYER)
+        if HEAD_LAYER in {candidate.name for candidate in model.layers}
+        else model.layers[-1]
+    )
     logits = ops.matmul(ops.cast(features, "float32"), ops.cast(head.kernel, "float32"))
     if head.use_bias:
         logits = logits + ops.cast(head.bias, "float32")
     return logits
 
 
-def gradcam_maps(model, images: np.ndarray, layer: str, class_indices: np.ndarray, batch_size: int = 32,
-                 score: str = "logit") -> np.ndarray:
+def gradcam_maps(
+    model, images: np.ndarray, layer: str, class_indices: np.ndarray, batch_size: int = 32, score: str = "logit"
+) -> np.ndarray:
     """Grad-CAM maps (N x h x w float32, >= 0, not normalised) at the target layer's resolution, in batches."""
     import tensorflow as tf
 
@@ -129,8 +148,8 @@ def gradcam_maps(model, images: np.ndarray, layer: str, class_indices: np.ndarra
 
     out = []
     for start in range(0, len(images), batch_size):
-        batch = tf.convert_to_tensor(images[start:start + batch_size])
-        out.append(step(batch, tf.convert_to_tensor(class_indices[start:start + batch_size])).numpy())
+        batch = tf.convert_to_tensor(images[start : start + batch_size])
+        out.append(step(batch, tf.convert_to_tensor(class_indices[start : start + batch_size])).numpy())
     if not out:
         h, w = spatial_layers(model)[resolve_layer(model, layer)]
         return np.zeros((0, h, w), np.float32)
@@ -138,7 +157,7 @@ def gradcam_maps(model, images: np.ndarray, layer: str, class_indices: np.ndarra
 
 
 def upsample(maps: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling (half-pixel centres) to the image size, each map divided by its maximum: N x H x W in [0, 1]."""
+    """Bilinear upsampling (half-pixel centres) to the image size, each map over its maximum: N x H x W in [0, 1]."""
     import tensorflow as tf
 
     size = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
@@ -148,8 +167,9 @@ def upsample(maps: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.divide(resized, peak, out=np.zeros_like(resized), where=peak > 0).astype(np.float32)
 
 
-def gradcam(model, images: np.ndarray, layer: str, class_indices: np.ndarray, batch_size: int = 32,
-            score: str = "logit") -> np.ndarray:
+def gradcam(
+    model, images: np.ndarray, layer: str, class_indices: np.ndarray, batch_size: int = 32, score: str = "logit"
+) -> np.ndarray:
     """Grad-CAM heatmaps of `images` for `class_indices`: N x H x W float32 in [0, 1] at the image size."""
     maps = gradcam_maps(model, images, layer, class_indices, batch_size, score)
     return upsample(maps, images.shape[1:3])
@@ -196,15 +216,19 @@ class Selection:
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
-def select_examples(labels: np.ndarray, probabilities: np.ndarray, per_class_correct: int,
-                    per_class_mistakes: int) -> Selection:
+def select_examples(
+    labels: np.ndarray, probabilities: np.ndarray, per_class_correct: int, per_class_mistakes: int
+) -> Selection:
     """Per true class: the most confident correct predictions and the most confidently wrong ones (ties by index)."""
     labels = np.asarray(labels).reshape(-1)
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities[np.arange(len(labels)), predicted]
     correct, mistakes = [], []
     for c in range(probabilities.shape[1]):
-        for keep, n, out in ((predicted == c, per_class_correct, correct), (predicted != c, per_class_mistakes, mistakes)):
+        for keep, n, out in (
+            (predicted == c, per_class_correct, correct),
+            (predicted != c, per_class_mistakes, mistakes),
+        ):
             where = np.flatnonzero((labels == c) & keep)
             order = np.lexsort((where, -confidence[where]))  # confidence descending, then index
             out.append(where[order[:n]].astype(np.int64))
@@ -216,9 +240,18 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return (image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
 
 
-def plot_panels(images: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
-                selection: Selection, class_names: Sequence[str], png_path: str | os.PathLike,
-                pdf_path: str | os.PathLike | None = None, title: str = "", dpi: int = 300) -> None:
+def plot_panels(
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    selection: Selection,
+    class_names: Sequence[str],
+    png_path: str | os.PathLike,
+    pdf_path: str | os.PathLike | None = None,
+    title: str = "",
+    dpi: int = 300,
+) -> None:
     """One row per class: each chosen image beside its heatmap over the greyscale image; PNG (dpi) and PDF, atomically.
 
     `images`, `labels` and `probabilities` cover the whole test split; `heatmaps` holds one map per
@@ -237,8 +270,13 @@ def plot_panels(images: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, pr
     n_slots = n_correct + n_mistakes
     n_rows = len(class_names)
     height = 1.45 * n_rows + 0.9
-    fig, axes = plt.subplots(n_rows, 2 * n_slots, figsize=(1.25 * 2 * n_slots + 1.6, height), squeeze=False,
-                             gridspec_kw={"wspace": 0.05, "hspace": 0.55})
+    fig, axes = plt.subplots(
+        n_rows,
+        2 * n_slots,
+        figsize=(1.25 * 2 * n_slots + 1.6, height),
+        squeeze=False,
+        gridspec_kw={"wspace": 0.05, "hspace": 0.55},
+    )
     fig.subplots_adjust(top=1 - 0.85 / height, bottom=0.1 / height)  # room for the title and the first labels
     for ax in axes.flat:
         ax.set_xticks([])
@@ -253,17 +291,19 @@ def plot_panels(images: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, pr
             if index is None:
                 empty = {0: "no correct predictions", n_correct: "no mistakes"}.get(s)
                 if empty and not (len(selection.correct[c]) if s == 0 else len(selection.mistakes[c])):
-                    ax_img.text(0.5, 0.5, empty, ha="center", va="center", fontsize=6, color="0.4",
-                                transform=ax_img.transAxes)
+                    ax_img.text(
+                        0.5, 0.5, empty, ha="center", va="center", fontsize=6, color="0.4", transform=ax_img.transAxes
+                    )
                 continue
             pred = int(probabilities[index].argmax())
             mistake = pred != labels[index]
             ax_img.imshow(images[index], interpolation="nearest")
             ax_heat.imshow(_grey(images[index]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax_heat.imshow(heat_of[index], cmap=COLORMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
-                           interpolation="bilinear")
-            text = (f"true: {class_names[labels[index]]}\npred: {class_names[pred]}\n"
-                    f"p = {probabilities[index, pred]:.2f}" + ("  MISTAKE" if mistake else ""))
+            ax_heat.imshow(heat_of[index], cmap=COLORMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA, interpolation="bilinear")
+            text = (
+                f"true: {class_names[labels[index]]}\npred: {class_names[pred]}\n"
+                f"p = {probabilities[index, pred]:.2f}" + ("  MISTAKE" if mistake else "")
+            )
             ax_img.set_title(text, fontsize=5, loc="left", fontweight="bold" if mistake else "normal")
             if mistake:  # a dashed frame marks mistakes without relying on colour
                 for ax in (ax_img, ax_heat):
@@ -292,8 +332,9 @@ def save_heatmaps(path: str | os.PathLike, **arrays: np.ndarray) -> None:
             np.savez_compressed(handle, **arrays)
 
 
-def focus_table(labels: np.ndarray, focus: np.ndarray, region_masks: np.ndarray, class_names: Sequence[str],
-                region: str) -> list[dict]:
+def focus_table(
+    labels: np.ndarray, focus: np.ndarray, region_masks: np.ndarray, class_names: Sequence[str], region: str
+) -> list[dict]:
     """Per true class (and 'all'): images, mean and sd of the focus score, region area share and focus / area.
 
     A heatmap spread evenly over the image scores its region's area share, so focus_ratio = 1 means
@@ -309,14 +350,16 @@ def focus_table(labels: np.ndarray, focus: np.ndarray, region_masks: np.ndarray,
         defined = ~np.isnan(scores)
         mean = float(scores[defined].mean()) if defined.any() else float("nan")
         area_share = float(area[members].mean()) if members.any() else float("nan")
-        rows.append({
-            "class": name,
-            "n_images": int(defined.sum()),
-            "n_empty_maps": int((~defined).sum()),
-            "focus_mean": round(mean, 4),
-            "focus_sd": round(float(scores[defined].std(ddof=1)), 4) if defined.sum() > 1 else float("nan"),
-            "region_area_share": round(area_share, 4),
-            "focus_ratio": round(mean / area_share, 3) if area_share > 0 else float("nan"),
-            "region": region,
-        })
+        rows.append(
+            {
+                "class": name,
+                "n_images": int(defined.sum()),
+                "n_empty_maps": int((~defined).sum()),
+                "focus_mean": round(mean, 4),
+                "focus_sd": round(float(scores[defined].std(ddof=1)), 4) if defined.sum() > 1 else float("nan"),
+                "region_area_share": round(area_share, 4),
+                "focus_ratio": round(mean / area_share, 3) if area_share > 0 else float("nan"),
+                "region": region,
+            }
+        )
     return rows

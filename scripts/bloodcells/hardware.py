@@ -14,8 +14,10 @@ from .gpu_lock import device_node_ids, parse_visible_devices
 
 # The rules with `resources: gpu=1`; each stops at its start when training.require_gpu forbids the CPU.
 GPU_RULES = ("train", "evaluate", "gradcam", "transfer")
-CHECK_COMMANDS = ("`snakemake check_environment --use-conda` (with your profile, on a GPU node) or "
-                  "`python scripts/check_environment.py`")
+CHECK_COMMANDS = (
+    "`snakemake check_environment --use-conda` (with your profile, on a GPU node) or "
+    "`python scripts/check_environment.py`"
+)
 
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
@@ -59,8 +61,11 @@ def machine_gpus(devices: str | Path = "/dev") -> dict:
         except (OSError, subprocess.SubprocessError):
             listing = None
     lines = [line.strip() for line in (listing or "").splitlines() if line.startswith("GPU ")]
-    return {"nvidia_smi": lines, "device_nodes": [f"/dev/nvidia{n}" for n in device_node_ids(devices)],
-            "nvidia_smi_found": shutil.which("nvidia-smi") is not None}
+    return {
+        "nvidia_smi": lines,
+        "device_nodes": [f"/dev/nvidia{n}" for n in device_node_ids(devices)],
+        "nvidia_smi_found": shutil.which("nvidia-smi") is not None,
+    }
 
 
 def tensorflow_info() -> dict:
@@ -89,8 +94,11 @@ def gpu_details(tf, device) -> dict:
     except (RuntimeError, ValueError):
         details = {}
     capability = details.get("compute_capability")
-    return {"device": device.name, "name": details.get("device_name"),
-            "compute_capability": ".".join(map(str, capability)) if capability else None}
+    return {
+        "device": device.name,
+        "name": details.get("device_name"),
+        "compute_capability": ".".join(map(str, capability)) if capability else None,
+    }
 
 
 def nvidia_smi_gpus() -> list[dict]:
@@ -98,8 +106,12 @@ def nvidia_smi_gpus() -> list[dict]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        listing = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30).stdout
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     rows = [[field.strip() for field in line.split(",")] for line in listing.splitlines()]
@@ -134,10 +146,12 @@ def gpu_not_seen_reasons(machine: dict, tf_info: dict, environ: Mapping[str, str
     else:
         packages = tf_info.get("cuda_packages")
         missing = "none of the nvidia-* CUDA packages is installed in this environment; " if packages == [] else ""
-        reasons.append(f"TensorFlow {tf_info['version']} was built for CUDA {tf_info['cuda_version']} / cuDNN "
-                       f"{tf_info['cudnn_version']} but could not load them: {missing}install the CUDA libraries with "
-                       f"{install} (envs/tensorflow.yaml has them), and check that the driver (nvidia-smi) is new "
-                       "enough for that CUDA")
+        reasons.append(
+            f"TensorFlow {tf_info['version']} was built for CUDA {tf_info['cuda_version']} / cuDNN "
+            f"{tf_info['cudnn_version']} but could not load them: {missing}install the CUDA libraries with "
+            f"{install} (envs/tensorflow.yaml has them), and check that the driver (nvidia-smi) is new "
+            "enough for that CUDA"
+        )
     if not machine["nvidia_smi"]:
         reasons.append("nvidia-smi lists no GPU (driver not loaded, or not on PATH)")
     return reasons
@@ -157,27 +171,37 @@ def gpu_requirement_error(require, machine: dict, tf_info: dict, environ: Mappin
         return None
     setting = f"config training.require_gpu: {str(require).lower()}"
     if "error" in tf_info:
-        return (f"TensorFlow cannot be imported ({tf_info['error']}); {setting}. Use the tensorflow env "
-                "(snakemake --use-conda) or pip install -r requirements.txt, then check with " + CHECK_COMMANDS + ".")
+        return (
+            f"TensorFlow cannot be imported ({tf_info['error']}); {setting}. Use the tensorflow env "
+            "(snakemake --use-conda) or pip install -r requirements.txt, then check with " + CHECK_COMMANDS + "."
+        )
     if tf_info["gpus"]:
         return None
     if machine_has_gpu(machine):
         shown = "; ".join(machine["nvidia_smi"]) or ", ".join(machine["device_nodes"])
-        head = (f"this machine has a GPU ({shown}) but TensorFlow {tf_info['version']} sees none, so this job would "
-                f"run on the CPU, many times slower; stopped before any work ({setting}).")
+        head = (
+            f"this machine has a GPU ({shown}) but TensorFlow {tf_info['version']} sees none, so this job would "
+            f"run on the CPU, many times slower; stopped before any work ({setting})."
+        )
         reasons = gpu_not_seen_reasons(machine, tf_info, environ)
     else:
-        head = (f"TensorFlow sees no GPU and this machine shows none (nvidia-smi: "
-                f"{'no GPU listed' if machine['nvidia_smi_found'] else 'not found'}, no /dev/nvidia* device nodes); "
-                f"stopped before any work ({setting}). Run the GPU rules on a GPU node "
-                "(e.g. --profile profiles/slurm).")
+        head = (
+            f"TensorFlow sees no GPU and this machine shows none (nvidia-smi: "
+            f"{'no GPU listed' if machine['nvidia_smi_found'] else 'not found'}, no /dev/nvidia* device nodes); "
+            f"stopped before any work ({setting}). Run the GPU rules on a GPU node "
+            "(e.g. --profile profiles/slurm)."
+        )
         reasons = hidden_by_visible_devices(environ)
-    return (head + "".join(f" ({i}) {reason}." for i, reason in enumerate(reasons, 1))
-            + f" Check the machine with {CHECK_COMMANDS}. To train on the CPU anyway, set training.require_gpu: false.")
+    return (
+        head
+        + "".join(f" ({i}) {reason}." for i, reason in enumerate(reasons, 1))
+        + f" Check the machine with {CHECK_COMMANDS}. To train on the CPU anyway, set training.require_gpu: false."
+    )
 
 
-def enforce_gpu_requirement(require, rule: str, environ: Mapping[str, str] | None = None,
-                            devices: str | Path = "/dev") -> None:
+def enforce_gpu_requirement(
+    require, rule: str, environ: Mapping[str, str] | None = None, devices: str | Path = "/dev"
+) -> None:
     """Raise GpuRequiredError, naming the rule, when training.require_gpu forbids this job to run on the CPU.
 
     Cheap where it cannot stop: false returns at once, and auto on a machine without GPU never imports TensorFlow.

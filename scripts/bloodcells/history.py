@@ -24,6 +24,9 @@ def loss_behaviour(val_loss: list[float]) -> dict[str, float]:
     if not len(losses) or not np.isfinite(losses).all() or (losses <= 0).any():
         raise ValueError(f"validation loss {[float(x) for x in losses]} is not a list of finite positive values")
     ratios = losses[1:] / losses[:-1]
-    return {"spikes": int(np.sum(ratios > 1 + SPIKE_RISE)),
-            "mean_relative_change": float(np.mean(np.abs(ratios - 1))) if len(ratios) else float("nan"),
-            "best_epoch": int(np.argmin(losses)) + 1, "epochs": len(losses)}
+    return {
+        "spikes": int(np.sum(ratios > 1 + SPIKE_RISE)),
+        "mean_relative_change": float(np.mean(np.abs(ratios - 1))) if len(ratios) else float("nan"),
+        "best_epoch": int(np.argmin(losses)) + 1,
+        "epochs": len(losses),
+    }

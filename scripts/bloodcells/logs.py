@@ -14,14 +14,17 @@ from .hardware import has_gpu, machine_gpus, machine_has_gpu
 
 # What TensorFlow prints on a machine without NVIDIA GPU, which reads like a failure but only says "no GPU here":
 #   I... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.  (twice, at import)
-#   E... cuda_platform.cc:52] failed call to cuInit: ... UNKNOWN ERROR (303)   (first device query, CUDA stubs, no driver)
+#   E... cuda_platform.cc:52] failed call to cuInit: ... UNKNOWN ERROR (303)
+#        (first device query, CUDA stubs, no driver)
 #   I... cuda_diagnostics.cc:...] retrieving CUDA diagnostic information for host: ...   (older TF, after cuInit fails)
 # TF_CPP_MIN_LOG_LEVEL cannot remove them: the cudart_stub lines come before absl::InitializeLog() and are printed
 # at any level (checked with TF 2.21, levels 1-3), and the cuInit line is at E, so hiding it (level 3) would hide
 # every real error too. So only where the machine shows no GPU (no /dev/nvidia*, nvidia-smi lists none), fds 1 and 2
 # go through a filter that drops just these lines and writes one line saying so instead; on a GPU host nothing is
 # filtered (there a failing cuInit is a real error).
-CPU_HOST_NOISE = r"cudart_stub\.cc:\d+\] Could not find cuda drivers|\] failed call to cuInit: |cuda_diagnostics\.cc:\d+\] "
+CPU_HOST_NOISE = (
+    r"cudart_stub\.cc:\d+\] Could not find cuda drivers|\] failed call to cuInit: |cuda_diagnostics\.cc:\d+\] "
+)
 
 # The filter: a separate process (python -I), so that it still writes out what a crashing or killed job wrote last;
 # it ignores SIGINT/SIGTERM/SIGHUP and ends at end of input, when every writer (the job, its children) has ended.
@@ -44,7 +47,7 @@ _filtered: dict = {}  # this process's log fd, filter process and pipe, while fd
 
 
 def no_gpu_note(devices: str | Path = "/dev") -> str | None:
-    """The one line that replaces TensorFlow's CUDA-stub noise where the machine shows no NVIDIA GPU; None where it does."""
+    """The line that replaces TensorFlow's CUDA-stub noise where the machine shows no NVIDIA GPU; None where it does."""
     if has_gpu(devices):  # device nodes: no need to start nvidia-smi
         return None
     machine = machine_gpus(devices)
@@ -58,8 +61,13 @@ def _start_filter(log: int, note: str) -> int:
     """Start the noise filter writing to `log`; return the write end of the pipe that feeds it."""
     read, write = os.pipe()
     try:
-        process = subprocess.Popen([sys.executable, "-I", "-c", _FILTER, CPU_HOST_NOISE, note], stdin=read,
-                                   stdout=log, stderr=log, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-c", _FILTER, CPU_HOST_NOISE, note],
+            stdin=read,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     except BaseException:
         os.close(write)
         raise
@@ -75,7 +83,7 @@ def _start_filter(log: int, note: str) -> int:
 
 
 def _finish_filter() -> None:
-    """At exit: point fds 1 and 2 straight at the log, so the filter reads to the end, and wait until it has written it."""
+    """At exit: point fds 1 and 2 straight at the log, so the filter reads to the end; wait until it has written it."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -95,7 +103,7 @@ def _finish_filter() -> None:
 
 
 def log_to_file(path: str | None) -> None:
-    """Point fds 1 and 2 at the rule's log (C/C++ and child output too), with sys.stdout/stderr line-buffered onto them."""
+    """Point fds 1 and 2 at the rule's log (C/C++ and child output too), sys.stdout/stderr line-buffered onto them."""
     if not path:
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,7 @@ def resample_shear_zoom_flip(images, transform):
     wx = (x_in - x0)[..., None]
     x0 = ops.cast(x0, "int32")
     x1 = ops.minimum(x0 + 1, width - 1)
-    pixel_base = (ops.arange(batch * height, dtype="int32") * width)
+    pixel_base = ops.arange(batch * height, dtype="int32") * width
     pixel_base = ops.reshape(pixel_base, (batch, height, 1))
     pixels = ops.reshape(blended, (-1, channels))  # (B * H * W, C)
     left = ops.take(pixels, ops.reshape(pixel_base + x0, (-1,)), axis=0)
@@ -217,7 +217,9 @@ class CBAM(keras.layers.Layer):
         self.spatial_bias = self.add_weight(shape=(1,), initializer="zeros", name="spatial_bias")
 
     def call(self, x):
-        channel_gate = ops.sigmoid(bottleneck_mlp(ops.mean(x, axis=(1, 2)), self.mlp) + bottleneck_mlp(ops.max(x, axis=(1, 2)), self.mlp))
+        channel_gate = ops.sigmoid(
+            bottleneck_mlp(ops.mean(x, axis=(1, 2)), self.mlp) + bottleneck_mlp(ops.max(x, axis=(1, 2)), self.mlp)
+        )
         x = x * channel_gate[:, None, None, :]
         pooled = ops.concatenate([ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1)
         spatial_gate = ops.sigmoid(ops.conv(pooled, self.spatial_kernel, padding="same") + self.spatial_bias)
@@ -244,7 +246,7 @@ def build_model(
     seed: int = 0,
     attention: str = "none",
 ) -> keras.Model:
-    """ResNet (include_top=False, all layers trainable) + [attention] + GAP + Dropout + Dense softmax, taking uint8 images.
+    """ResNet (include_top=False, all layers trainable) + [attention] + GAP + Dropout + Dense softmax, on uint8 images.
 
     An attention layer (`se` or `cbam`, named "attention") acts on the last block's output conv5_block3_out,
     which stays a layer of the model, so Grad-CAM can still target it.
@@ -302,7 +304,9 @@ class FusedAdam(keras.optimizers.Adam):
         for gradient, variable in zip(grads, trainable_variables):
             index = self._get_variable_index(variable)
             tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+                var=variable.handle,
+                m=self._momentums[index].handle,
+                v=self._velocities[index].handle,
                 grad=ops.cast(gradient, variable.dtype),
                 **{name: ops.cast(value, variable.dtype) for name, value in scalars.items()},
             )
@@ -328,7 +332,7 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
     as_inputs = (lambda batch: [batch]) if isinstance(model.input, list) else (lambda batch: batch)  # loaded: a list
     batches = []
     for start in range(0, len(images), batch_size):
-        outputs = model(as_inputs(images[start:start + batch_size]), training=False)
+        outputs = model(as_inputs(images[start : start + batch_size]), training=False)
         batches.append(np.asarray(outputs, dtype=np.float32))
         if len(batches) % 10 == 0:
             log(f"predicted {start + len(batches[-1])} of {len(images)} images")

@@ -19,16 +19,23 @@ def pick_examples(labels: np.ndarray, n_classes: int, per_class: int) -> list[np
     return [np.flatnonzero(flat == label)[:per_class] for label in range(n_classes)]
 
 
-def make_montage(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str,
-                 per_class: int = 4, title: str | None = None) -> None:
+def make_montage(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
+    per_class: int = 4,
+    title: str | None = None,
+) -> None:
     """Write a PNG montage of `per_class` images of each class, one labelled row per class."""
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
     if len(images) != len(np.asarray(labels).reshape(-1)):
         raise ValueError(f"{len(images)} images but {len(np.asarray(labels).reshape(-1))} labels")
     rows = pick_examples(labels, len(class_names), per_class)
-    figure, axes = plt.subplots(len(class_names), per_class, figsize=(1.3 * per_class + 1.6, 1.3 * len(class_names)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(class_names), per_class, figsize=(1.3 * per_class + 1.6, 1.3 * len(class_names)), squeeze=False
+    )
     for row, (name, indices) in enumerate(zip(class_names, rows)):
         for column in range(per_class):
             ax = axes[row, column]

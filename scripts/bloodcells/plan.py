@@ -13,8 +13,18 @@ import yaml
 
 from .download import IMAGENET_NOTOP_NAME, imagenet_weights_name
 
-RUN_KEYS = ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights",
-            "attention", "epochs")
+RUN_KEYS = (
+    "arch",
+    "size",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "dropout",
+    "class_weights",
+    "attention",
+    "epochs",
+)
 # Run values added after the first configs: absent from `defaults`, they take these values.
 OPTIONAL_RUN_DEFAULTS = {"attention": "none", "epochs": None}
 # The studies whose tables the workflow knows how to draw (any other study only trains and evaluates).
@@ -131,8 +141,11 @@ def format_value(key: str, value: Any) -> str:
 def run_id(dataset: str, values: dict, defaults: dict, seed: int) -> str:
     """A readable id such as 'bloodmnist-64-resnet50-bs32-rmsprop-lr1e-4-s0'."""
     parts = [dataset, str(values["size"]), values["arch"], f"bs{values['batch_size']}"]
-    parts += [format_value(k, values[k]) for k in RUN_KEYS[3:] if values.get(k, OPTIONAL_RUN_DEFAULTS.get(k))
-              != defaults.get(k, OPTIONAL_RUN_DEFAULTS.get(k))]
+    parts += [
+        format_value(k, values[k])
+        for k in RUN_KEYS[3:]
+        if values.get(k, OPTIONAL_RUN_DEFAULTS.get(k)) != defaults.get(k, OPTIONAL_RUN_DEFAULTS.get(k))
+    ]
     return "-".join(parts + [f"s{seed}"])
 
 
@@ -216,15 +229,21 @@ def gradcam_runs(requested: list[str] | None, runs: dict[str, dict], table3: lis
     if requested:
         unknown = [run for run in requested if run not in runs]
         if unknown:
-            raise ConfigError(f"config key 'gradcam.runs': {unknown} are not runs of any study; known runs: {sorted(runs)}")
+            raise ConfigError(
+                f"config key 'gradcam.runs': {unknown} are not runs of any study; known runs: {sorted(runs)}"
+            )
         return list(requested)
     values = [runs[run] for run in table3]
     arch = "resnet101" if any(v["arch"] == "resnet101" for v in values) else values[0]["arch"]
     size = max(v["size"] for v in values if v["arch"] == arch)
     batches = {v["batch_size"] for v in values if v["arch"] == arch and v["size"] == size}
     batch = 16 if 16 in batches else min(batches)
-    matches = [run for run in table3
-               if (runs[run]["arch"], runs[run]["size"], runs[run]["batch_size"], runs[run]["seed"]) == (arch, size, batch, seed)]
+    matches = [
+        run
+        for run in table3
+        if (runs[run]["arch"], runs[run]["size"], runs[run]["batch_size"], runs[run]["seed"])
+        == (arch, size, batch, seed)
+    ]
     if not matches:
         raise ConfigError(f"no Table 3 run with {arch}, {size} px, batch {batch} and seed {seed} to explain")
     return matches[:1]
@@ -248,8 +267,11 @@ def user_folders(config: dict, runs: dict[str, dict]) -> dict[str, str]:
     used = {values["dataset"] for values in runs.values()}
     if config.get("transfer"):
         used.add(config["transfer"]["to"])
-    return {name: source["path"] for name, source in config["datasets"].items()
-            if name in used and source["source"] in ("pbc", "folder") and "synthesize" not in source}
+    return {
+        name: source["path"]
+        for name, source in config["datasets"].items()
+        if name in used and source["source"] in ("pbc", "folder") and "synthesize" not in source
+    }
 
 
 def missing_folder_message(config: dict, dataset: str, root: Path) -> str | None:
@@ -260,14 +282,22 @@ def missing_folder_message(config: dict, dataset: str, root: Path) -> str | None
     needed = folder / train if source["source"] == "folder" else folder
     if needed.is_dir():
         return None
-    lines = [f"Dataset '{dataset}' is read from {source['path']} (config key 'datasets.{dataset}.path'), "
-             f"but {needed} is not there."]
+    lines = [
+        f"Dataset '{dataset}' is read from {source['path']} (config key 'datasets.{dataset}.path'), "
+        f"but {needed} is not there."
+    ]
     if source.get("homepage"):
-        lines.append(f"Download it from {source['homepage']} and unpack it there"
-                     + (f" so that {source['path']}/{train}/ holds one folder per class "
-                        f"({', '.join(source['classes'])})." if source["source"] == "folder" else "."))
+        lines.append(
+            f"Download it from {source['homepage']} and unpack it there"
+            + (
+                f" so that {source['path']}/{train}/ holds one folder per class ({', '.join(source['classes'])})."
+                if source["source"] == "folder"
+                else "."
+            )
+        )
     if dataset != config["dataset"]:
-        lines.append(f"Or leave out the studies that need '{dataset}' (Table 4) and the transfer evaluation: "
-                     "add --config external=False to the snakemake command, or set `external: false` in the config.")
+        lines.append(
+            f"Or leave out the studies that need '{dataset}' (Table 4) and the transfer evaluation: "
+            "add --config external=False to the snakemake command, or set `external: false` in the config."
+        )
     return " ".join(lines)
-

@@ -9,10 +9,9 @@ import os
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-
 
 from .download import file_md5
 from .hardware import nvidia_smi_gpus, tensorflow_info
@@ -22,9 +21,12 @@ PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "matplotli
 
 def git_state(repo: str | Path) -> dict:
     """The commit checked out at `repo` and whether tracked files differ from it; 'unknown' outside git."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
     try:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
@@ -73,8 +75,13 @@ def memory_gib(meminfo: str | Path = "/proc/meminfo") -> float | None:
 
 def host() -> dict:
     """This machine: host name, OS, CPU model and count, memory."""
-    return {"hostname": platform.node(), "os": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
-            "memory_gib": memory_gib()}
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "memory_gib": memory_gib(),
+    }
 
 
 def training_session(xla: bool, mixed_precision: bool, threads: int, environ: Mapping[str, str] | None = None) -> dict:
@@ -83,7 +90,7 @@ def training_session(xla: bool, mixed_precision: bool, threads: int, environ: Ma
     tf = tensorflow_info()
     return host() | {
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "gpus": nvidia_smi_gpus(),  # the machine's cards, as nvidia-smi names them
         "gpus_tensorflow": tf.get("gpu_details", []),  # the cards this job trains on
         "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
@@ -104,7 +111,9 @@ def training_hosts(runs: Sequence[str], paths: Sequence[str | Path]) -> dict[str
     for run, path in zip(runs, paths, strict=True):
         record = json.loads(Path(path).read_text())
         if record.get("run") != run or not isinstance(record.get("sessions"), list):
-            raise ValueError(f"{path}: expected the host record of run '{run}' with a 'sessions' list, "
-                             f"found run {record.get('run')!r} and keys {sorted(record)}")
+            raise ValueError(
+                f"{path}: expected the host record of run '{run}' with a 'sessions' list, "
+                f"found run {record.get('run')!r} and keys {sorted(record)}"
+            )
         hosts[run] = record["sessions"]
     return hosts

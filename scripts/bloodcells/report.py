@@ -32,8 +32,11 @@ VERDICT_CLASSES = {"supported": "supported", "not supported": "unsupported"}
 def ordered_tables(tables: dict[str, dict]) -> tuple[list[dict], list[dict]]:
     """The built tables in the poster's order, and a plain note for each poster table that was not built."""
     built = [tables[name] | {"name": name} for name in POSTER_TABLES if name in tables]
-    missing = [{"name": name, "title": title, "reason": f"not built: the config does not run {needs}"}
-               for name, (title, needs) in POSTER_TABLES.items() if name not in tables and name != "transfer"]
+    missing = [
+        {"name": name, "title": title, "reason": f"not built: the config does not run {needs}"}
+        for name, (title, needs) in POSTER_TABLES.items()
+        if name not in tables and name != "transfer"
+    ]
     return built, missing
 
 
@@ -72,18 +75,25 @@ def recipe_note(config: dict) -> str:
     training = config["training"]
     changes = []
     if config["defaults"]["learning_rate"] != POSTER_RECIPE["learning_rate"]:
-        changes.append(f"learning rate {config['defaults']['learning_rate']:g} where the poster used 1e-4 "
-                       "(defaults.learning_rate)")
+        changes.append(
+            f"learning rate {config['defaults']['learning_rate']:g} where the poster used 1e-4 (defaults.learning_rate)"
+        )
     if training["lr_schedule"] != POSTER_RECIPE["lr_schedule"]:
         warmup = f" after a linear warm-up of {training['warmup_epochs']:g} epochs" if training["warmup_epochs"] else ""
-        changes.append(f"the learning rate decays to 0 along a half cosine over the {training['max_epochs']} "
-                       f"epochs{warmup}, where the poster kept it constant (training.lr_schedule, training.warmup_epochs)")
+        changes.append(
+            f"the learning rate decays to 0 along a half cosine over the {training['max_epochs']} "
+            f"epochs{warmup}, where the poster kept it constant (training.lr_schedule, training.warmup_epochs)"
+        )
     if training["zero_init_residual"] and training["weights"] is None:
-        changes.append("the last batch norm of each residual branch starts with scale 0, so each block starts as the "
-                       "identity (training.zero_init_residual), where Keras starts it at 1")
+        changes.append(
+            "the last batch norm of each residual branch starts with scale 0, so each block starts as the "
+            "identity (training.zero_init_residual), where Keras starts it at 1"
+        )
     if training["bn_momentum"] != POSTER_RECIPE["bn_momentum"]:
-        changes.append(f"batch-normalisation statistics follow the batches with momentum {training['bn_momentum']:g}, "
-                       "where Keras' default is 0.99 (training.bn_momentum)")
+        changes.append(
+            f"batch-normalisation statistics follow the batches with momentum {training['bn_momentum']:g}, "
+            "where Keras' default is 0.99 (training.bn_momentum)"
+        )
     if not changes:
         return "As the poster: a constant learning rate, Keras' batch-normalisation defaults."
     return "This build changes the poster's recipe: " + "; ".join(changes) + "."
@@ -95,30 +105,56 @@ def fidelity_notes(config: dict, dataset: str) -> list[dict]:
     augmentation = training["augmentation"]
     weights = training["weights"]
     return [
-        {"topic": "Shear unit", "text": f"Keras' ImageDataGenerator takes shear_range in degrees; the poster's text "
+        {
+            "topic": "Shear unit",
+            "text": f"Keras' ImageDataGenerator takes shear_range in degrees; the poster's text "
             f"gives no unit. This build shears by ±{augmentation['shear']} {augmentation['shear_unit']} "
-            f"(config training.augmentation.shear_unit), zoom {augmentation['zoom']}, horizontal flip."},
-        {"topic": "Epoch rule", "text": f"The poster trained for 10 epochs. This build trains at most "
+            f"(config training.augmentation.shear_unit), zoom {augmentation['zoom']}, horizontal flip.",
+        },
+        {
+            "topic": "Epoch rule",
+            "text": f"The poster trained for 10 epochs. This build trains at most "
             f"{training['max_epochs']} epochs with early stopping after {training['patience']} epochs without a lower "
-            "validation loss, and evaluates the weights of the epoch with the lowest validation loss."},
+            "validation loss, and evaluates the weights of the epoch with the lowest validation loss.",
+        },
         {"topic": "Training recipe", "text": recipe_note(config)},
-        {"topic": "Weights", "text": "ImageNet weights, as the poster." if weights == "imagenet" else
-            f"Initial weights: {weights or 'none (random initialisation)'}; the poster started from ImageNet weights, "
-            "so these numbers are not comparable with the poster's."},
-        {"topic": "Attention design", "text": "The poster does not say what its attention layer is. This build offers "
+        {
+            "topic": "Weights",
+            "text": "ImageNet weights, as the poster."
+            if weights == "imagenet"
+            else f"Initial weights: {weights or 'none (random initialisation)'}; "
+            "the poster started from ImageNet weights, so these numbers are not comparable with the poster's.",
+        },
+        {
+            "topic": "Attention design",
+            "text": "The poster does not say what its attention layer is. This build offers "
             "squeeze-and-excitation (Hu et al. 2018) and CBAM (Woo et al. 2018) on the last ResNet block, before "
-            "global average pooling; the tables name which one each run used."},
-        {"topic": "Data source", "text": f"Dataset '{dataset}' from the '{source['source']}' source." + (
-            " Synthetic cells drawn by scripts/bloodcells/synthetic.py: they show that the workflow runs, not what "
-            "the poster measured." if source["source"] == "synthetic" else
-            " BloodMNIST's official npz files (MD5-checked) at the run's size." if source["source"] == "medmnist" else
-            " Images read from a folder, resized whole to the run's size.")},
-        {"topic": "Metric definitions", "text": "As MedMNIST's evaluator: ACC = accuracy of the argmax class; AUC = "
+            "global average pooling; the tables name which one each run used.",
+        },
+        {
+            "topic": "Data source",
+            "text": f"Dataset '{dataset}' from the '{source['source']}' source."
+            + (
+                " Synthetic cells drawn by scripts/bloodcells/synthetic.py: they show that the workflow runs, not what "
+                "the poster measured."
+                if source["source"] == "synthetic"
+                else " BloodMNIST's official npz files (MD5-checked) at the run's size."
+                if source["source"] == "medmnist"
+                else " Images read from a folder, resized whole to the run's size."
+            ),
+        },
+        {
+            "topic": "Metric definitions",
+            "text": "As MedMNIST's evaluator: ACC = accuracy of the argmax class; AUC = "
             "the mean over classes of the one-vs-rest ROC AUC. The training AUC in the methods tables is Keras' "
-            "AUC metric, which pools all one-hot outputs, so it is not the same quantity as the test AUC."},
-        {"topic": "Seeds and intervals", "text": f"Seeds {config['seeds']}. With one seed, [a, b] is the bootstrap 95 % "
+            "AUC metric, which pools all one-hot outputs, so it is not the same quantity as the test AUC.",
+        },
+        {
+            "topic": "Seeds and intervals",
+            "text": f"Seeds {config['seeds']}. With one seed, [a, b] is the bootstrap 95 % "
             f"interval of the test set ({config['statistics']['bootstrap']} resamples); with several, Student's t "
-            "interval of the mean over seeds. Paired McNemar tests on the same test images decide the comparisons."},
+            "interval of the mean over seeds. Paired McNemar tests on the same test images decide the comparisons.",
+        },
     ]
 
 
@@ -156,6 +192,7 @@ def training_device(session: dict) -> str:
 
 def training_host_rows(hosts: dict[str, list[dict]]) -> list[dict]:
     """One row per training session of each run (provenance.json's training_hosts): where and how it trained."""
+
     def switch(value) -> str:
         return "-" if value is None else "on" if value else "off"
 
@@ -164,10 +201,17 @@ def training_host_rows(hosts: dict[str, list[dict]]) -> list[dict]:
         for session in sessions:
             slurm = session.get("slurm_job_id")
             host = session.get("hostname", "unrecorded") + (f" (SLURM job {slurm})" if slurm else "")
-            rows.append({"run": run, "host": host, "device": training_device(session),
-                         "tensorflow": session.get("tensorflow") or "-",
-                         "xla": switch(session.get("xla")), "mixed_precision": switch(session.get("mixed_precision")),
-                         "epochs": epoch_span(session["epochs"])})
+            rows.append(
+                {
+                    "run": run,
+                    "host": host,
+                    "device": training_device(session),
+                    "tensorflow": session.get("tensorflow") or "-",
+                    "xla": switch(session.get("xla")),
+                    "mixed_precision": switch(session.get("mixed_precision")),
+                    "epochs": epoch_span(session["epochs"]),
+                }
+            )
     return rows
 
 
@@ -181,8 +225,12 @@ def verdict_counts(conclusions: Sequence[dict]) -> dict[str, int]:
 
 def render_report(template_dir: str | Path, template: str, model: dict) -> str:
     """Render report.html.j2 (autoescaped) or report.tex.j2 (with the |latex filter) from the data model."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), undefined=jinja2.StrictUndefined,
-                             autoescape=template.endswith(".html.j2"), keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=template.endswith(".html.j2"),
+        keep_trailing_newline=True,
+    )
     env.filters["latex"] = latex_escape
     env.globals["verdict_class"] = lambda verdict: VERDICT_CLASSES.get(verdict, "untestable")
     return env.get_template(template).render(**model)

@@ -10,7 +10,6 @@ from PIL import Image
 
 from .dataset import BLOODMNIST_CLASSES, MIN_SIZE, SPLITS, DatasetError, check_arrays, read_npz
 
-
 # The folder is named after the BloodMNIST class; "ig" pools metamyelocytes, myelocytes and promyelocytes.
 PBC_FOLDERS: dict[str, int] = {
     "basophil": 0,
@@ -40,7 +39,7 @@ def load_medmnist_npz(path: Path, n_classes: int = 8) -> dict[str, np.ndarray]:
 
 
 def center_crop_resize(image: Image.Image, crop: int, size: int) -> np.ndarray:
-    """Return the centre `crop` x `crop` square (smaller if the image is) resized with LANCZOS to `size` x `size` RGB uint8."""
+    """The centre `crop` x `crop` square (smaller if the image is) resized with LANCZOS to `size` x `size` RGB uint8."""
     if crop < 1 or size < 1:
         raise ValueError(f"crop and size must be positive, got crop={crop}, size={size}")
     rgb = image.convert("RGB")
@@ -98,8 +97,10 @@ def stratified_split(
         bounds = np.rint(np.cumsum(shares) * len(members)).astype(int)
         for split, chunk in zip(SPLITS, np.split(members, bounds[:-1])):
             parts[split].append(chunk)
-    return {split: rng.permutation(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
-            for split, chunks in parts.items()}
+    return {
+        split: rng.permutation(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
+        for split, chunks in parts.items()
+    }
 
 
 def import_pbc(
@@ -161,7 +162,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def read_square(path: Path, size: int) -> np.ndarray:
-    """One image file as size x size RGB uint8: the whole image resized (LANCZOS), as Keras' flow_from_directory does."""
+    """One image file as size x size RGB uint8: the whole image resized (LANCZOS), as flow_from_directory does."""
     with Image.open(path) as image:
         if image.format == "JPEG":
             image.draft("RGB", (size, size))  # decode at the smallest JPEG scale still >= size (much faster)
@@ -191,7 +192,7 @@ def read_class_folders(
     images: list[np.ndarray] = []
     labels: list[int] = []
     skipped: list[str] = []
-    for label, (name, folder) in enumerate(folders.items()):
+    for label, folder in enumerate(folders.values()):
         files = sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
         readable = 0
         for path in files:
@@ -259,20 +260,31 @@ def import_folder(
         test_images, test_labels = train_images[held], train_labels[held]
         train_images, train_labels = train_images[kept], train_labels[kept]
     kept, held = _split_off(train_labels, val_fraction, seed)
-    for split, images, labels in (("train", train_images[kept], train_labels[kept]),
-                                  ("val", train_images[held], train_labels[held]),
-                                  ("test", test_images, test_labels)):
+    for split, images, labels in (
+        ("train", train_images[kept], train_labels[kept]),
+        ("val", train_images[held], train_labels[held]),
+        ("test", test_images, test_labels),
+    ):
         arrays[f"{split}_images"] = images
         arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
     check_arrays(arrays, len(classes), f"folder {root}")
-    log(f"{root}: " + ", ".join(f"{split} {len(arrays[f'{split}_labels'])}" for split in SPLITS) + f" at {size} px; "
-        f"classes {list(classes.values())}")
+    log(
+        f"{root}: " + ", ".join(f"{split} {len(arrays[f'{split}_labels'])}" for split in SPLITS) + f" at {size} px; "
+        f"classes {list(classes.values())}"
+    )
     return arrays
 
 
 def write_synthetic_folder(
-    root: Path, classes: dict[str, str], n_train: int, n_test: int, size: int = 48, seed: int = 0,
-    odd_files: bool = False, train: str = "Train", test: str = "TestA",
+    root: Path,
+    classes: dict[str, str],
+    n_train: int,
+    n_test: int,
+    size: int = 48,
+    seed: int = 0,
+    odd_files: bool = False,
+    train: str = "Train",
+    test: str = "TestA",
 ) -> dict[str, int]:
     """Synthetic cells of the named classes written as JPEG files in Raabin-WBC's layout (a test fixture).
 
@@ -288,8 +300,9 @@ def write_synthetic_folder(
     for index, (split, n) in enumerate(((train, n_train), (test, n_test))):
         names = list(classes)
         folder_labels = np.arange(n) % len(names)
-        images, _ = draw_images(np.array([label_of[classes[names[k]]] for k in folder_labels]), size,
-                                np.random.SeedSequence([seed, index]))
+        images, _ = draw_images(
+            np.array([label_of[classes[names[k]]] for k in folder_labels]), size, np.random.SeedSequence([seed, index])
+        )
         for number, (k, image) in enumerate(zip(folder_labels, images)):
             folder = root / split / names[k]
             folder.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,9 @@ def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
         return (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
 
 
-def resampled_metrics(labels: np.ndarray, probabilities: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def resampled_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """ACC and mean one-vs-rest AUC (classes absent from a resample skipped, as MedMNIST does) of each resample."""
     labels = np.asarray(labels).reshape(-1)
     correct = (np.argmax(probabilities, axis=1) == labels).astype(np.float64)

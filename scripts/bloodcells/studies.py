@@ -25,8 +25,13 @@ METHODS_ROWS = {
     "test_accuracy": "Test Accuracy",
     "test_auc": "Test AUC",
 }
-TABLE4_COLUMNS = {"precision": "precision", "recall": "recall", "f1": "f1-score", "support": "support",
-                  "class_accuracy": "accuracy"}
+TABLE4_COLUMNS = {
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "f1-score",
+    "support": "support",
+    "class_accuracy": "accuracy",
+}
 MATCH_EXCLUDED = {"value", "row", "column", "metric", "class"}
 
 
@@ -76,9 +81,22 @@ def variant_label(values: dict, keys: Sequence[str]) -> str:
 
 def varying_keys(configs: Sequence[dict]) -> list[str]:
     """The run-value keys whose values differ between configurations, in a fixed order."""
-    keys = [k for k in ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout",
-                        "class_weights", "attention", "epochs")
-            if len({repr(c.get(k)) for c in configs}) > 1]
+    keys = [
+        k
+        for k in (
+            "arch",
+            "size",
+            "batch_size",
+            "optimizer",
+            "learning_rate",
+            "momentum",
+            "dropout",
+            "class_weights",
+            "attention",
+            "epochs",
+        )
+        if len({repr(c.get(k)) for c in configs}) > 1
+    ]
     if "momentum" in keys and "optimizer" not in keys:
         keys.remove("momentum")
     return keys
@@ -103,13 +121,25 @@ def poster_lookup(entries: Sequence[dict], values: dict, metric: str, class_name
     return None
 
 
-def cell(row: str, column: str, values: Sequence[float], entry: dict | None, runs: Sequence[str],
-         ci: Sequence[tuple[float, float]] = ()) -> dict:
+def cell(
+    row: str,
+    column: str,
+    values: Sequence[float],
+    entry: dict | None,
+    runs: Sequence[str],
+    ci: Sequence[tuple[float, float]] = (),
+) -> dict:
     """One table cell with its per-seed values and the poster's value where there is one."""
-    return {"row": row, "column": column, "values": [float(v) for v in values], "runs": list(runs),
-            "poster": None if entry is None else float(entry["value"]),
-            "poster_row": "" if entry is None else entry["row"], "poster_column": "" if entry is None else entry["column"],
-            "ci": list(ci)}
+    return {
+        "row": row,
+        "column": column,
+        "values": [float(v) for v in values],
+        "runs": list(runs),
+        "poster": None if entry is None else float(entry["value"]),
+        "poster_row": "" if entry is None else entry["row"],
+        "poster_column": "" if entry is None else entry["column"],
+        "ci": list(ci),
+    }
 
 
 def long_frame(table: str, cells: Sequence[dict]) -> pd.DataFrame:
@@ -122,15 +152,33 @@ def long_frame(table: str, cells: Sequence[dict]) -> pd.DataFrame:
         sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         poster = math.nan if c["poster"] is None else c["poster"]
         ci_low, ci_high = value_interval(values, c["ci"])
-        rows.append({"table": table, "row": c["row"], "column": c["column"], "n_seeds": len(values), "mean": mean,
-                     "sd": sd, "ci95_low": ci_low, "ci95_high": ci_high, "poster": poster, "difference": mean - poster,
-                     "poster_outside_ci": outside_interval(poster, ci_low, ci_high),
-                     "poster_row": c["poster_row"], "poster_column": c["poster_column"], "runs": ";".join(c["runs"])})
+        rows.append(
+            {
+                "table": table,
+                "row": c["row"],
+                "column": c["column"],
+                "n_seeds": len(values),
+                "mean": mean,
+                "sd": sd,
+                "ci95_low": ci_low,
+                "ci95_high": ci_high,
+                "poster": poster,
+                "difference": mean - poster,
+                "poster_outside_ci": outside_interval(poster, ci_low, ci_high),
+                "poster_row": c["poster_row"],
+                "poster_column": c["poster_column"],
+                "runs": ";".join(c["runs"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def template_cells(frame: pd.DataFrame, row_order: Sequence[str], column_order: Sequence[str],
-                   integer_columns: Sequence[str] = ("support",)) -> dict:
+def template_cells(
+    frame: pd.DataFrame,
+    row_order: Sequence[str],
+    column_order: Sequence[str],
+    integer_columns: Sequence[str] = ("support",),
+) -> dict:
     """{'columns', 'rows'} for paper/table.*.j2; empty cells (the poster's '-') become dashes; counts as integers."""
     rows = []
     for row in row_order:
@@ -154,8 +202,9 @@ def template_cells(frame: pd.DataFrame, row_order: Sequence[str], column_order: 
 # --- the tables -----------------------------------------------------------------------------------------
 
 
-def table2_cells(configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, dict], boot: dict[str, dict],
-                 poster: Sequence[dict]) -> tuple[list[dict], list[str], list[str]]:
+def table2_cells(
+    configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, dict], boot: dict[str, dict], poster: Sequence[dict]
+) -> tuple[list[dict], list[str], list[str]]:
     """Test accuracy by optimizer (rows) and learning rate (columns): only the cells the study fills."""
     cells, row_order, rates = [], [], []
     for values, runs in configs:
@@ -163,16 +212,29 @@ def table2_cells(configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, d
         row_order += [row] if row not in row_order else []
         rates += [values["learning_rate"]] if values["learning_rate"] not in rates else []
         entry = poster_lookup(poster, values, "accuracy")
-        cells.append(cell(row, lr_label(values["learning_rate"]), [metrics[r]["accuracy"] for r in runs], entry, runs,
-                          [(boot[r]["accuracy"]["low"], boot[r]["accuracy"]["high"]) for r in runs if r in boot]))
+        cells.append(
+            cell(
+                row,
+                lr_label(values["learning_rate"]),
+                [metrics[r]["accuracy"] for r in runs],
+                entry,
+                runs,
+                [(boot[r]["accuracy"]["low"], boot[r]["accuracy"]["high"]) for r in runs if r in boot],
+            )
+        )
     row_rank = {"Adam": 0, "RMSprop": 1}
     row_order.sort(key=lambda label: (row_rank.get(label, 2), label.startswith("SGD") and -float(label[7:-1] or 0)))
     columns = [lr_label(rate) for rate in sorted(rates, reverse=True)]
     return cells, row_order, columns
 
 
-def methods_cells(configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, dict], best_rows: dict[str, dict],
-                  boot: dict[str, dict], poster: Sequence[dict]) -> tuple[list[dict], list[str], list[str]]:
+def methods_cells(
+    configs: Sequence[tuple[dict, list[str]]],
+    metrics: dict[str, dict],
+    best_rows: dict[str, dict],
+    boot: dict[str, dict],
+    poster: Sequence[dict],
+) -> tuple[list[dict], list[str], list[str]]:
     """Training ACC, AUC and loss (best epoch's history row) and test ACC and AUC of each configuration."""
     keys = varying_keys([values for values, _ in configs])
     cells, columns = [], []
@@ -181,11 +243,11 @@ def methods_cells(configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, 
         columns.append(column)
         for metric, row in METHODS_ROWS.items():
             if metric.startswith("train_"):
-                name = metric[len("train_"):]
+                name = metric[len("train_") :]
                 per_seed = [best_rows[r][name] for r in runs]
                 ci = ()
             else:
-                name = metric[len("test_"):]
+                name = metric[len("test_") :]
                 per_seed = [metrics[r][name] for r in runs]
                 ci = [(boot[r][name]["low"], boot[r][name]["high"]) for r in runs if r in boot]
             cells.append(cell(row, column, per_seed, poster_lookup(poster, values, metric), runs, ci))
@@ -202,17 +264,25 @@ def classification_report(metrics: dict) -> dict[str, dict[str, float]]:
         report[name] = {key: float(scores[key]) for key in ("precision", "recall", "f1", "support")}
         report[name]["class_accuracy"] = float(scores["recall"])
     for label, weights in (("macro avg", np.ones_like(support)), ("weighted avg", support)):
-        report[label] = {key: float(np.average([per_class[n][key] for n in per_class], weights=weights))
-                         for key in ("precision", "recall", "f1")} | {"support": float(support.sum())}
+        report[label] = {
+            key: float(np.average([per_class[n][key] for n in per_class], weights=weights))
+            for key in ("precision", "recall", "f1")
+        } | {"support": float(support.sum())}
     report["accuracy"] = {"f1": float(metrics["accuracy"]), "support": float(support.sum())}
     return report
 
 
-def table4_cells(runs: Sequence[str], metrics: dict[str, dict], poster: Sequence[dict]) -> tuple[list[dict], list[str], list[str]]:
+def table4_cells(
+    runs: Sequence[str], metrics: dict[str, dict], poster: Sequence[dict]
+) -> tuple[list[dict], list[str], list[str]]:
     """Table 4: the external run's classification report and per-class accuracy (mean over seeds)."""
     reports = [classification_report(metrics[r]) for r in runs]
     row_order = list(reports[0])
-    row_order = [r for r in row_order if r not in ("macro avg", "weighted avg", "accuracy")] + ["accuracy", "macro avg", "weighted avg"]
+    row_order = [r for r in row_order if r not in ("macro avg", "weighted avg", "accuracy")] + [
+        "accuracy",
+        "macro avg",
+        "weighted avg",
+    ]
     cells = []
     for row in row_order:
         for metric, column in TABLE4_COLUMNS.items():
@@ -223,8 +293,9 @@ def table4_cells(runs: Sequence[str], metrics: dict[str, dict], poster: Sequence
     return cells, row_order, list(TABLE4_COLUMNS.values())
 
 
-def transfer_metrics(labels: np.ndarray, probabilities: np.ndarray, source_classes: Sequence[str],
-                     target_classes: Sequence[str]) -> dict:
+def transfer_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, source_classes: Sequence[str], target_classes: Sequence[str]
+) -> dict:
     """Accuracy of a model trained on source classes on target images whose classes are a subset of them.
 
     Unrestricted: argmax over every source class (a prediction of a class the target lacks is wrong).
@@ -257,13 +328,16 @@ def transfer_metrics(labels: np.ndarray, probabilities: np.ndarray, source_class
 
 def transfer_cells(results: Sequence[tuple[str, dict]]) -> tuple[list[dict], list[str], list[str]]:
     """Rows: restricted / unrestricted accuracy, restricted AUC, share outside; one column per source configuration."""
-    names = {"restricted_accuracy": "Accuracy, restricted to the shared classes",
-             "unrestricted_accuracy": "Accuracy, all source classes",
-             "restricted_auc": "AUC, restricted to the shared classes",
-             "share_predicted_outside_target_classes": "Share predicted as a class the target lacks"}
+    names = {
+        "restricted_accuracy": "Accuracy, restricted to the shared classes",
+        "unrestricted_accuracy": "Accuracy, all source classes",
+        "restricted_auc": "AUC, restricted to the shared classes",
+        "share_predicted_outside_target_classes": "Share predicted as a class the target lacks",
+    }
     column = results[0][0]
-    cells = [cell(row, column, [r[key] for _, r in results], None, [run for run, _ in results])
-             for key, row in names.items()]
+    cells = [
+        cell(row, column, [r[key] for _, r in results], None, [run for run, _ in results]) for key, row in names.items()
+    ]
     return cells, list(names.values()), [column]
 
 
@@ -281,8 +355,12 @@ def _model_label(values: dict) -> str:
     return f"{ARCH_LABELS.get(values['arch'], values['arch'])} ({values['size']} px), batch {values['batch_size']}"
 
 
-def planned_comparisons(studies: dict[str, list[tuple[dict, list[str]]]], accuracy: dict[str, float],
-                        poster_table3: Sequence[dict], poster_table2: Sequence[dict]) -> list[dict]:
+def planned_comparisons(
+    studies: dict[str, list[tuple[dict, list[str]]]],
+    accuracy: dict[str, float],
+    poster_table3: Sequence[dict],
+    poster_table2: Sequence[dict],
+) -> list[dict]:
     """The comparisons the poster draws conclusions from, as pairs of configurations (runs per seed) with the
     direction the poster claims (a_better_claimed: the poster says configuration A is more accurate)."""
     out: list[dict] = []
@@ -297,10 +375,18 @@ def planned_comparisons(studies: dict[str, list[tuple[dict, list[str]]]], accura
         source = "reproduced ranking (the poster's two best models are not in this grid)"
     if len(top) == 2:
         (a, ra), (b, rb) = top
-        out.append({"comparison": "table3_best_vs_second", "a": _model_label(a), "b": _model_label(b), "a_runs": ra,
-                    "b_runs": rb, "a_better_claimed": True,
-                    "claim": f"Optimal configuration by accuracy: {_model_label(a)} beats the second-best, "
-                             f"{_model_label(b)} ({source})"})
+        out.append(
+            {
+                "comparison": "table3_best_vs_second",
+                "a": _model_label(a),
+                "b": _model_label(b),
+                "a_runs": ra,
+                "b_runs": rb,
+                "a_better_claimed": True,
+                "claim": f"Optimal configuration by accuracy: {_model_label(a)} beats the second-best, "
+                f"{_model_label(b)} ({source})",
+            }
+        )
     # 2. batch 16 vs 32 for each model
     for values, runs in table3:
         if values["batch_size"] != 16:
@@ -316,9 +402,17 @@ def planned_comparisons(studies: dict[str, list[tuple[dict, list[str]]]], accura
         else:
             claim16, evidence = False, "poster conclusion: 'higher batch size improved F-1 scores'"
         model = f"{ARCH_LABELS.get(values['arch'], values['arch'])} ({values['size']} px)"
-        out.append({"comparison": f"batch16_vs_32_{values['arch']}_{values['size']}", "a": f"{model}, batch 16",
-                    "b": f"{model}, batch 32", "a_runs": runs, "b_runs": other[1], "a_better_claimed": claim16,
-                    "claim": f"{model}: batch {16 if claim16 else 32} is more accurate ({evidence})"})
+        out.append(
+            {
+                "comparison": f"batch16_vs_32_{values['arch']}_{values['size']}",
+                "a": f"{model}, batch 16",
+                "b": f"{model}, batch 32",
+                "a_runs": runs,
+                "b_runs": other[1],
+                "a_better_claimed": claim16,
+                "claim": f"{model}: batch {16 if claim16 else 32} is more accurate ({evidence})",
+            }
+        )
     # 3. with vs without attention and class weights
     for values, runs in studies.get("attention", []):
         if values["attention"] == "none" or not values["class_weights"]:
@@ -329,10 +423,17 @@ def planned_comparisons(studies: dict[str, list[tuple[dict, list[str]]]], accura
             base = base or _find(configs, **plain)
         if base is None:
             continue
-        out.append({"comparison": f"attention_{values['attention']}_cw_vs_none", "a": "no attention, unweighted loss",
-                    "b": f"attention ({values['attention'].upper()}) + class-weighted loss", "a_runs": base[1],
-                    "b_runs": runs, "a_better_claimed": True,
-                    "claim": "Attention and class-weighted loss reduce test accuracy (poster: 0.978 -> 0.955)"})
+        out.append(
+            {
+                "comparison": f"attention_{values['attention']}_cw_vs_none",
+                "a": "no attention, unweighted loss",
+                "b": f"attention ({values['attention'].upper()}) + class-weighted loss",
+                "a_runs": base[1],
+                "b_runs": runs,
+                "a_better_claimed": True,
+                "claim": "Attention and class-weighted loss reduce test accuracy (poster: 0.978 -> 0.955)",
+            }
+        )
     # 4. Adam vs RMSprop at the same learning rate: without (optimizer study) and with attention + weights (Table 2)
     for study, claim_adam, evidence in (
         ("optimizer", True, "poster optimizer table: Adam best (training ACC 0.9856 vs 0.9839)"),
@@ -346,14 +447,27 @@ def planned_comparisons(studies: dict[str, list[tuple[dict, list[str]]]], accura
             if other is None:
                 continue
             lr = lr_label(values["learning_rate"])
-            out.append({"comparison": f"{study}_adam_vs_rmsprop_lr{lr}", "a": f"Adam {lr}", "b": f"RMSprop {lr}",
-                        "a_runs": runs, "b_runs": other[1], "a_better_claimed": claim_adam,
-                        "claim": f"{'Adam' if claim_adam else 'RMSprop'} at {lr} is more accurate ({evidence})"})
+            out.append(
+                {
+                    "comparison": f"{study}_adam_vs_rmsprop_lr{lr}",
+                    "a": f"Adam {lr}",
+                    "b": f"RMSprop {lr}",
+                    "a_runs": runs,
+                    "b_runs": other[1],
+                    "a_better_claimed": claim_adam,
+                    "claim": f"{'Adam' if claim_adam else 'RMSprop'} at {lr} is more accurate ({evidence})",
+                }
+            )
     return out
 
 
-def run_comparisons(planned: Sequence[dict], correct: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                    accuracy: dict[str, float], alpha: float) -> list[dict]:
+def run_comparisons(
+    planned: Sequence[dict],
+    correct: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    accuracy: dict[str, float],
+    alpha: float,
+) -> list[dict]:
     """McNemar tests (seed paired with seed) of each planned comparison and the verdict on the poster's claim."""
     results = []
     for plan in planned:
@@ -361,8 +475,16 @@ def run_comparisons(planned: Sequence[dict], correct: dict[str, np.ndarray], lab
         for ra, rb in zip(plan["a_runs"], plan["b_runs"]):
             if not np.array_equal(labels[ra], labels[rb]):
                 raise ValueError(f"{ra} and {rb} were not evaluated on the same test images")
-            tests.append(mcnemar(correct[ra], correct[rb]) | {"a_run": ra, "b_run": rb,
-                                                              "a_accuracy": accuracy[ra], "b_accuracy": accuracy[rb]})
-        results.append({**{k: plan[k] for k in ("comparison", "claim", "a", "b", "a_better_claimed")},
-                        "alpha": alpha, "tests": tests, "verdict": verdict(tests, plan["a_better_claimed"], alpha)})
+            tests.append(
+                mcnemar(correct[ra], correct[rb])
+                | {"a_run": ra, "b_run": rb, "a_accuracy": accuracy[ra], "b_accuracy": accuracy[rb]}
+            )
+        results.append(
+            {
+                **{k: plan[k] for k in ("comparison", "claim", "a", "b", "a_better_claimed")},
+                "alpha": alpha,
+                "tests": tests,
+                "verdict": verdict(tests, plan["a_better_claimed"], alpha),
+            }
+        )
     return results

@@ -151,12 +151,16 @@ def _jitter_colour(rng: np.random.Generator, rgb: tuple[int, int, int], n: int, 
 
 def _chain(points: np.ndarray, vertex_r: np.ndarray, segment_r: np.ndarray) -> dict[str, np.ndarray]:
     """Nucleus as a polyline: discs at the vertices joined by capsules (cell-local units)."""
-    return {"nuc_xy": points.astype(np.float32), "nuc_rv": vertex_r.astype(np.float32),
-            "nuc_rs": segment_r.astype(np.float32)}
+    return {
+        "nuc_xy": points.astype(np.float32),
+        "nuc_rv": vertex_r.astype(np.float32),
+        "nuc_rs": segment_r.astype(np.float32),
+    }
 
 
-def _arc_points(rng: np.random.Generator, n: int, k: int, arc_r: np.ndarray, spacing: np.ndarray,
-                wiggle: float) -> np.ndarray:
+def _arc_points(
+    rng: np.random.Generator, n: int, k: int, arc_r: np.ndarray, spacing: np.ndarray, wiggle: float
+) -> np.ndarray:
     """k points (n x k x 2) `spacing` radians apart on an arc around the origin, each displaced a little."""
     angle = rng.uniform(0, 2 * np.pi, (n, 1)) + spacing[:, None] * np.arange(k)[None, :]
     angle = angle + rng.normal(0, wiggle, (n, k))
@@ -267,8 +271,9 @@ def sample_scene(label: int, n: int, rng: np.random.Generator) -> Scene:
     s["stain"] = np.exp(rng.normal(0, 0.12, (n, 1)) + rng.normal(0, 0.05, (n, 3))).astype(np.float32)
     s["illum"] = rng.normal(0, 0.12, (n, 2)).astype(np.float32)
     cool = rng.beta(0.6, 3.0, (n, 1))
-    s["bg"] = (((1 - cool) * _od(BACKGROUND_WARM) + cool * _od(BACKGROUND_COOL))
-               * np.exp(rng.normal(0, 0.2, (n, 1)))).astype(np.float32)
+    s["bg"] = (
+        ((1 - cool) * _od(BACKGROUND_WARM) + cool * _od(BACKGROUND_COOL)) * np.exp(rng.normal(0, 0.2, (n, 1)))
+    ).astype(np.float32)
     s["rbc_od"] = _jitter_colour(rng, ERYTHROCYTE, n, 0.2)
     s["cyto_od"] = _jitter_colour(rng, CYTOPLASM[label], n, 0.12)
     s["nuc_od"] = _jitter_colour(rng, NUCLEUS[label], n, 0.1)
@@ -298,8 +303,11 @@ def _chromatin(label: int, n: int, cell_r: np.ndarray, rng: np.random.Generator)
     angle = rng.uniform(0, 2 * np.pi, (n, N_CHROMATIN))
     xy = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
     low, high = CHROMATIN_CONTRAST[label]
-    return {"chrom_xy": xy.astype(np.float32), "chrom_w": _uniform(rng, 0.6, 1.0, (n, N_CHROMATIN)),
-            "chrom_contrast": _uniform(rng, low, high, n)}
+    return {
+        "chrom_xy": xy.astype(np.float32),
+        "chrom_w": _uniform(rng, 0.6, 1.0, (n, N_CHROMATIN)),
+        "chrom_contrast": _uniform(rng, low, high, n),
+    }
 
 
 def _platelet_fragments(n: int, cluster_r: np.ndarray, rng: np.random.Generator) -> Scene:
@@ -314,8 +322,9 @@ def _platelet_fragments(n: int, cluster_r: np.ndarray, rng: np.random.Generator)
     return {"frag": np.concatenate([xy, r[..., None]], axis=-1).astype(np.float32)}
 
 
-def _granules(label: int, n: int, s: Scene, hub: np.ndarray | None,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _granules(
+    label: int, n: int, s: Scene, hub: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Granule centres (n x G x 2, cell-local) and opacities (n x G, 0 for unused slots)."""
     (count_lo, count_hi), (w_lo, w_hi) = GRANULES[label]
     count = rng.integers(count_lo, count_hi + 1, n)
@@ -356,7 +365,7 @@ def _erythrocytes(n: int, centre: np.ndarray, cell_r: np.ndarray, rng: np.random
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates in [-1, 1], shaped to broadcast as (..., 1, W) and (..., H, 1)."""
-    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1)
+    axis = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
     return axis.reshape(1, 1, size), axis.reshape(1, size, 1)
 
 
@@ -379,8 +388,9 @@ def _to_image(local: np.ndarray, centre: np.ndarray, theta: np.ndarray) -> np.nd
     return np.stack([c * x - s * y, s * x + c * y], axis=-1) + centre[:, None, :]
 
 
-def _chain_distance(xy: np.ndarray, vertex_r: np.ndarray, seg_r: np.ndarray, gx: np.ndarray,
-                    gy: np.ndarray) -> np.ndarray:
+def _chain_distance(
+    xy: np.ndarray, vertex_r: np.ndarray, seg_r: np.ndarray, gx: np.ndarray, gy: np.ndarray
+) -> np.ndarray:
     """Signed distance (n x H x W) to a union of discs and capsules along a polyline."""
     # Loop over the few vertices so each temporary is one n x H x W array that stays in cache.
     best = None
@@ -479,13 +489,13 @@ def _gaussian_blur(images: np.ndarray, sigma_px: float) -> np.ndarray:
     taps /= taps.sum()
     n, size = len(images), images.shape[-1]
     padded = np.zeros((n, size + 2 * reach, size + 2 * reach), np.float32)
-    padded[:, reach:reach + size, reach:reach + size] = images
+    padded[:, reach : reach + size, reach : reach + size] = images
     rows = np.zeros((n, size, size + 2 * reach), np.float32)
     for j, tap in enumerate(taps):
-        rows += tap * padded[:, j:j + size, :]
+        rows += tap * padded[:, j : j + size, :]
     out = np.zeros((n, size, size), np.float32)
     for j, tap in enumerate(taps):
-        out += tap * rows[:, :, j:j + size]
+        out += tap * rows[:, :, j : j + size]
     return out
 
 
@@ -494,7 +504,7 @@ def _spots(s: Scene, local_xy: np.ndarray, weight: np.ndarray, sigma: float, siz
     sigma_px = max(sigma * size / 2, 0.5)
     xy = _to_image(local_xy, s["centre"], s["theta"])
     # Scaled so an isolated spot peaks near 1 whatever the resolution.
-    spots = _gaussian_blur(_splat(xy, weight * np.float32(-1.6 * 2 * np.pi * sigma_px ** 2), size), sigma_px)
+    spots = _gaussian_blur(_splat(xy, weight * np.float32(-1.6 * 2 * np.pi * sigma_px**2), size), sigma_px)
     np.exp(spots, out=spots)
     return np.subtract(1.0, spots, out=spots)
 
@@ -620,13 +630,13 @@ def draw_images(labels: np.ndarray, size: int, seed: np.random.SeedSequence) -> 
             scene = sample_scene(int(look), len(subset), param_rng)
             for start in range(0, len(subset), chunk):
                 part = slice(start, start + chunk)
-                images[subset[part]], masks[subset[part]] = render_scene(int(look), _take(scene, part), size,
-                                                                         noise_rng)
+                images[subset[part]], masks[subset[part]] = render_scene(int(look), _take(scene, part), size, noise_rng)
     return images, masks
 
 
-def make_synthetic_dataset(size: int, n_train: int, n_val: int, n_test: int, seed: int,
-                           with_masks: bool = False) -> dict[str, np.ndarray]:
+def make_synthetic_dataset(
+    size: int, n_train: int, n_val: int, n_test: int, seed: int, with_masks: bool = False
+) -> dict[str, np.ndarray]:
     """A BloodMNIST-schema dataset of synthetic cells; labels N x 1 uint8, optional bool masks."""
     check_size(size)
     arrays: dict[str, np.ndarray] = {}

@@ -19,22 +19,33 @@ ARCH_LABELS = {"resnet50": "ResNet-50", "resnet101": "ResNet-101"}
 
 
 def run_records(runs: Sequence[dict], metrics: Sequence[dict], boots: Sequence[dict] | None = None) -> pd.DataFrame:
-    """One row per (run, metric): accuracy and auc (with the run's bootstrap interval if given), the F1 of every class."""
+    """One row per (run, metric): accuracy and auc (with the bootstrap interval if given), the F1 of every class."""
     rows = []
     for index, (run, result) in enumerate(zip(runs, metrics)):
         base = {key: run[key] for key in CONFIG_KEYS} | {"seed": run["seed"], "run": run["run"]}
         for metric in ("accuracy", "auc"):
             boot = boots[index][metric] if boots else {"low": math.nan, "high": math.nan}
-            rows.append(base | {"metric": metric, "class": "", "value": result[metric],
-                                "boot_low": boot["low"], "boot_high": boot["high"]})
+            rows.append(
+                base
+                | {
+                    "metric": metric,
+                    "class": "",
+                    "value": result[metric],
+                    "boot_low": boot["low"],
+                    "boot_high": boot["high"],
+                }
+            )
         for name, scores in result["per_class"].items():
-            rows.append(base | {"metric": "f1", "class": name, "value": scores["f1"],
-                                "boot_low": math.nan, "boot_high": math.nan})
+            rows.append(
+                base
+                | {"metric": "f1", "class": name, "value": scores["f1"], "boot_low": math.nan, "boot_high": math.nan}
+            )
     return pd.DataFrame(rows)
 
 
-def value_interval(values: Sequence[float], boot: Sequence[tuple[float, float]] = (),
-                   level: float = 0.95) -> tuple[float, float]:
+def value_interval(
+    values: Sequence[float], boot: Sequence[tuple[float, float]] = (), level: float = 0.95
+) -> tuple[float, float]:
     """95 % interval of a reproduced value: Student's t over seeds with several seeds, the bootstrap interval of
     the test set with one seed, (nan, nan) with neither."""
     values = np.asarray(values, dtype=float)
@@ -59,9 +70,16 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
     for key, group in records.groupby(CONFIG_KEYS + ["metric", "class"], sort=False):
         values = group["value"].to_numpy(dtype=float)
         low, high = value_interval(values, list(zip(group["boot_low"], group["boot_high"])))
-        rows.append(dict(zip(CONFIG_KEYS + ["metric", "class"], key)) | {
-            "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-            "n_seeds": len(values), "ci95_low": low, "ci95_high": high})
+        rows.append(
+            dict(zip(CONFIG_KEYS + ["metric", "class"], key))
+            | {
+                "mean": float(values.mean()),
+                "sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                "n_seeds": len(values),
+                "ci95_low": low,
+                "ci95_high": high,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -78,10 +96,26 @@ def compare(summary: pd.DataFrame, poster: pd.DataFrame, metrics: Sequence[str])
     ours = summary[summary["metric"].isin(metrics)]
     merged = ours.merge(poster, on=CONFIG_KEYS + ["metric", "class"], how="left")
     merged["difference"] = merged["mean"] - merged["poster"]
-    merged["poster_outside_ci"] = [outside_interval(p, lo, hi) for p, lo, hi in
-                                   zip(merged["poster"], merged["ci95_low"], merged["ci95_high"])]
-    return merged[CONFIG_KEYS + ["metric", "class", "n_seeds", "mean", "sd", "ci95_low", "ci95_high", "poster",
-                                 "difference", "poster_outside_ci", "poster_row", "poster_column"]]
+    merged["poster_outside_ci"] = [
+        outside_interval(p, lo, hi) for p, lo, hi in zip(merged["poster"], merged["ci95_low"], merged["ci95_high"])
+    ]
+    return merged[
+        CONFIG_KEYS
+        + [
+            "metric",
+            "class",
+            "n_seeds",
+            "mean",
+            "sd",
+            "ci95_low",
+            "ci95_high",
+            "poster",
+            "difference",
+            "poster_outside_ci",
+            "poster_row",
+            "poster_column",
+        ]
+    ]
 
 
 def format_value(mean: float, sd: float, n_seeds: int) -> str:
@@ -101,19 +135,30 @@ def format_cell(line: pd.Series) -> dict:
     whether the poster's value falls outside our interval."""
     poster, diff = format_poster(line["poster"], line["difference"])
     ci = "" if math.isnan(line["ci95_low"]) else f"[{line['ci95_low']:.3f}, {line['ci95_high']:.3f}]"
-    return {"ours": format_value(line["mean"], line["sd"], int(line["n_seeds"])), "ci": ci, "poster": poster,
-            "diff": diff, "outside": bool(line["poster_outside_ci"])}
+    return {
+        "ours": format_value(line["mean"], line["sd"], int(line["n_seeds"])),
+        "ci": ci,
+        "poster": poster,
+        "diff": diff,
+        "outside": bool(line["poster_outside_ci"]),
+    }
 
 
 EMPTY_CELL = {"ours": "–", "ci": "", "poster": "–", "diff": "–", "outside": False}
-OUTSIDE_NOTE = ("‡ = the poster's value lies outside our 95 % interval (Student's t over seeds with several seeds; "
-                "the bootstrap interval of the test set with one seed).")
+OUTSIDE_NOTE = (
+    "‡ = the poster's value lies outside our 95 % interval (Student's t over seeds with several seeds; "
+    "the bootstrap interval of the test set with one seed)."
+)
 
 
 def table_cells(compared: pd.DataFrame, column_key: str, column_order: Sequence[str]) -> dict:
     """Rows (one per model configuration) of cells (one per column value) ready for the templates."""
     rows = []
-    configs = compared[CONFIG_KEYS].drop_duplicates().sort_values(["batch_size", "size", "arch"], ascending=[True, False, False])
+    configs = (
+        compared[CONFIG_KEYS]
+        .drop_duplicates()
+        .sort_values(["batch_size", "size", "arch"], ascending=[True, False, False])
+    )
     for _, config in configs.iterrows():
         selected = compared[(compared[CONFIG_KEYS] == config.values).all(axis=1)].set_index(column_key)
         cells = []
@@ -157,17 +202,52 @@ def latex_escape(text: str) -> str:
 # pdflatex's default (OT1) fonts lack these glyphs; each is drawn in math mode or by a command that needs no
 # extra font package, so report.tex compiles with texlive-latex-base and -recommended alone.
 LATEX_REPLACEMENTS = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"$\sim$", "^": r"\^{}", "±": r"$\pm$", "–": "--", "—": "---", "‡": r"\ddag{}", "Δ": r"$\Delta$",
-    "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\rightarrow$", "≈": r"$\approx$", "−": "$-$",
-    "µ": r"$\mu$", "…": r"\ldots{}", "°": r"$^\circ$", "’": "'", "“": "``", "”": "''", "<": "$<$",
-    ">": "$>$", "|": r"$|$", "α": r"$\alpha$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"$\sim$",
+    "^": r"\^{}",
+    "±": r"$\pm$",
+    "–": "--",
+    "—": "---",
+    "‡": r"\ddag{}",
+    "Δ": r"$\Delta$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "→": r"$\rightarrow$",
+    "≈": r"$\approx$",
+    "−": "$-$",
+    "µ": r"$\mu$",
+    "…": r"\ldots{}",
+    "°": r"$^\circ$",
+    "’": "'",
+    "“": "``",
+    "”": "''",
+    "<": "$<$",
+    ">": "$>$",
+    "|": r"$|$",
+    "α": r"$\alpha$",
 }
 
 
 def ordered_classes(names: Sequence[str]) -> list[str]:
     """Class names in the poster's Table 1 row order, unknown names last."""
-    poster_order = ["neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte", "immature granulocyte", "erythroblast", "platelet"]
+    poster_order = [
+        "neutrophil",
+        "eosinophil",
+        "basophil",
+        "lymphocyte",
+        "monocyte",
+        "immature granulocyte",
+        "erythroblast",
+        "platelet",
+    ]
     return [n for n in poster_order if n in names] + [n for n in names if n not in poster_order]
 
 
@@ -176,5 +256,7 @@ def confidence_note(n_seeds: np.ndarray) -> str:
     seeds = sorted(set(int(n) for n in n_seeds))
     if seeds == [1]:
         return "one seed per configuration; [a, b] = bootstrap 95 % interval of the test value (ACC, AUC)"
-    return (f"mean ± sd over {', '.join(map(str, seeds))} seeds; [a, b] = 95 % interval of the mean "
-            "(Student's t over seeds)")
+    return (
+        f"mean ± sd over {', '.join(map(str, seeds))} seeds; [a, b] = 95 % interval of the mean "
+        "(Student's t over seeds)"
+    )

@@ -7,9 +7,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,10 +35,20 @@ class RunSpec:
     seed: int = 0
 
     @classmethod
-    def from_values(cls, values: dict, weights: str | None) -> "RunSpec":
+    def from_values(cls, values: dict, weights: str | None) -> RunSpec:
         """The spec of a planned run (its values from plan_runs) with the config's initial weights."""
-        names = ("arch", "size", "batch_size", "optimizer", "learning_rate", "momentum", "dropout", "class_weights",
-                 "attention", "seed")
+        names = (
+            "arch",
+            "size",
+            "batch_size",
+            "optimizer",
+            "learning_rate",
+            "momentum",
+            "dropout",
+            "class_weights",
+            "attention",
+            "seed",
+        )
         return cls(**{name: values[name] for name in names if name in values}, weights=weights)
 
 
@@ -59,7 +70,7 @@ class TrainSettings:
     warmup_epochs: float = 0.0  # cosine only: linear warm-up from 0 over these epochs first
 
     @classmethod
-    def from_config(cls, training: dict, threads: int, gpu: bool) -> "TrainSettings":
+    def from_config(cls, training: dict, threads: int, gpu: bool) -> TrainSettings:
         """The settings of the config's `training` section on this host ('auto' switches resolved by `gpu`)."""
         from .hardware import resolve_switch
 
@@ -67,7 +78,9 @@ class TrainSettings:
         return cls(
             max_epochs=training["max_epochs"],
             patience=training["patience"],
-            augmentation=Augmentation(augment["shear"], augment["shear_unit"], tuple(augment["zoom"]), augment["horizontal_flip"]),
+            augmentation=Augmentation(
+                augment["shear"], augment["shear_unit"], tuple(augment["zoom"]), augment["horizontal_flip"]
+            ),
             mixed_precision=resolve_switch(training["mixed_precision"], gpu),
             xla=resolve_switch(training["xla"], gpu),
             grappler=resolve_switch(training["grappler"], gpu),
@@ -117,8 +130,16 @@ def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
 
 
-def epoch_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int, seed: int, first_epoch: int, last_epoch: int):
-    """Batches of epochs first_epoch..last_epoch-1, each shuffled by (seed, epoch) so a resumed run sees the same order."""
+def epoch_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    last_epoch: int,
+):
+    """Batches of epochs first_epoch..last_epoch-1, shuffled by (seed, epoch) so a resumed run sees the same order."""
     import tensorflow as tf
 
     with tf.device("/CPU:0"):
@@ -197,15 +218,19 @@ class Checkpoint:
         try:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError) as error:
-            raise CheckpointError(f"{self.state_path}: unreadable checkpoint state ({error}); "
-                                  f"delete {self.directory} to train this run from the start") from error
+            raise CheckpointError(
+                f"{self.state_path}: unreadable checkpoint state ({error}); "
+                f"delete {self.directory} to train this run from the start"
+            ) from error
         if "files" not in state:
             state["files"] = {key: name for key, name in LEGACY_FILES.items() if (self.directory / name).exists()}
         files = state["files"]
         missing = sorted({"model", *files} - {key for key, name in files.items() if (self.directory / name).is_file()})
         if missing:
-            raise CheckpointError(f"{self.state_path}: the checkpoint's {' and '.join(missing)} file is missing "
-                                  f"(files {files}); delete {self.directory} to train this run from the start")
+            raise CheckpointError(
+                f"{self.state_path}: the checkpoint's {' and '.join(missing)} file is missing "
+                f"(files {files}); delete {self.directory} to train this run from the start"
+            )
         self.remove_unreferenced(state)
         return state
 
@@ -254,8 +279,12 @@ def seed_generators(model) -> list:
     """The keras.random.SeedGenerator of every layer (augmentation, dropout), in layer order."""
     import keras
 
-    return [value for layer in model.layers for value in vars(layer).values()
-            if isinstance(value, keras.random.SeedGenerator)]
+    return [
+        value
+        for layer in model.layers
+        for value in vars(layer).values()
+        if isinstance(value, keras.random.SeedGenerator)
+    ]
 
 
 def reset_seed_generators(model, seed: int, epoch: int) -> None:
@@ -272,8 +301,14 @@ def reset_seed_generators(model, seed: int, epoch: int) -> None:
         generator.state.assign(ops.convert_to_tensor([seed, counter], dtype=generator.state.dtype))
 
 
-def make_epoch_callback(checkpoint: Checkpoint, state: dict, patience: int, log: Callable[[str], None],
-                        seed: int = 0, max_epochs: int | None = None):
+def make_epoch_callback(
+    checkpoint: Checkpoint,
+    state: dict,
+    patience: int,
+    log: Callable[[str], None],
+    seed: int = 0,
+    max_epochs: int | None = None,
+):
     """A Keras callback that seeds each epoch's random streams, records history, applies early stopping on
     val_loss and checkpoints every epoch but the last (max_epochs, or stopped early).
 
@@ -357,8 +392,9 @@ def compile_model(model, spec: RunSpec, xla: bool, learning_rate=None) -> None:
     from .model import make_optimizer
 
     model.compile(
-        optimizer=make_optimizer(spec.optimizer, spec.learning_rate if learning_rate is None else learning_rate,
-                                 spec.momentum),
+        optimizer=make_optimizer(
+            spec.optimizer, spec.learning_rate if learning_rate is None else learning_rate, spec.momentum
+        ),
         loss="categorical_crossentropy",
         metrics=["accuracy", keras.metrics.AUC(name="auc")],
         jit_compile=xla,
@@ -408,8 +444,10 @@ def train_run(
     (benchmarks/profile_training.py's timer) run after the epoch's checkpoint.
     """
     if spec.weights is not None and weights_file is None:
-        raise ValueError(f"run {spec}: initial weights '{spec.weights}' need the downloaded weights file "
-                         "(rule download_weights); none was given")
+        raise ValueError(
+            f"run {spec}: initial weights '{spec.weights}' need the downloaded weights file "
+            "(rule download_weights); none was given"
+        )
     from .model import build_model, load_model
 
     configure_tensorflow(settings, spec.seed)
@@ -417,10 +455,26 @@ def train_run(
     state = checkpoint.load_state()
     steps = math.ceil(len(train[1]) / spec.batch_size)  # per epoch
     if state is None:
-        state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "history": [],
-                 "stopped_early": False, "spec": asdict(spec), "files": {}}
-        model = build_model(spec.arch, spec.size, n_classes, weights=weights_file if spec.weights else None,
-                            dropout=spec.dropout, augmentation=settings.augmentation, seed=spec.seed, attention=spec.attention)
+        state = {
+            "epochs_done": 0,
+            "best_val_loss": math.inf,
+            "best_epoch": 0,
+            "wait": 0,
+            "history": [],
+            "stopped_early": False,
+            "spec": asdict(spec),
+            "files": {},
+        }
+        model = build_model(
+            spec.arch,
+            spec.size,
+            n_classes,
+            weights=weights_file if spec.weights else None,
+            dropout=spec.dropout,
+            augmentation=settings.augmentation,
+            seed=spec.seed,
+            attention=spec.attention,
+        )
         if settings.bn_momentum is not None:
             set_batchnorm_momentum(model, settings.bn_momentum)
         if settings.zero_init_residual and spec.weights is None:
@@ -428,24 +482,38 @@ def train_run(
         compile_model(model, spec, settings.xla, learning_rate_schedule(spec.learning_rate, settings, steps))
     else:
         if state.get("spec") != asdict(spec):
-            raise ValueError(f"{checkpoint.state_path}: checkpoint belongs to {state.get('spec')}, not {asdict(spec)}; delete it to start over")
+            raise ValueError(
+                f"{checkpoint.state_path}: checkpoint belongs to {state.get('spec')}, not {asdict(spec)}; "
+                "delete it to start over"
+            )
         log(f"resuming from {checkpoint.model_path(state)} after epoch {state['epochs_done']}")
         try:
             model = load_model(checkpoint.model_path(state))
         except (OSError, ValueError) as error:
-            raise CheckpointError(f"{checkpoint.model_path(state)}: cannot load the checkpointed model ({error}); "
-                                  f"delete {checkpoint.directory} to train this run from the start") from error
+            raise CheckpointError(
+                f"{checkpoint.model_path(state)}: cannot load the checkpointed model ({error}); "
+                f"delete {checkpoint.directory} to train this run from the start"
+            ) from error
     start_session(state, session)
     finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
     if not finished:
         train_images, train_labels = train
-        ds = epoch_dataset(train_images, train_labels, n_classes, spec.batch_size, spec.seed,
-                           state["epochs_done"], settings.max_epochs)
+        ds = epoch_dataset(
+            train_images, train_labels, n_classes, spec.batch_size, spec.seed, state["epochs_done"], settings.max_epochs
+        )
         class_weight = balanced_class_weights(train_labels, n_classes) if spec.class_weights else None
         callback = make_epoch_callback(checkpoint, state, settings.patience, log, spec.seed, settings.max_epochs)
-        model.fit(ds, epochs=settings.max_epochs, initial_epoch=state["epochs_done"], steps_per_epoch=steps,
-                  validation_data=eval_dataset(*val, n_classes, spec.batch_size), class_weight=class_weight,
-                  callbacks=[callback, *extra_callbacks], verbose=verbose, shuffle=False)
+        model.fit(
+            ds,
+            epochs=settings.max_epochs,
+            initial_epoch=state["epochs_done"],
+            steps_per_epoch=steps,
+            validation_data=eval_dataset(*val, n_classes, spec.batch_size),
+            class_weight=class_weight,
+            callbacks=[callback, *extra_callbacks],
+            verbose=verbose,
+            shuffle=False,
+        )
     best_weights = checkpoint.best_weights_path(state)
     if best_weights is not None and state["best_epoch"] != state["epochs_done"]:  # else the model holds them already
         load_model_weights(model, best_weights)
