@@ -2,7 +2,7 @@
 
 from bloodcells.atomic import atomic_directory
 from bloodcells.logs import log_to_file
-from bloodcells.sources import write_synthetic_folder
+from bloodcells.synthetic import write_synthetic_folder
 
 if __name__ == "__main__":
     smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)

@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = REPO / "tests/configs/tiny.yaml"  # the end-to-end test config; the tiny_run fixture runs it once per session
+SCHEMA = REPO / "rules/schema/config.schema.yaml"
+POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())  # the poster's published values
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -48,9 +52,6 @@ def repo() -> Path:
     return REPO
 
 
-TINY = REPO / "tests/configs/tiny.yaml"
-
-
 def place_raabin_folder(workdir: Path) -> None:
     """An (empty) Raabin-WBC folder where config.yaml expects it, so that a dry run gets past the parse-time check."""
     for name in ("Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"):
@@ -65,3 +66,21 @@ def tiny_run(tmp_path_factory) -> Path:
     # Every study's reduced version: 11 trainings, about 8 minutes on 2 free cores; slack for a shared machine.
     run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY), timeout=2400)
     return workdir
+
+
+# The longest work units of the suite, started first when pytest-xdist spreads it over workers (pyproject.toml's
+# addopts): the session's tiny run and the SLURM run each take minutes, so started last they would set the wall time.
+LONGEST_FIRST = ("tiny_run", "tests/test_slurm.py", "tests/test_reliability_kill.py", "tests/test_model_training.py")
+
+
+def work_unit(item: pytest.Item) -> str:
+    """The xdist group of a test: every user of the session's tiny run together, else one group per module."""
+    return "tiny_run" if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each module (and the tiny run's users) on one xdist worker, so module and session fixtures run once."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(work_unit(item)))
+    rank = {unit: position for position, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item), len(rank)))

@@ -5,11 +5,9 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import REPO, load_rule_script, run_snakemake
+from conftest import REPO, TINY, load_rule_script, run_snakemake
 
 from bloodcells import download
-
-TINY = REPO / "tests/configs/tiny.yaml"
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "resnet101"])

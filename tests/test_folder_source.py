@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from bloodcells.dataset import DatasetError, class_names_of
-from bloodcells.sources import import_folder, read_square, to_rgb, write_synthetic_folder
+from bloodcells.sources import import_folder, read_square, to_rgb
+from bloodcells.synthetic import write_synthetic_folder
 
 CLASSES = {
     "Basophil": "basophil",

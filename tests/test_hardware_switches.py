@@ -73,13 +73,13 @@ def test_evaluation_runs_no_augmentation():
 
 def test_settings_resolve_every_auto_switch_on_the_host_that_trains():
     import yaml
-    from conftest import REPO
+    from conftest import REPO, SCHEMA
 
     from bloodcells.plan import validate_config
     from bloodcells.training import TrainSettings
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    validate_config(config, REPO / "rules/schema/config.schema.yaml")
+    validate_config(config, SCHEMA)
     cpu = TrainSettings.from_config(config["training"], threads=2, gpu=False)
     gpu = TrainSettings.from_config(config["training"], threads=2, gpu=True)
     assert (cpu.mixed_precision, cpu.xla, cpu.grappler) == (False, False, False)

@@ -5,7 +5,7 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO, place_raabin_folder, run_snakemake
+from conftest import REPO, SCHEMA, place_raabin_folder, run_snakemake
 
 from bloodcells.plan import (
     ConfigError,
@@ -16,8 +16,6 @@ from bloodcells.plan import (
     training_priority,
     validate_config,
 )
-
-SCHEMA = REPO / "rules/schema/config.schema.yaml"
 
 
 def load(name: str) -> dict:

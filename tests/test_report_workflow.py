@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from browser import chromium_binary, load_page, screenshot_is_blank
-from conftest import REPO, run_snakemake
+from conftest import REPO, TINY, run_snakemake
 from test_report import require_tool
 
-TINY = REPO / "tests/configs/tiny.yaml"
 GRID = [f"synthetic-32-{a}-bs{b}-s0" for a in ("resnet50", "resnet101") for b in (16, 32)]
 
 

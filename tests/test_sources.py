@@ -323,3 +323,24 @@ def test_sample_import_deterministic_by_seed(sample, sample_64):
     split0 = sources.stratified_split(labels, seed=0)
     split1 = sources.stratified_split(labels, seed=1)
     assert not np.array_equal(np.sort(split0["test"]), np.sort(split1["test"]))
+
+
+def test_splits_are_pinned_for_a_seed():
+    """The PBC split and the folder source's held-out split are unchanged for a seed (pinned before a refactor)."""
+    labels = np.repeat(np.arange(4), [1, 3, 6, 10])
+    split = sources.stratified_split(labels, seed=3)
+    assert {name: indices.tolist() for name, indices in split.items()} == {
+        "train": [6, 2, 7, 10, 5, 4, 19, 15, 13, 3, 11, 0, 14, 16],
+        "val": [8, 18],
+        "test": [17, 12, 9, 1],
+    }
+    kept, held = sources.hold_out(labels, 0.2, seed=5)
+    assert kept.tolist() == [6, 11, 1, 9, 15, 18, 19, 4, 16, 3, 8, 0, 10, 14, 12, 7]
+    assert held.tolist() == [13, 17, 5, 2]  # one of each class of 3 or more; none of the single class-0 member
+
+
+def test_hold_out_keeps_one_of_each_class_and_holds_out_one():
+    labels = np.repeat(np.arange(3), [1, 2, 50])
+    kept, held = sources.hold_out(labels, 0.2, seed=0)
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(len(labels)))
+    assert np.bincount(labels[held], minlength=3).tolist() == [0, 1, 10]

@@ -1,12 +1,9 @@
 """Tables 1 and 3: aggregation over seeds, the poster's values beside ours, rendering."""
 
 import pytest
-import yaml
-from conftest import REPO
+from conftest import POSTER, REPO
 
 from bloodcells.tables import compare, latex_escape, poster_frame, render, run_records, summarise, table_cells
-
-POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
 
 
 def metrics(acc: float, auc: float, f1: float) -> dict:

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import REPO, run_snakemake
-
-TINY = REPO / "tests/configs/tiny.yaml"  # the tiny_run fixture (conftest.py) runs it once per session
+from conftest import TINY, run_snakemake
 
 
 def declared_outputs(workdir: Path) -> list[str]:

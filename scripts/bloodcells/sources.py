@@ -1,4 +1,4 @@
-"""Data sources converted to the BloodMNIST npz schema: the official MedMNIST files and the original PBC folder."""
+"""Data sources converted to the BloodMNIST npz schema: MedMNIST files, the PBC folder, one-folder-per-class sets."""
 
 from __future__ import annotations
 
@@ -81,6 +81,30 @@ def list_pbc_images(root: Path) -> tuple[list[Path], np.ndarray]:
     return paths, np.asarray(labels, dtype=np.int64)
 
 
+def _class_parts(
+    labels: np.ndarray, sizes: Callable[[int], Sequence[int]], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Indices per part: every class shuffled and cut into consecutive parts of `sizes(n)`, pooled over classes."""
+    labels = np.asarray(labels).reshape(-1)
+    per_class = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        per_class.append(np.split(members, np.cumsum(sizes(len(members)))[:-1]))
+    return [np.concatenate(chunks) for chunks in zip(*per_class)]
+
+
+def _fraction_sizes(shares: np.ndarray, n: int) -> list[int]:
+    """Part sizes of `n` members from rounded cumulative shares: 28/4/8 of 40, never losing or repeating one."""
+    bounds = np.rint(np.cumsum(shares) * n).astype(int)
+    return np.diff(bounds, prepend=0).tolist()
+
+
+def _hold_out_sizes(fraction: float, n: int) -> tuple[int, int]:
+    """(held out, kept) of a class of `n`: `fraction` held out, at least one and never all; none of a single one."""
+    held = min(max(int(np.rint(fraction * n)), 1), n - 1) if n > 1 else 0
+    return held, n - held
+
+
 def stratified_split(
     labels: np.ndarray, fractions: Sequence[float] = (0.7, 0.1, 0.2), *, seed: int
 ) -> dict[str, np.ndarray]:
@@ -88,19 +112,16 @@ def stratified_split(
     shares = np.asarray(fractions, dtype=float)
     if shares.shape != (len(SPLITS),) or (shares < 0).any() or not np.isclose(shares.sum(), 1.0):
         raise ValueError(f"fractions must be {len(SPLITS)} non-negative numbers summing to 1, got {list(fractions)}")
-    labels = np.asarray(labels).reshape(-1)
     rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        # Rounding the cumulative fractions gives 28/4/8 of 40 and never loses or repeats an index.
-        bounds = np.rint(np.cumsum(shares) * len(members)).astype(int)
-        for split, chunk in zip(SPLITS, np.split(members, bounds[:-1])):
-            parts[split].append(chunk)
-    return {
-        split: rng.permutation(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
-        for split, chunks in parts.items()
-    }
+    parts = _class_parts(labels, lambda n: _fraction_sizes(shares, n), rng) or [np.empty(0, np.int64)] * len(SPLITS)
+    return {split: rng.permutation(part) for split, part in zip(SPLITS, parts)}
+
+
+def hold_out(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled indices (kept, held out), with a stratified `fraction` of every class held out (see _hold_out_sizes)."""
+    rng = np.random.default_rng(seed)
+    held, kept = _class_parts(labels, lambda n: _hold_out_sizes(fraction, n), rng)
+    return rng.permutation(kept), rng.permutation(held)
 
 
 def import_pbc(
@@ -214,19 +235,6 @@ def read_class_folders(
     return stack, np.asarray(labels, dtype=np.int64)
 
 
-def _split_off(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held out) with a stratified `fraction` of every class held out (at least one where possible)."""
-    rng = np.random.default_rng(seed)
-    kept, held = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_held = int(np.rint(fraction * len(members)))
-        n_held = min(max(n_held, 1), len(members) - 1) if len(members) > 1 else 0
-        held.append(members[:n_held])
-        kept.append(members[n_held:])
-    return rng.permutation(np.concatenate(kept)), rng.permutation(np.concatenate(held))
-
-
 def import_folder(
     root: Path,
     size: int,
@@ -256,10 +264,10 @@ def import_folder(
         test_images, test_labels = read_class_folders(test_dir, classes, size, log)
     else:
         log(f"{root}: no '{test}' folder; holding out {test_fraction:.0%} of '{train}' as the test split")
-        kept, held = _split_off(train_labels, test_fraction, seed + 1)
+        kept, held = hold_out(train_labels, test_fraction, seed + 1)
         test_images, test_labels = train_images[held], train_labels[held]
         train_images, train_labels = train_images[kept], train_labels[kept]
-    kept, held = _split_off(train_labels, val_fraction, seed)
+    kept, held = hold_out(train_labels, val_fraction, seed)
     for split, images, labels in (
         ("train", train_images[kept], train_labels[kept]),
         ("val", train_images[held], train_labels[held]),
@@ -273,51 +281,3 @@ def import_folder(
         f"classes {list(classes.values())}"
     )
     return arrays
-
-
-def write_synthetic_folder(
-    root: Path,
-    classes: dict[str, str],
-    n_train: int,
-    n_test: int,
-    size: int = 48,
-    seed: int = 0,
-    odd_files: bool = False,
-    train: str = "Train",
-    test: str = "TestA",
-) -> dict[str, int]:
-    """Synthetic cells of the named classes written as JPEG files in Raabin-WBC's layout (a test fixture).
-
-    Class names must be BloodMNIST classes (their look comes from the synthetic generator). With `odd_files`, some
-    images are written as grayscale, RGBA and 16-bit PNGs, and one unreadable file is added per split.
-    Returns the number of readable images per split.
-    """
-    from .synthetic import draw_images
-
-    label_of = {name: BLOODMNIST_CLASSES.index(name) for name in classes.values()}
-    root = Path(root)
-    counts = {}
-    for index, (split, n) in enumerate(((train, n_train), (test, n_test))):
-        names = list(classes)
-        folder_labels = np.arange(n) % len(names)
-        images, _ = draw_images(
-            np.array([label_of[classes[names[k]]] for k in folder_labels]), size, np.random.SeedSequence([seed, index])
-        )
-        for number, (k, image) in enumerate(zip(folder_labels, images)):
-            folder = root / split / names[k]
-            folder.mkdir(parents=True, exist_ok=True)
-            picture = Image.fromarray(image)
-            mode = number % 8 if odd_files else 7
-            if mode == 0:
-                picture.convert("L").save(folder / f"{number:05d}.png")
-            elif mode == 1:
-                picture.convert("RGBA").save(folder / f"{number:05d}.png")
-            elif mode == 2:
-                grey = np.asarray(picture.convert("L"), dtype=np.uint16) * 257
-                Image.fromarray(grey).save(folder / f"{number:05d}.png")  # mode I;16
-            else:
-                picture.save(folder / f"{number:05d}.jpg", quality=95)
-        if odd_files:
-            (root / split / names[0] / "broken.jpg").write_bytes(b"not an image")
-        counts[split] = n
-    return counts

@@ -10,7 +10,10 @@ BloodMNIST's sizes that all come from one 200 x 200 crop.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 
 from .dataset import BLOODMNIST_CLASSES, MIN_SIZE, SPLITS, check_arrays
 
@@ -652,3 +655,50 @@ def make_synthetic_dataset(
             arrays[f"{split}_masks"] = masks
     check_arrays(arrays, N_CLASSES, "synthetic")
     return arrays
+
+
+def _save_cell(picture: Image.Image, folder: Path, number: int, mode: int) -> None:
+    """One cell image as a file: mode 0 grayscale PNG, 1 RGBA PNG, 2 16-bit PNG, any other a JPEG."""
+    if mode == 0:
+        picture.convert("L").save(folder / f"{number:05d}.png")
+    elif mode == 1:
+        picture.convert("RGBA").save(folder / f"{number:05d}.png")
+    elif mode == 2:
+        grey = np.asarray(picture.convert("L"), dtype=np.uint16) * 257
+        Image.fromarray(grey).save(folder / f"{number:05d}.png")  # mode I;16
+    else:
+        picture.save(folder / f"{number:05d}.jpg", quality=95)
+
+
+def write_synthetic_folder(
+    root: Path,
+    classes: dict[str, str],
+    n_train: int,
+    n_test: int,
+    size: int = 48,
+    seed: int = 0,
+    odd_files: bool = False,
+    train: str = "Train",
+    test: str = "TestA",
+) -> dict[str, int]:
+    """Synthetic cells of the named classes written as image files in Raabin-WBC's folder layout (tests, demo).
+
+    Class names must be BloodMNIST classes. With `odd_files`, some images are written as grayscale, RGBA and
+    16-bit PNGs, and one unreadable file is added per split. Returns the number of readable images per split.
+    """
+    label_of = {name: BLOODMNIST_CLASSES.index(name) for name in classes.values()}
+    names = list(classes)
+    root = Path(root)
+    counts = {}
+    for index, (split, n) in enumerate(((train, n_train), (test, n_test))):
+        folder_labels = np.arange(n) % len(names)
+        labels = np.array([label_of[classes[names[k]]] for k in folder_labels])
+        images, _ = draw_images(labels, size, np.random.SeedSequence([seed, index]))
+        for number, (k, image) in enumerate(zip(folder_labels, images)):
+            folder = root / split / names[k]
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_cell(Image.fromarray(image), folder, number, number % 8 if odd_files else 7)
+        if odd_files:
+            (root / split / names[0] / "broken.jpg").write_bytes(b"not an image")
+        counts[split] = n
+    return counts
