@@ -28,6 +28,7 @@ include: "rules/check.smk"
 
 
 rule all:
+    """Every table, figure and statistic of the poster, and the report (bloodcells.files.targets)."""
     default_target: True
     input:
-        all_targets(),
+        files.targets(config, PLAN, TEX_FOUND),

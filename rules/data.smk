@@ -8,6 +8,7 @@ localrules:
 
 
 rule download_medmnist:
+    """One official MedMNIST npz (flag, size), checked against the MD5 that medmnist records."""
     output:
         "results/downloads/{flag}_{size}.npz",
     log:
@@ -21,7 +22,7 @@ rule download_medmnist:
 rule download_weights:
     """ImageNet no-top weights of one ResNet from Keras' URL, MD5-checked: fetched once, read by every training job."""
     output:
-        imagenet_weights_pattern(config),
+        plan.imagenet_weights_pattern(config),
     log:
         "logs/download/{arch}_imagenet_notop.log",
     conda:
@@ -31,6 +32,7 @@ rule download_weights:
 
 
 rule prepare_dataset:
+    """A dataset from its source (medmnist, synthetic, pbc, folder) at one size, in the BloodMNIST npz schema."""
     input:
         download_input,
     output:
@@ -48,8 +50,9 @@ rule prepare_dataset:
 
 
 rule montage:
+    """Four training images of each class of a dataset, at the default size."""
     input:
-        "results/data/{dataset}/%d.npz" % config["defaults"]["size"],
+        files.data_file("{dataset}", config["defaults"]["size"]),
     output:
         report(
             "results/figures/montage_{dataset}.png",
@@ -60,5 +63,7 @@ rule montage:
         "logs/montage/{dataset}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        source=dataset_config,
     script:
         "../scripts/montage.py"

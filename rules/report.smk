@@ -2,17 +2,15 @@
 
 
 rule tables_grid:
+    """Tables 1 and 3 (class F1; accuracy and AUC of the grid) beside the poster's values: CSV, HTML, LaTeX."""
     input:
-        metrics=expand("results/runs/{run}/metrics.json", run=TABLE3_RUNS),
-        bootstrap=expand("results/runs/{run}/bootstrap.json", run=TABLE3_RUNS),
-        poster=repo_file("paper/poster_values.yaml"),
-        templates=TABLE_TEMPLATES,
+        metrics=files.run_files(TABLE3_RUNS, "metrics.json"),
+        bootstrap=files.run_files(TABLE3_RUNS, "bootstrap.json"),
+        poster=paper_file("poster_values.yaml"),
+        texts=paper_file("tables.yaml"),
+        templates=files.templates(REPO / "paper", "table"),
     output:
-        expand(
-            "results/tables/{table}.{ext}",
-            table=["table1", "table3"],
-            ext=["csv", "json", "tex"],
-        ),
+        files.table_files(plan.GRID_TABLES, ["csv", "json", "tex"]),
         table1=report(
             "results/tables/table1.html",
             caption="../paper/captions/table.rst",
@@ -32,14 +30,18 @@ rule tables_grid:
     params:
         runs=[RUNS[run] | {"run": run} for run in TABLE3_RUNS],
         dataset=config["dataset"],
+        source=config["datasets"][config["dataset"]]["source"],
+        synthetic=plan.is_synthetic(config, config["dataset"]),
+        recipe=plan.recipe_facts(config),
     script:
         "../scripts/make_tables.py"
 
 
 rule provenance:
+    """Provenance of the build: git state, package versions, config hash, data MD5s, where each run trained."""
     input:
-        data=data_files_used(),
-        hosts=expand("results/runs/{run}/host.json", run=RUNS),
+        data=files.data_files_used(config, RUNS),
+        hosts=files.run_files(RUNS, "host.json"),
     output:
         "results/report/provenance.json",
     log:
@@ -50,13 +52,14 @@ rule provenance:
         repo=str(REPO),
         snakemake_version=SNAKEMAKE_VERSION,
         # a changed config reruns this rule, so the hash in the report is the config that built it
-        config_hash=config_hash(config),
+        config_hash=plan.config_hash(config),
         runs=list(RUNS),
     script:
         "../scripts/provenance.py"
 
 
 rule report:
+    """The paper report: every table, figure, statistic and conclusion beside the poster's, in HTML and LaTeX."""
     input:
         unpack(report_input),
     output:
@@ -79,9 +82,10 @@ rule report:
         gradcam_runs=GRADCAM_RUNS,
         gradcam_layer=config["gradcam"]["layer"],
         dataset=config["dataset"],
-        synthetic=config["datasets"][config["dataset"]]["source"] == "synthetic",
+        synthetic=plan.is_synthetic(config, config["dataset"]),
         configfile=CONFIG_FILE_NAME,
         pdf_note=PDF_NOTE,
+        build=plan.report_config(config),
     script:
         "../scripts/report.py"
 
@@ -93,6 +97,7 @@ localrules:
 
 
 rule report_pdf:
+    """report.pdf compiled from report.tex by latexmk (pdflatex), where TeX is installed."""
     input:
         tex="results/report/report.tex",
         figures="results/report/figures",
@@ -114,6 +119,7 @@ rule report_pdf:
 
 # Where TeX is missing the workflow still finishes; this file says why there is no PDF.
 rule report_pdf_not_built:
+    """Where TeX is missing: a file beside the report that says why report.pdf was not built."""
     output:
         "results/report/report_pdf_not_built.txt",
     log:

@@ -3,6 +3,7 @@
 
 
 rule synthesize_folder:
+    """Synthetic cells written in a folder dataset's layout (Raabin-WBC's), for tests and the demo."""
     output:
         directory("results/folders/{dataset}"),
     log:
@@ -16,6 +17,7 @@ rule synthesize_folder:
 
 
 rule bootstrap:
+    """Bootstrap 95 % intervals of one run's test accuracy and AUC."""
     input:
         "results/runs/{run}/predictions.npz",
     output:
@@ -32,6 +34,7 @@ rule bootstrap:
 
 
 rule transfer:
+    """Predict another dataset's test split with a trained run: cross-dataset transfer accuracy and AUC."""
     input:
         model="results/runs/{run}/model.keras",
         data=transfer_data,
@@ -48,7 +51,8 @@ rule transfer:
     resources:
         gpu=1,
     params:
-        source_dataset=lambda wildcards: RUNS[wildcards.run]["dataset"],
+        source=run_dataset_config,
+        target=dataset_config,
         batch_size=config["evaluation"]["batch_size"],
         require_gpu=config["training"]["require_gpu"],
     script:
@@ -56,6 +60,7 @@ rule transfer:
 
 
 rule study_table:
+    """One study table (Table 2, Table 4, a methods table, transfer) beside the poster's values: CSV, HTML, LaTeX."""
     input:
         unpack(study_table_input),
     output:
@@ -73,20 +78,19 @@ rule study_table:
     conda:
         "../envs/report.yaml"
     params:
-        runs=lambda wildcards: table_params(wildcards)["runs"],
-        configs=lambda wildcards: table_params(wildcards)["configs"],
-        dataset=lambda wildcards: table_params(wildcards)["dataset"],
-        synthetic=lambda wildcards: table_params(wildcards)["synthetic"],
-        attention_note=ATTENTION_NOTE,
+        table=table_params,
+        recipe=plan.recipe_facts(config),
     script:
         "../scripts/study_tables.py"
 
 
 rule statistics:
+    """McNemar tests of the poster's comparisons on the same test images, and every run's bootstrap interval."""
     input:
-        predictions=expand("results/runs/{run}/predictions.npz", run=compared_runs()),
-        bootstrap=expand("results/runs/{run}/bootstrap.json", run=RUNS),
-        poster=repo_file("paper/poster_values.yaml"),
+        predictions=files.run_files(plan.compared_runs(config, RUNS), "predictions.npz"),
+        bootstrap=files.run_files(RUNS, "bootstrap.json"),
+        poster=paper_file("poster_values.yaml"),
+        texts=paper_file("report.yaml"),
     output:
         json="results/stats/significance.json",
         csv="results/stats/significance.csv",
@@ -96,9 +100,9 @@ rule statistics:
     conda:
         "../envs/report.yaml"
     params:
-        runs=compared_runs(),
+        runs=plan.compared_runs(config, RUNS),
         boot_runs=list(RUNS),
-        studies={study: study_configs(study) for study in COMPARED_STUDIES},
+        studies=plan.compared_configs(PLAN),
         alpha=config["statistics"]["alpha"],
     script:
-        "../scripts/statistics.py"
+        "../scripts/significance.py"

@@ -8,8 +8,9 @@ from bloodcells.atomic import write_text_atomic
 from bloodcells.logs import log_to_file
 from bloodcells.stats import bootstrap_ci
 
-if __name__ == "__main__":
-    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+
+def main(smk) -> None:
+    """Write the bootstrap intervals of one run's test ACC and AUC."""
     log_to_file(smk.log[0])
     with np.load(smk.input[0]) as predictions:
         labels, probabilities = predictions["labels"], predictions["probabilities"]
@@ -17,3 +18,7 @@ if __name__ == "__main__":
     result["run"] = smk.wildcards.run
     write_text_atomic(smk.output[0], json.dumps(result, indent=1))
     print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821  (injected by Snakemake's script: directive)

@@ -29,7 +29,11 @@ def compile_pdf(tex: Path, pdf: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+def main(smk) -> None:
+    """Compile report.tex to report.pdf."""
     log_to_file(smk.log[0])
     compile_pdf(Path(smk.input.tex).resolve(), Path(smk.output[0]).resolve())
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821  (injected by Snakemake's script: directive)

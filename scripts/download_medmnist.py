@@ -5,8 +5,13 @@ from pathlib import Path
 from bloodcells.download import download_verified, medmnist_url_and_md5
 from bloodcells.logs import log_to_file
 
-if __name__ == "__main__":
-    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+
+def main(smk) -> None:
+    """Download the npz named by the wildcards."""
     log_to_file(smk.log[0])
     url, md5 = medmnist_url_and_md5(smk.wildcards.flag, int(smk.wildcards.size))
     download_verified(url, md5, Path(smk.output[0]))
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821  (injected by Snakemake's script: directive)

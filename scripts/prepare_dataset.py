@@ -35,11 +35,15 @@ def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndar
     raise ValueError(f"source: '{kind}' is not one of ['medmnist', 'synthetic', 'pbc', 'folder']")
 
 
-if __name__ == "__main__":
-    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+def main(smk) -> None:
+    """Convert the dataset named by the wildcards to the npz of its size."""
     log_to_file(smk.log[0])
     source = smk.params.source
     arrays = load_source(source, int(smk.wildcards.size), list(smk.input))
     save_dataset(smk.output[0], arrays, len(class_names_of(source)))
     counts = {split: len(arrays[f"{split}_labels"]) for split in ("train", "val", "test")}
     print(f"{smk.wildcards.dataset} at {smk.wildcards.size} px from {source['source']}: {counts}")
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821  (injected by Snakemake's script: directive)

@@ -19,20 +19,19 @@ import pandas as pd
 import pytest
 import yaml
 from browser import chromium_binary, load_page, screenshot_is_blank
-from conftest import REPO, load_rule_script
+from conftest import POSTER, REPO, SCHEMA, load_rule_script
 from markupsafe import escape as html_escape  # the escaping jinja2 applies
 from PIL import Image
 
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
 from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import loss_behaviour
-from bloodcells.plan import config_hash, validate_config
+from bloodcells.plan import config_hash, report_config, validate_config
 from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts, training_session
 from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, recipe_note, tex_name, training_host_rows
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
 
 CLASSES = list(BLOODMNIST_CLASSES)
-POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())
 CONCLUSIONS = yaml.safe_load((REPO / "paper/conclusions.yaml").read_text())
 GRID = {  # a 2 x 2 x 2 corner of the poster's grid
     f"bloodmnist-{size}-{arch}-bs{batch}-s0": {
@@ -145,7 +144,7 @@ def test_study_conclusions_read_the_study_tables_and_tests():
             "mean": [0.97, 0.95, 0.996, 0.997],
         }
     )
-    table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [0.93]})
+    table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [0.93], "poster": [0.93]})
     attention = {
         "comparison": "attention_se_cw_vs_none",
         "verdict": "supported",
@@ -163,6 +162,8 @@ def test_study_conclusions_read_the_study_tables_and_tests():
     assert by_start(results, "Attention layers")[0] == SUPPORTED
     assert by_start(results, "Grad-CAM")[0] == SUPPORTED
     assert by_start(results, "Extension")[0] == SUPPORTED
+    # the poster's number comes from the table's poster column (paper/poster_values.yaml), not from the code
+    assert "external test accuracy 0.9300 (poster 0.93)" in by_start(results, "Extension")[1]
 
 
 def focus_frame(pooled: float, ratios: dict[str, float], images: int = 300, area: float = 0.383) -> pd.DataFrame:
@@ -445,7 +446,7 @@ def table_context(name: str, compared: pd.DataFrame, key: str, columns: list[str
 def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
     """Every file the report rule reads, as the workflow would write them, and the adapter's smk object."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    validate_config(config, REPO / "rules/schema/config.schema.yaml")
+    validate_config(config, SCHEMA)
     evidence = grid_evidence()
     runs = list(GRID)
     records = summarise(run_records([v | {"run": r} for r, v in GRID.items()], [evidence.metrics[r] for r in runs]))
@@ -546,6 +547,7 @@ def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
             provenance=str(provenance),
             benchmarks=[str(p) for p in benchmarks],
             conclusions=str(REPO / "paper/conclusions.yaml"),
+            texts=str(REPO / "paper/report.yaml"),
             templates=templates,
         ),
         output=SimpleNamespace(
@@ -562,8 +564,8 @@ def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
             synthetic=synthetic,
             configfile="config.yaml",
             pdf_note="fixture PDF note",
+            build=report_config(config),
         ),
-        config=config,
     )
 
 
@@ -688,7 +690,7 @@ def test_browser_check_catches_broken_pages(tmp_path):
 def validated(path: Path) -> dict:
     """A config file as the workflow sees it: checked against the schema, defaults filled in."""
     config = yaml.safe_load(path.read_text())
-    validate_config(config, REPO / "rules/schema/config.schema.yaml")
+    validate_config(config, SCHEMA)
     return config
 
 

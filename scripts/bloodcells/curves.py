@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
-from .tables import ARCH_LABELS  # noqa: E402
+from .names import arch_label  # noqa: E402
 
 
 def epoch_axis(axis: plt.Axes) -> None:
@@ -109,7 +109,7 @@ def _natural(value: str) -> tuple:
 
 def _group_label(key: str, group: str) -> str:
     """Legend text of one compared value."""
-    return {"size": f"{group} px", "arch": ARCH_LABELS.get(group, group)}.get(key, group)
+    return {"size": f"{group} px", "arch": arch_label(group)}.get(key, group)
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], title: str, path: str) -> None:

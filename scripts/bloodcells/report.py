@@ -9,10 +9,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import jinja2
 import pandas as pd
 
-from .tables import latex_escape
+from .curves import comparison_panels
+from .tables import template_environment
 
 # The poster's tables in the poster's order, with the study each needs (for the note when one was not run).
 POSTER_TABLES = {
@@ -56,6 +56,55 @@ def tex_name(path: str | Path, prefix: str) -> str:
 def figure(path: str | Path, caption: str, prefix: str) -> dict:
     """One figure of the report: its source path, embedded image, LaTeX file name and caption."""
     return {"source": str(path), "uri": png_data_uri(path), "tex_file": tex_name(path, prefix), "caption": caption}
+
+
+def comparison_note(texts: dict, values: dict[str, dict]) -> str:
+    """Which of the poster's curve comparisons this grid allows (texts: paper/report.yaml `comparison`)."""
+    panels = [key for key, _ in comparison_panels(values)]
+    sizes = sorted({v["size"] for v in values.values()})
+    by_size = (
+        texts["size"].format(sizes=", ".join(f"{s} px" for s in sizes))
+        if "size" in panels
+        else texts["one_size"].format(size=sizes[0])
+    )
+    return f"{by_size} {texts['arch' if 'arch' in panels else 'one_arch']}"
+
+
+def report_figures(texts: dict, paths: dict, values: dict[str, dict], gradcam_runs: Sequence[str], facts: dict) -> dict:
+    """The report's figures with their captions (paper/report.yaml): the montage, the compared curves, each grid run's
+    curves and confusion matrix, each Grad-CAM panel. `paths` holds the report rule's figure inputs; `values` the
+    grid's runs; `facts` the dataset and the Grad-CAM layer."""
+    captions, runs = texts["figures"], list(values)
+    return {
+        "montage": figure(paths["montage"], captions["montage"].format(**facts), "montage"),
+        "compared": figure(paths["compared"], comparison_note(texts["comparison"], values), "compared"),
+        "curves": [figure(p, captions["curves"].format(run=r), "curves") for r, p in zip(runs, paths["curves"])],
+        "confusion": [
+            figure(p, captions["confusion"].format(run=r), "confusion") for r, p in zip(runs, paths["confusion"])
+        ],
+        "gradcam": [
+            figure(p, captions["gradcam"].format(run=r, **facts), "gradcam")
+            for r, p in zip(gradcam_runs, paths["panels"])
+        ],
+    }
+
+
+def all_figures(figures: dict) -> list[dict]:
+    """Every figure of the report, in order, for the LaTeX figures/ folder."""
+    return [figures["montage"], figures["compared"], *figures["curves"], *figures["confusion"], *figures["gradcam"]]
+
+
+def significance_section(significance: dict) -> dict:
+    """The report's statistics section: the method, alpha, and one row per paired test (the claim, the two models,
+    their accuracies, the discordant counts, p and the verdict)."""
+    rows = [
+        {"claim": c["claim"], "a": c["a"], "b": c["b"]}
+        | {"a_accuracy": t["a_accuracy"], "b_accuracy": t["b_accuracy"], "only_a": t["b"], "only_b": t["c"]}
+        | {"p": t["p_exact"], "verdict": c["verdict"]}
+        for c in significance["comparisons"]
+        for t in c["tests"]
+    ]
+    return {"method": significance["method"], "alpha": significance["alpha"], "rows": rows}
 
 
 def copy_tex_figures(figures: Sequence[dict], folder: str | Path) -> None:
@@ -225,12 +274,6 @@ def verdict_counts(conclusions: Sequence[dict]) -> dict[str, int]:
 
 def render_report(template_dir: str | Path, template: str, model: dict) -> str:
     """Render report.html.j2 (autoescaped) or report.tex.j2 (with the |latex filter) from the data model."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=template.endswith(".html.j2"),
-        keep_trailing_newline=True,
-    )
-    env.filters["latex"] = latex_escape
+    env = template_environment(template_dir, template)
     env.globals["verdict_class"] = lambda verdict: VERDICT_CLASSES.get(verdict, "untestable")
     return env.get_template(template).render(**model)

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .names import RUN_KEYS, arch_label, arch_size_label, model_label
 from .stats import mcnemar, verdict
-from .tables import ARCH_LABELS, EMPTY_CELL, any_outside, format_cell, outside_interval, value_interval
+from .tables import EMPTY_CELL, any_outside, format_cell, outside_interval, value_interval
 
 OPTIMIZER_LABELS = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}
 # Rows of the methods tables: the poster's three training rows, then the test rows this workflow adds.
@@ -71,7 +72,7 @@ def variant_label(values: dict, keys: Sequence[str]) -> str:
             else:
                 parts.append(f"{weighted}+ Attention ({value.upper()})")
         elif key == "arch":
-            parts.append(ARCH_LABELS.get(value, value))
+            parts.append(arch_label(value))
         elif key == "size":
             parts.append(f"{value} px")
         else:
@@ -81,22 +82,7 @@ def variant_label(values: dict, keys: Sequence[str]) -> str:
 
 def varying_keys(configs: Sequence[dict]) -> list[str]:
     """The run-value keys whose values differ between configurations, in a fixed order."""
-    keys = [
-        k
-        for k in (
-            "arch",
-            "size",
-            "batch_size",
-            "optimizer",
-            "learning_rate",
-            "momentum",
-            "dropout",
-            "class_weights",
-            "attention",
-            "epochs",
-        )
-        if len({repr(c.get(k)) for c in configs}) > 1
-    ]
+    keys = [k for k in RUN_KEYS if len({repr(c.get(k)) for c in configs}) > 1]
     if "momentum" in keys and "optimizer" not in keys:
         keys.remove("momentum")
     return keys
@@ -341,6 +327,27 @@ def transfer_cells(results: Sequence[tuple[str, dict]]) -> tuple[list[dict], lis
     return cells, list(names.values()), [column]
 
 
+def study_table(
+    table: str, configs: Sequence[tuple[dict, list[str]]], runs: Sequence[str], results: dict[str, dict], poster: dict
+) -> tuple[pd.DataFrame, dict]:
+    """A study table's long frame and its template cells (columns, rows) from its runs' results.
+
+    `results` maps each kind of input to {run id: parsed file}: 'transfer' (the transfer table) or 'metrics',
+    'bootstrap' and 'history' (the best epoch's history row); `poster` is the table's poster values.
+    """
+    if table == "transfer":
+        cells, rows, columns = transfer_cells([(run, results["transfer"][run]) for run in runs])
+    elif table == "table2":
+        cells, rows, columns = table2_cells(configs, results["metrics"], results["bootstrap"], poster)
+    elif table == "table4":
+        cells, rows, columns = table4_cells(configs[0][1], results["metrics"], poster)
+    else:
+        args = (results["metrics"], results["history"], results["bootstrap"], poster)
+        cells, rows, columns = methods_cells(configs, *args)
+    frame = long_frame(table, cells)
+    return frame, template_cells(frame, rows, columns)
+
+
 # --- paired comparisons behind the poster's conclusions ---------------------------------------------------------
 
 
@@ -351,19 +358,27 @@ def _find(configs: Sequence[tuple[dict, list[str]]], **wanted) -> tuple[dict, li
     return None
 
 
-def _model_label(values: dict) -> str:
-    return f"{ARCH_LABELS.get(values['arch'], values['arch'])} ({values['size']} px), batch {values['batch_size']}"
+def _poster_values(entries: Sequence[dict], metric: str, *configs: dict) -> list[str]:
+    """The poster's values of one metric for each configuration, as printed ('0.9856')."""
+    return [f"{poster_lookup(entries, values, metric)['value']:.4f}" for values in configs]
 
 
 def planned_comparisons(
     studies: dict[str, list[tuple[dict, list[str]]]],
     accuracy: dict[str, float],
-    poster_table3: Sequence[dict],
-    poster_table2: Sequence[dict],
+    poster: dict,
 ) -> list[dict]:
     """The comparisons the poster draws conclusions from, as pairs of configurations (runs per seed) with the
-    direction the poster claims (a_better_claimed: the poster says configuration A is more accurate)."""
+    direction the poster claims (a_better_claimed: the poster says configuration A is more accurate). `poster` is
+    paper/poster_values.yaml, the home of every poster number a claim quotes."""
     out: list[dict] = []
+    poster_table3 = poster["table3"]["values"]
+    attention = poster["text"]["attention"]
+    adam, rmsprop = {"optimizer": "adam", "learning_rate": 1e-4}, {"optimizer": "rmsprop", "learning_rate": 1e-4}
+    optimizer_adam, optimizer_rmsprop = _poster_values(
+        poster["methods_optimizer"]["values"], "train_accuracy", adam, rmsprop
+    )
+    table2_adam, table2_rmsprop = _poster_values(poster["table2"]["values"], "accuracy", adam, rmsprop)
     mean_acc = lambda runs: float(np.mean([accuracy[r] for r in runs]))  # noqa: E731
     table3 = studies.get("table3", [])
     # 1. the best vs the second-best Table 3 model (the poster's pair where the grid has it, else ours)
@@ -378,13 +393,13 @@ def planned_comparisons(
         out.append(
             {
                 "comparison": "table3_best_vs_second",
-                "a": _model_label(a),
-                "b": _model_label(b),
+                "a": model_label(a),
+                "b": model_label(b),
                 "a_runs": ra,
                 "b_runs": rb,
                 "a_better_claimed": True,
-                "claim": f"Optimal configuration by accuracy: {_model_label(a)} beats the second-best, "
-                f"{_model_label(b)} ({source})",
+                "claim": f"Optimal configuration by accuracy: {model_label(a)} beats the second-best, "
+                f"{model_label(b)} ({source})",
             }
         )
     # 2. batch 16 vs 32 for each model
@@ -401,7 +416,7 @@ def planned_comparisons(
             evidence = f"poster Table 3: {p16['value']:.4f} vs {p32['value']:.4f}"
         else:
             claim16, evidence = False, "poster conclusion: 'higher batch size improved F-1 scores'"
-        model = f"{ARCH_LABELS.get(values['arch'], values['arch'])} ({values['size']} px)"
+        model = arch_size_label(values)
         out.append(
             {
                 "comparison": f"batch16_vs_32_{values['arch']}_{values['size']}",
@@ -431,13 +446,18 @@ def planned_comparisons(
                 "a_runs": base[1],
                 "b_runs": runs,
                 "a_better_claimed": True,
-                "claim": "Attention and class-weighted loss reduce test accuracy (poster: 0.978 -> 0.955)",
+                "claim": "Attention and class-weighted loss reduce test accuracy (poster: "
+                f"{attention['accuracy_without']} -> {attention['accuracy_with']})",
             }
         )
     # 4. Adam vs RMSprop at the same learning rate: without (optimizer study) and with attention + weights (Table 2)
     for study, claim_adam, evidence in (
-        ("optimizer", True, "poster optimizer table: Adam best (training ACC 0.9856 vs 0.9839)"),
-        ("table2", False, "poster Table 2: RMSprop 0.9737 vs Adam 0.9553 at 1e-4"),
+        (
+            "optimizer",
+            True,
+            f"poster optimizer table: Adam best (training ACC {optimizer_adam} vs {optimizer_rmsprop})",
+        ),
+        ("table2", False, f"poster Table 2: RMSprop {table2_rmsprop} vs Adam {table2_adam} at 1e-4"),
     ):
         configs = studies.get(study, [])
         for values, runs in configs:
@@ -488,3 +508,37 @@ def run_comparisons(
             }
         )
     return results
+
+
+def prediction_outcomes(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A run's test labels (flat) and whether each image's argmax prediction is right, for the McNemar tests."""
+    labels = np.asarray(labels).reshape(-1)
+    return labels, np.argmax(probabilities, axis=1) == labels
+
+
+def bootstrap_frame(runs: Sequence[str], boots: Sequence[dict]) -> pd.DataFrame:
+    """One row per run: the bootstrap 95 % intervals of its test ACC and AUC (results/stats/bootstrap.csv)."""
+    return pd.DataFrame(
+        [
+            {"run": run}
+            | {f"{metric}_ci95_{end}": boot[metric][end] for metric in ("accuracy", "auc") for end in ("low", "high")}
+            | {"n_boot": boot["n_boot"]}
+            for run, boot in zip(runs, boots)
+        ]
+    )
+
+
+def significance_frame(results: Sequence[dict]) -> pd.DataFrame:
+    """One row per paired test (results/stats/significance.csv); McNemar's b and c are the discordant counts, the
+    models' labels go under model_a / model_b."""
+    return pd.DataFrame(
+        [
+            {"comparison": r["comparison"], "claim": r["claim"], "model_a": r["a"], "model_b": r["b"]}
+            | {key: t[key] for key in ("a_run", "b_run", "a_accuracy", "b_accuracy")}
+            | {"only_a_correct": t["b"], "only_b_correct": t["c"]}
+            | {key: t[key] for key in ("p_exact", "chi2", "p_chi2")}
+            | {"verdict": r["verdict"]}
+            for r in results
+            for t in r["tests"]
+        ]
+    )

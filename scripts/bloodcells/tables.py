@@ -13,9 +13,15 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from .atomic import write_text_atomic
+from .names import model_label
 
 CONFIG_KEYS = ["arch", "size", "batch_size"]
-ARCH_LABELS = {"resnet50": "ResNet-50", "resnet101": "ResNet-101"}
+METRIC_LABELS = {"accuracy": "Test accuracy", "auc": "Test AUC"}
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file a rule wrote (metrics, bootstrap intervals, tables, statistics)."""
+    return json.loads(Path(path).read_text())
 
 
 def run_records(runs: Sequence[dict], metrics: Sequence[dict], boots: Sequence[dict] | None = None) -> pd.DataFrame:
@@ -164,8 +170,7 @@ def table_cells(compared: pd.DataFrame, column_key: str, column_order: Sequence[
         cells = []
         for column in column_order:
             cells.append(format_cell(selected.loc[column]) if column in selected.index else EMPTY_CELL)
-        label = f"{ARCH_LABELS.get(config['arch'], config['arch'])} ({config['size']} px), batch {config['batch_size']}"
-        rows.append({"label": label, "cells": cells})
+        rows.append({"label": model_label(config), "cells": cells})
     return {"columns": list(column_order), "rows": rows, "any_outside": any_outside(rows)}
 
 
@@ -182,8 +187,8 @@ def write_table_files(frame: pd.DataFrame, context: dict, outputs: dict[str, str
         write_text_atomic(outputs[ext], render(template_dir, f"table.{ext}.j2", table=context))
 
 
-def render(template_dir: str | Path, template: str, **context) -> str:
-    """Render one of the paper/ templates."""
+def template_environment(template_dir: str | Path, template: str) -> jinja2.Environment:
+    """The jinja2 environment of the paper/ templates: HTML autoescaped, LaTeX with the |latex filter."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir)),
         undefined=jinja2.StrictUndefined,
@@ -191,7 +196,12 @@ def render(template_dir: str | Path, template: str, **context) -> str:
         keep_trailing_newline=True,
     )
     env.filters["latex"] = latex_escape
-    return env.get_template(template).render(**context)
+    return env
+
+
+def render(template_dir: str | Path, template: str, **context) -> str:
+    """Render one of the paper/ templates."""
+    return template_environment(template_dir, template).get_template(template).render(**context)
 
 
 def latex_escape(text: str) -> str:
@@ -260,3 +270,15 @@ def confidence_note(n_seeds: np.ndarray) -> str:
         f"mean ± sd over {', '.join(map(str, seeds))} seeds; [a, b] = 95 % interval of the mean "
         "(Student's t over seeds)"
     )
+
+
+def grid_table(summary: pd.DataFrame, poster: dict, table: str) -> tuple[pd.DataFrame, dict]:
+    """Table 3 (a column per metric) or Table 1 (a column per class, in the poster's order): the reproduced values
+    compared with the poster's, and the template cells."""
+    if table == "table3":
+        compared = compare(summary, poster_frame(poster, table), list(METRIC_LABELS))
+        return compared, table_cells(compared, "metric", list(METRIC_LABELS)) | {
+            "columns": list(METRIC_LABELS.values())
+        }
+    compared = compare(summary, poster_frame(poster, table), ["f1"])
+    return compared, table_cells(compared, "class", ordered_classes(list(dict.fromkeys(compared["class"]))))
