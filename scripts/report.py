@@ -50,7 +50,7 @@ def main(smk) -> None:
         "focus": {run: frame.to_dict("records") for run, frame in focus.items()},
         "conclusions": conclusions,
         "verdict_counts": paper.verdict_counts(conclusions),
-        "fidelity": paper.fidelity_notes(params.build, params.dataset),
+        "fidelity": paper.fidelity_notes(params.build, params.dataset, load_texts(inputs.poster)["text"]["recipe"]),
         "provenance": provenance,
         "training_hosts": paper.training_host_rows(provenance["training_hosts"]),
         "benchmarks": paper.benchmark_rows(params.all_runs, inputs.benchmarks),

@@ -546,6 +546,7 @@ def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
             focus=[str(focus)],
             provenance=str(provenance),
             benchmarks=[str(p) for p in benchmarks],
+            poster=str(REPO / "paper/poster_values.yaml"),
             conclusions=str(REPO / "paper/conclusions.yaml"),
             texts=str(REPO / "paper/report.yaml"),
             templates=templates,
@@ -695,10 +696,11 @@ def validated(path: Path) -> dict:
 
 
 def test_recipe_note_names_each_change_from_the_posters_recipe_with_its_config_key():
-    assert recipe_note(validated(REPO / "config.yaml")) == (
+    recipe = POSTER["text"]["recipe"]  # the poster's learning rate and epochs
+    assert recipe_note(validated(REPO / "config.yaml"), recipe) == (
         "As the poster: a constant learning rate, Keras' batch-normalisation defaults."
     )
-    demo = recipe_note(validated(REPO / "config.demo.yaml"))
+    demo = recipe_note(validated(REPO / "config.demo.yaml"), recipe)
     for key in (
         "defaults.learning_rate",
         "training.lr_schedule",
@@ -708,6 +710,7 @@ def test_recipe_note_names_each_change_from_the_posters_recipe_with_its_config_k
     ):
         assert f"{key}" in demo
     assert "half cosine over the 3 epochs after a linear warm-up of 0.3 epochs" in demo
+    assert "where the poster used 1e-4 (defaults.learning_rate)" in demo
     imagenet = validated(REPO / "config.demo.yaml")
     imagenet["training"]["weights"] = "imagenet"  # zero-initialised branches apply only to random initialisation
-    assert "zero_init_residual" not in recipe_note(imagenet)
+    assert "zero_init_residual" not in recipe_note(imagenet, recipe)

@@ -108,6 +108,7 @@ def report_inputs(config: dict, plan: Plan, paper: Path) -> dict[str, list[str] 
         "focus": gradcam_files(plan.gradcam, "focus.csv"),
         "provenance": "results/report/provenance.json",
         "benchmarks": [f"benchmarks/train/{run}.tsv" for run in plan.runs],
+        "poster": str(paper / "poster_values.yaml"),
         "conclusions": str(paper / "conclusions.yaml"),
         "texts": str(paper / "report.yaml"),
         "templates": templates(paper, "report"),

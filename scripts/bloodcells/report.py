@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .curves import comparison_panels
+from .studies import lr_label
 from .tables import template_environment
 
 # The poster's tables in the poster's order, with the study each needs (for the note when one was not run).
@@ -115,17 +116,19 @@ def copy_tex_figures(figures: Sequence[dict], folder: str | Path) -> None:
         shutil.copyfile(item["source"], folder / item["tex_file"])
 
 
-# The poster's training recipe where this build makes it a config value: Keras' defaults, a constant rate.
-POSTER_RECIPE = {"learning_rate": 1e-4, "lr_schedule": "constant", "bn_momentum": None, "zero_init_residual": False}
+# What the poster's recipe left at Keras' defaults where this build makes it a config value: a constant rate.
+POSTER_RECIPE = {"lr_schedule": "constant", "bn_momentum": None, "zero_init_residual": False}
 
 
-def recipe_note(config: dict) -> str:
-    """The fidelity note on the training recipe: each config value that differs from the poster's, with its key."""
+def recipe_note(config: dict, poster: dict) -> str:
+    """The fidelity note on the training recipe: each config value that differs from the poster's, with its key.
+    `poster` is the poster's recipe (paper/poster_values.yaml text.recipe: learning rate, epochs)."""
     training = config["training"]
     changes = []
-    if config["defaults"]["learning_rate"] != POSTER_RECIPE["learning_rate"]:
+    if config["defaults"]["learning_rate"] != poster["learning_rate"]:
         changes.append(
-            f"learning rate {config['defaults']['learning_rate']:g} where the poster used 1e-4 (defaults.learning_rate)"
+            f"learning rate {config['defaults']['learning_rate']:g} where the poster used "
+            f"{lr_label(poster['learning_rate'])} (defaults.learning_rate)"
         )
     if training["lr_schedule"] != POSTER_RECIPE["lr_schedule"]:
         warmup = f" after a linear warm-up of {training['warmup_epochs']:g} epochs" if training["warmup_epochs"] else ""
@@ -148,8 +151,8 @@ def recipe_note(config: dict) -> str:
     return "This build changes the poster's recipe: " + "; ".join(changes) + "."
 
 
-def fidelity_notes(config: dict, dataset: str) -> list[dict]:
-    """How this build relates to the poster's methods, topic by topic."""
+def fidelity_notes(config: dict, dataset: str, poster: dict) -> list[dict]:
+    """How this build relates to the poster's methods, topic by topic (`poster`: its recipe, as in recipe_note)."""
     training, source = config["training"], config["datasets"][dataset]
     augmentation = training["augmentation"]
     weights = training["weights"]
@@ -162,11 +165,11 @@ def fidelity_notes(config: dict, dataset: str) -> list[dict]:
         },
         {
             "topic": "Epoch rule",
-            "text": f"The poster trained for 10 epochs. This build trains at most "
+            "text": f"The poster trained for {poster['epochs']} epochs. This build trains at most "
             f"{training['max_epochs']} epochs with early stopping after {training['patience']} epochs without a lower "
             "validation loss, and evaluates the weights of the epoch with the lowest validation loss.",
         },
-        {"topic": "Training recipe", "text": recipe_note(config)},
+        {"topic": "Training recipe", "text": recipe_note(config, poster)},
         {
             "topic": "Weights",
             "text": "ImageNet weights, as the poster."
