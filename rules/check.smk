@@ -4,6 +4,7 @@
 
 
 rule check_environment:
+    """Report TensorFlow, its GPUs and CUDA build, and free disk space (run on request, never by `all`)."""
     log:
         "logs/check_environment.log",
     conda:

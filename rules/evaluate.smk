@@ -2,6 +2,7 @@
 
 
 rule evaluate:
+    """Predict the run's test split once: predictions.npz and metrics.json (accuracy, AUC, per class)."""
     input:
         model="results/runs/{run}/model.keras",
         data=run_data,
@@ -21,13 +22,14 @@ rule evaluate:
         gpu=1,
     params:
         batch_size=config["evaluation"]["batch_size"],
-        dataset=lambda wildcards: RUNS[wildcards.run]["dataset"],
+        dataset=run_dataset_config,
         require_gpu=config["training"]["require_gpu"],
     script:
         "../scripts/evaluate.py"
 
 
 rule plot_curves:
+    """Plot a run's training and validation curves, epoch by epoch."""
     input:
         "results/runs/{run}/history.csv",
     output:
@@ -46,6 +48,7 @@ rule plot_curves:
 
 
 rule plot_confusion:
+    """Plot a run's confusion matrix on the test split."""
     input:
         "results/runs/{run}/metrics.json",
     output:
@@ -64,6 +67,7 @@ rule plot_confusion:
 
 
 rule compare_curves:
+    """Plot the validation loss of the Table 3 grid's runs, compared by image size and by architecture."""
     input:
         expand("results/runs/{run}/history.csv", run=TABLE3_RUNS),
     output:

@@ -2,6 +2,7 @@
 
 
 rule gradcam:
+    """Grad-CAM of a run's test images: a panel per class, heatmaps and per-class focus scores."""
     input:
         model="results/runs/{run}/model.keras",
         predictions="results/runs/{run}/predictions.npz",
@@ -28,7 +29,7 @@ rule gradcam:
     resources:
         gpu=1,
     params:
-        dataset=lambda wildcards: config["datasets"][RUNS[wildcards.run]["dataset"]],
+        dataset=run_dataset_config,
         layer=config["gradcam"]["layer"],
         per_class_correct=config["gradcam"]["per_class_correct"],
         per_class_mistakes=config["gradcam"]["per_class_mistakes"],

@@ -2,6 +2,7 @@
 
 
 rule train:
+    """Train one run (resumable): model.keras, its per-epoch history and where each session ran."""
     input:
         unpack(train_input),
     output:
@@ -22,6 +23,7 @@ rule train:
         gpu=1,
     params:
         values=run_values,
+        dataset=run_dataset_config,
         training=config["training"],
         require_gpu=config["training"]["require_gpu"],
         # Outside the declared outputs, so Snakemake keeps it when a job is killed.

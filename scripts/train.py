@@ -1,41 +1,14 @@
 """Snakemake adapter: train one run and write model.keras, history.csv and host.json (where each session ran)."""
 
-import csv
-import io
 import json
 import signal
 
-from bloodcells.atomic import atomic_path, remove_stale_parts, write_text_atomic
+from bloodcells.atomic import atomic_path, remove_stale_parts, rows_csv, write_text_atomic
 from bloodcells.dataset import class_names_of, load_split
-from bloodcells.download import IMAGENET_NOTOP_MD5, check_file_md5
-from bloodcells.gpu_lock import pin_job_to_gpu
-from bloodcells.hardware import enforce_gpu_requirement
-from bloodcells.logs import log_to_file
+from bloodcells.download import verified_weights
+from bloodcells.hardware import tensorflow_sees_gpu
+from bloodcells.jobsetup import start_tensorflow_job
 from bloodcells.provenance import training_session
-
-
-def history_csv(rows: list[dict]) -> str:
-    """The per-epoch history as CSV text."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def tensorflow_sees_gpu() -> bool:
-    """Whether TensorFlow can train on a GPU in this job."""
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def verified_weights(path: str | None, arch: str) -> str | None:
-    """The ImageNet weights file a run starts from, its MD5 checked against Keras' (None: random initialisation)."""
-    if path is not None:
-        check_file_md5(path, IMAGENET_NOTOP_MD5[arch], f"Keras' ImageNet no-top weights of {arch}")
-    return path
 
 
 def stop_on_sigterm(signum: int, frame) -> None:
@@ -52,32 +25,23 @@ def stop_on_sigterm(signum: int, frame) -> None:
 
 def main(smk) -> None:
     """Read the run from the snakemake object, train it and write its outputs atomically."""
-    log_to_file(smk.log[0])
-    from bloodcells.training import (
-        RunSpec,
-        TrainSettings,
-        inference_model,
-        run_epochs,
-        train_run,
-    )  # imports TensorFlow: after the log redirect
+    start_tensorflow_job(
+        smk.log[0], "train", {"run": smk.wildcards.run}, smk.resources.gpu, smk.params.require_gpu, smk.threads
+    )
+    from bloodcells.training import RunSpec, TrainSettings, inference_model, run_epochs, train_run  # TensorFlow
 
     # Python's default for SIGTERM ends the process at once; as an exception it unwinds through atomic_path.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    for output in (smk.output.model, smk.output.history, smk.output.host):
-        for stale in remove_stale_parts(output):
-            print(f"removed {stale}, left by a killed job", flush=True)
-    pin_job_to_gpu(smk)  # a GPU no other running job holds, before TensorFlow starts; no-op without GPU
-    enforce_gpu_requirement(smk.params.require_gpu, "train")  # stop now, not after hours on the CPU
+    for stale in [part for output in smk.output for part in remove_stale_parts(output)]:
+        print(f"removed {stale}, left by a killed job", flush=True)
     values = smk.params.values
     training = run_epochs(smk.params.training, values.get("epochs"))  # a run with `epochs` trains exactly that many
-    n_classes = len(class_names_of(smk.config["datasets"][values["dataset"]]))
+    n_classes = len(class_names_of(smk.params.dataset))
     spec = RunSpec.from_values(values, training["weights"])
     # 'auto' is resolved here, on the host that trains, not where Snakemake parsed the workflow.
     settings = TrainSettings.from_config(training, smk.threads, tensorflow_sees_gpu())
     print(f"run {smk.wildcards.run}: {spec}\n{settings}", flush=True)
-    train = load_split(smk.input.data, "train", n_classes)
-    val = load_split(smk.input.data, "val", n_classes)
-    session = training_session(settings.xla, settings.mixed_precision, settings.threads)
+    train, val = (load_split(smk.input.data, split, n_classes) for split in ("train", "val"))
     model, history, checkpoint, sessions = train_run(
         (train.images, train.labels),
         (val.images, val.labels),
@@ -86,11 +50,11 @@ def main(smk) -> None:
         settings,
         smk.params.checkpoint,
         weights_file=verified_weights(smk.input.get("weights"), spec.arch),
-        session=session,
+        session=training_session(settings.xla, settings.mixed_precision, settings.threads),
     )
     with atomic_path(smk.output.model) as tmp:
         inference_model(model).save(tmp)
-    write_text_atomic(smk.output.history, history_csv(history))
+    write_text_atomic(smk.output.history, rows_csv(history))
     write_text_atomic(smk.output.host, json.dumps({"run": smk.wildcards.run, "sessions": sessions}, indent=1))
     checkpoint.remove()
 

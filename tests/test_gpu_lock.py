@@ -8,7 +8,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from conftest import REPO
@@ -174,11 +173,10 @@ def test_pin_job_to_gpu_only_for_gpu_rules(monkeypatch, tmp_path):
     monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
     monkeypatch.setenv(gpu_lock.LOCK_DIR_VARIABLE, str(tmp_path))
     monkeypatch.setattr(gpu_lock, "_HELD", None)
-    cpu_job = SimpleNamespace(resources=SimpleNamespace(gpu=0), rule="train", wildcards={})
-    assert gpu_lock.pin_job_to_gpu(cpu_job) is None and os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
-    gpu_job = SimpleNamespace(resources=SimpleNamespace(gpu=1), rule="train", wildcards={"run": "r1"})
+    assert gpu_lock.pin_job_to_gpu(0, gpu_lock.job_label("train", {})) is None
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
     try:
-        assert gpu_lock.pin_job_to_gpu(gpu_job) == "0"
+        assert gpu_lock.pin_job_to_gpu(1, gpu_lock.job_label("train", {"run": "r1"})) == "0"
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
         assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
         assert "rule train (run=r1)" in (tmp_path / "gpu0.lock").read_text()

@@ -303,6 +303,7 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
         wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
         log=[None],
         threads=2,
+        resources=SimpleNamespace(gpu=0),
     )
     load_rule_script("gradcam").main(smk)
 
@@ -327,14 +328,13 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
 def test_region_masks_refuse_a_changed_dataset():
     from bloodcells.synthetic import make_synthetic_dataset
 
-    adapter = load_rule_script("gradcam")
     source = {"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 16, "seed": 5}
     arrays = make_synthetic_dataset(32, 8, 8, 16, 5, with_masks=True)
-    masks, region = adapter.region_masks(source, arrays["test_images"], 0.35)
+    masks, region = gc.region_masks(source, arrays["test_images"], 0.35)
     assert region == "cell mask" and np.array_equal(masks, arrays["test_masks"])
     with pytest.raises(ValueError, match="differ from the prepared dataset"):
-        adapter.region_masks({**source, "seed": 6}, arrays["test_images"], 0.35)
-    masks, region = adapter.region_masks({"source": "medmnist"}, arrays["test_images"], 0.35)
+        gc.region_masks({**source, "seed": 6}, arrays["test_images"], 0.35)
+    masks, region = gc.region_masks({"source": "medmnist"}, arrays["test_images"], 0.35)
     assert region == "centred disc r=0.35 x side" and masks.shape == (16, 32, 32)
     assert np.array_equal(masks[0], gc.central_disc_mask(32, 0.35))
 

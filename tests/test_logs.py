@@ -179,7 +179,8 @@ def test_rule_scripts_redirect_their_log_before_tensorflow_is_imported():
     scripts = sorted(SCRIPTS.glob("*.py"))
     result = run_python(code, *map(str, scripts))
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
-    # ... and log_to_file comes first in main (or the __main__ block), before any import or other work.
+    # ... and log_to_file (for TensorFlow jobs: start_tensorflow_job, which calls it first) comes first in main (or
+    # the __main__ block), before any import or other work.
     for script in scripts:
         if script.name == "check_environment.py":  # prints its report to the terminal and writes it to its log
             continue
@@ -194,10 +195,10 @@ def test_rule_scripts_redirect_their_log_before_tensorflow_is_imported():
             for i, stmt in enumerate(body)
             if isinstance(stmt, ast.Expr)
             and isinstance(stmt.value, ast.Call)
-            and getattr(stmt.value.func, "id", None) == "log_to_file"
+            and getattr(stmt.value.func, "id", None) in ("log_to_file", "start_tensorflow_job")
         ]
-        assert len(calls) == 1, f"{script.name}: log_to_file is called {len(calls)} times"
+        assert len(calls) == 1, f"{script.name}: log_to_file or start_tensorflow_job is called {len(calls)} times"
         body, index = calls[0]
         before = [ast.unparse(stmt) for stmt in body[:index]]
         allowed = [stmt for stmt in before if stmt == "smk = snakemake" or (stmt.startswith(("'", '"')))]
-        assert before == allowed, f"{script.name}: {before} run before log_to_file"
+        assert before == allowed, f"{script.name}: {before} run before the log redirect"

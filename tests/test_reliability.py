@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, load_rule_script, run_snakemake
+from conftest import REPO, SCHEMA, TINY, load_rule_script, run_snakemake
 from keras.src.saving import saving_lib
 from PIL import Image
 
@@ -25,8 +25,9 @@ from bloodcells.atomic import atomic_directory, remove_stale_parts, write_text_a
 from bloodcells.dataset import BLOODMNIST_CLASSES, DatasetError, load_split, save_dataset
 from bloodcells.model import Augmentation, RandomShearZoomFlip, load_model
 from bloodcells.plan import ConfigError, validate_config
-from bloodcells.sources import import_folder, write_synthetic_folder
-from bloodcells.synthetic import make_synthetic_dataset
+from bloodcells.predictions import predict_saved_model
+from bloodcells.sources import import_folder
+from bloodcells.synthetic import make_synthetic_dataset, write_synthetic_folder
 from bloodcells.training import (
     SEED_BLOCK,
     Checkpoint,
@@ -38,8 +39,6 @@ from bloodcells.training import (
     train_run,
 )
 
-SCHEMA = REPO / "rules/schema/config.schema.yaml"
-TINY = REPO / "tests/configs/tiny.yaml"
 CLASSES = {"Basophil": "basophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte"}
 
 
@@ -289,7 +288,7 @@ def test_model_of_another_class_count_is_refused_by_evaluate(tmp_path):
     path = tmp_path / "model.keras"
     small_trained_model(0).save(path)  # 3 classes
     with pytest.raises(ValueError) as error:
-        load_rule_script("evaluate").predict(str(path), np.zeros((2, 4), "float32"), 8, batch_size=2, threads=1)
+        predict_saved_model(str(path), np.zeros((2, 4), "float32"), batch_size=2, n_classes=8)
     print(error.value)
     assert f"{path}: model predicts 3 classes but the evaluation data has 8" in str(error.value)
 
@@ -331,14 +330,20 @@ def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_th
             predictions=str(tmp_path / "predictions.npz"),
             data=str(tmp_path / "data.npz"),
         ),
+        output=SimpleNamespace(**{name: str(tmp_path / name) for name in ("panel", "pdf", "heatmaps", "focus")}),
         params=SimpleNamespace(
             dataset={"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0},
             layer="conv5_block3_out",
+            per_class_correct=2,
+            per_class_mistakes=1,
+            batch_size=8,
+            disc_radius=0.35,
             require_gpu="auto",
         ),
         wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
         log=[None],
         threads=1,
+        resources=SimpleNamespace(gpu=0),
     )
     with pytest.raises(ValueError) as error:
         load_rule_script("gradcam").main(smk)

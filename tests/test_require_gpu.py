@@ -1,11 +1,12 @@
 """training.require_gpu: a GPU rule stops at its start, with the diagnosis, instead of training for hours on the CPU."""
 
+import ast
 import os
 import re
 import time
 
 import pytest
-from conftest import REPO, run_snakemake
+from conftest import REPO, TINY, run_snakemake
 
 from bloodcells import hardware
 from bloodcells.hardware import GpuRequiredError, enforce_gpu_requirement, gpu_requirement_error
@@ -105,9 +106,22 @@ def test_every_gpu_rule_passes_the_setting_and_checks_it_first():
         body = rules.split(f"rule {rule}:")[1].split("\nrule ")[0]
         assert 'require_gpu=config["training"]["require_gpu"]' in body, rule
         script = (REPO / re.search(r'"\.\./scripts/(\w+\.py)"', body).group(1).join(["scripts/", ""])).read_text()
-        main = script.split("def main(smk)")[1]
-        check = main.index(f'enforce_gpu_requirement(smk.params.require_gpu, "{rule}")')
-        assert check < main.index("load_split("), rule  # before any data is read
+        [main] = [node for node in ast.parse(script).body if isinstance(node, ast.FunctionDef) and node.name == "main"]
+        first = ast.unparse(main.body[1])  # after the docstring, before any data is read
+        assert first.startswith("start_tensorflow_job(smk.log[0], " + repr(rule)), rule
+        assert "smk.params.require_gpu" in first, rule
+
+
+def test_job_setup_checks_the_setting_after_pinning_and_before_tensorflow_starts(monkeypatch):
+    from bloodcells import jobsetup
+
+    calls = []
+    monkeypatch.setattr(jobsetup, "log_to_file", lambda path: calls.append(("log", path)))
+    monkeypatch.setattr(jobsetup, "pin_job_to_gpu", lambda gpus, label: calls.append(("pin", gpus, label[:23])))
+    monkeypatch.setattr(jobsetup, "enforce_gpu_requirement", lambda require, rule: calls.append(("check", require)))
+    monkeypatch.setattr(jobsetup, "set_threads_and_memory", lambda threads: calls.append(("threads", threads)) or 1)
+    jobsetup.start_tensorflow_job("logs/x.log", "evaluate", {"run": "r1"}, 1, "auto", 3)
+    assert calls == [("log", "logs/x.log"), ("pin", 1, "rule evaluate (run=r1) "), ("check", "auto"), ("threads", 3)]
 
 
 def test_train_job_stops_on_a_gpu_machine_whose_gpu_tensorflow_cannot_see(tmp_path, monkeypatch):
@@ -121,7 +135,7 @@ def test_train_job_stops_on_a_gpu_machine_whose_gpu_tensorflow_cannot_see(tmp_pa
     run = "synthetic-32-resnet50-bs16-s0"
     workdir = tmp_path / "work"
     workdir.mkdir()
-    args = ("--cores", "1", "--configfile", str(REPO / "tests/configs/tiny.yaml"))
+    args = ("--cores", "1", "--configfile", str(TINY))
     run_snakemake(workdir, "results/data/synthetic/32.npz", *args)  # the data, made before the clock starts
     started = time.monotonic()
     result = run_snakemake(workdir, f"results/runs/{run}/model.keras", *args, check=False)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import glob
+import io
 import os
 import shutil
 import tempfile
@@ -46,6 +48,15 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> None:
     """Write `text` to `final` atomically."""
     with atomic_path(final) as tmp:
         tmp.write_text(text)
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """Rows as CSV text, one column per key in order of first appearance (a key some rows lack stays empty there)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager

@@ -150,3 +150,10 @@ def check_file_md5(path: str | Path, md5: str, what: str) -> None:
             f"{path}: MD5 {actual} is not the {md5} of {what}; delete the file (the workflow fetches "
             "it again) or replace it with the right one"
         )
+
+
+def verified_weights(path: str | None, arch: str) -> str | None:
+    """The ImageNet weights file a run starts from, its MD5 checked against Keras' (None: random initialisation)."""
+    if path is not None:
+        check_file_md5(path, IMAGENET_NOTOP_MD5[arch], f"Keras' ImageNet no-top weights of {arch}")
+    return path

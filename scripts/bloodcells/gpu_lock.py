@@ -13,7 +13,7 @@ workflow to cards 2,3 gets jobs pinned among 2 and 3; set but empty means none),
 Inside a SLURM job that SLURM gave GPUs to, SLURM already made the card exclusive (and may
 number it 0 in every job through cgroups), so no lock is taken there.
 
-Call it first thing in a job's main(), before TensorFlow lists its devices. Importing keras or
+bloodcells.jobsetup calls it in every TensorFlow job, before TensorFlow lists its devices. Importing keras or
 tensorflow does not yet initialise CUDA; the first device query does, and from then on
 `CUDA_VISIBLE_DEVICES` is ignored (claim_gpu warns when it comes too late).
 """
@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,11 +263,14 @@ def release_gpu() -> None:
         _HELD = None
 
 
-def pin_job_to_gpu(smk) -> str | None:
-    """claim_gpu for a Snakemake job whose rule asks for a GPU (resources gpu >= 1); labels the lock with the job."""
-    wanted = getattr(smk.resources, "gpu", 0) if hasattr(smk, "resources") else 0
-    if not wanted:
+def job_label(rule: str, wildcards: Mapping[str, str]) -> str:
+    """How a lock file names the job that holds its card: rule, wildcards, process and host."""
+    values = ", ".join(f"{key}={value}" for key, value in wildcards.items())
+    return f"rule {rule} ({values}) pid {os.getpid()} on {socket.gethostname()}"
+
+
+def pin_job_to_gpu(gpus: int, label: str) -> str | None:
+    """claim_gpu for a job that asks for a GPU (its rule's `resources: gpu`, here `gpus`, >= 1); else nothing."""
+    if not gpus:
         return None
-    wildcards = ", ".join(f"{key}={value}" for key, value in dict(smk.wildcards.items()).items())
-    label = f"rule {smk.rule} ({wildcards}) pid {os.getpid()} on {socket.gethostname()}"
     return claim_gpu(label=label)

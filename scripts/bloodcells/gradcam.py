@@ -1,4 +1,5 @@
-"""Grad-CAM (Selvaraju et al. 2017) on the saved flat models, example selection, focus scores and panels.
+"""Grad-CAM (Selvaraju et al. 2017) on the saved flat models, example selection, focus scores and panels, and
+one run's whole Grad-CAM job (explain_run, which rule gradcam's adapter calls).
 
 Class score. The paper differentiates the pre-softmax score y^c. Our models end in a float32
 Dense layer named "predictions" with a softmax, so the default score ("logit") is recomputed
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, rows_csv, write_text_atomic
 
 DEFAULT_LAYER = "conv5_block3_out"
 SCORES = ("logit", "probability")
@@ -30,6 +31,7 @@ MIN_MAP_SIDE = 4
 # Perceptually uniform and readable with deuteranopia, protanopia and tritanopia (Nunez et al. 2018).
 COLORMAP = "cividis"
 OVERLAY_ALPHA = 0.55
+UPSAMPLE_CHUNK = 256  # heatmaps upsampled at a time for the focus scores (bounds memory at 224 px)
 
 
 def spatial_layers(model) -> dict[str, tuple[int, int]]:
@@ -362,4 +364,129 @@ def focus_table(
                 "region": region,
             }
         )
+    return rows
+
+
+def region_masks(source: dict, test_images: np.ndarray, disc_radius: float) -> tuple[np.ndarray, str]:
+    """The cell region of each test image and its description: true masks on synthetic data, else a centred disc."""
+    size = test_images.shape[1]
+    if source["source"] == "synthetic":
+        from .synthetic import make_synthetic_dataset
+
+        arrays = make_synthetic_dataset(
+            size, source["n_train"], source["n_val"], source["n_test"], source.get("seed", 0), with_masks=True
+        )
+        regenerated = arrays["test_images"]
+        if regenerated.shape != test_images.shape or not np.array_equal(regenerated, test_images):
+            raise ValueError(
+                "the synthetic test images regenerated from the dataset config (seed, n_train, n_val, n_test) differ "
+                "from the prepared dataset file, so their cell masks cannot be trusted; re-run prepare_dataset "
+                "(the config or scripts/bloodcells/synthetic.py changed since the file was made)"
+            )
+        return arrays["test_masks"], "cell mask"
+    disc = central_disc_mask(size, disc_radius)
+    return np.broadcast_to(disc, (len(test_images), size, size)), f"centred disc r={disc_radius:g} x side"
+
+
+def all_focus_scores(maps: np.ndarray, masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """focus_scores of layer-resolution maps against image-size masks, upsampling UPSAMPLE_CHUNK maps at a time."""
+    if not len(maps):
+        return np.zeros(0)
+    chunks = range(0, len(maps), UPSAMPLE_CHUNK)
+    return np.concatenate(
+        [focus_scores(upsample(maps[i : i + UPSAMPLE_CHUNK], size), masks[i : i + UPSAMPLE_CHUNK]) for i in chunks]
+    )
+
+
+def target_layer(model, layer: str, model_path: str | os.PathLike) -> tuple[str, int, int]:
+    """The Grad-CAM layer the config names (or 'auto') and its map size; an error names the config key and file."""
+    try:
+        layer = resolve_layer(model, layer)
+    except ValueError as error:  # name the config key and the model file, beside the valid layers
+        raise ValueError(f"config key 'gradcam.layer' for {model_path}: {error}") from error
+    h, w = spatial_layers(model)[layer]
+    return layer, h, w
+
+
+def checked_predictions(
+    predictions_path: str | os.PathLike, data_path: str, test_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The saved probabilities and labels of a run, refused when the labels are not those of its test split."""
+    from .predictions import read_predictions
+
+    probabilities, labels = read_predictions(predictions_path)
+    if len(labels) != len(test_labels) or not np.array_equal(labels, test_labels):
+        raise ValueError(f"{predictions_path}: labels differ from the test split of {data_path}; re-run evaluate")
+    return probabilities, labels
+
+
+@dataclass(frozen=True)
+class GradcamJob:
+    """One run's Grad-CAM job as plain values: its files, dataset config block and the config's gradcam settings."""
+
+    run: str
+    model: str
+    data: str
+    predictions: str
+    source: dict  # the dataset's config block: class names, and the cell masks of synthetic data
+    layer: str = DEFAULT_LAYER
+    per_class_correct: int = 2
+    per_class_mistakes: int = 1
+    batch_size: int = 32
+    disc_radius: float = 0.35
+
+
+def explain_run(job: GradcamJob, panel: str, pdf: str, heatmaps: str, focus_csv: str) -> list[dict]:
+    """Grad-CAM of every test image for its predicted class: panel PNG and PDF, heatmaps npz, focus table (returned)."""
+    from .dataset import class_names_of, load_split
+    from .model import load_model  # imports TensorFlow: only in a job whose log is redirected
+
+    class_names = class_names_of(job.source)
+    test = load_split(job.data, "test", len(class_names))
+    probabilities, labels = checked_predictions(job.predictions, job.data, test.labels)
+    model = load_model(job.model)  # safe mode, with the custom layers registered
+    layer, h, w = target_layer(model, job.layer, job.model)
+    print(
+        f"run {job.run}: Grad-CAM at '{layer}' ({h}x{w} map for {test.images.shape[1]} px images), "
+        f"class score = logit of the predicted class, {len(labels)} test images",
+        flush=True,
+    )
+    if min(h, w) < MIN_MAP_SIDE:
+        print(
+            f"note: a {h}x{w} map is coarse; '{suggest_layer(model)}' is the deepest block with at least "
+            f"{MIN_MAP_SIDE}x{MIN_MAP_SIDE} cells (set gradcam.layer in the config)",
+            flush=True,
+        )
+    predicted = probabilities.argmax(axis=1)
+    maps = gradcam_maps(model, test.images, layer, predicted, job.batch_size)
+    masks, region = region_masks(job.source, test.images, job.disc_radius)
+    size = test.images.shape[1:3]
+    focus = all_focus_scores(maps, masks, size)
+    selection = select_examples(labels, probabilities, job.per_class_correct, job.per_class_mistakes)
+    chosen = selection.indices
+    shown = upsample(maps[chosen], size)
+    title = f"{job.run}: Grad-CAM at {layer} ({h}x{w}), predicted class"
+    plot_panels(test.images, shown, labels, probabilities, selection, class_names, panel, pdf, title=title)
+    save_heatmaps(
+        heatmaps,
+        heatmaps=shown,  # panel images, N x H x W in [0, 1]
+        indices=chosen,  # their test-split indices
+        is_mistake=predicted[chosen] != labels[chosen],
+        maps=maps,  # every test image, at the layer's resolution, not normalised
+        labels=labels,
+        predicted=predicted,
+        probability=probabilities[np.arange(len(labels)), predicted],
+        focus=focus,
+        layer=np.array(layer),
+        score=np.array("logit"),
+        region=np.array(region),
+        class_names=np.array(class_names),
+    )
+    rows = focus_table(labels, focus, masks, class_names, region)
+    write_text_atomic(focus_csv, rows_csv(rows))
+    overall = rows[-1]
+    print(
+        f"focus (share of heat in {region}): {overall['focus_mean']:.3f} over {overall['n_images']} images, "
+        f"region area share {overall['region_area_share']:.3f}, ratio {overall['focus_ratio']:.2f}"
+    )
     return rows

@@ -1,11 +1,13 @@
-"""Hardware switches: whether a GPU is there, how 'auto' of mixed precision and XLA resolves, and whether a GPU
-rule may run where TensorFlow sees no GPU (training.require_gpu)."""
+"""Hardware switches: whether a GPU is there, how 'auto' of mixed precision and XLA resolves, whether a GPU
+rule may run where TensorFlow sees no GPU (training.require_gpu), TensorFlow's threads and memory, and the
+environment check's report (scripts/check_environment.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +52,28 @@ def resolve_switch(value, has_gpu: bool) -> bool:
         if word in _FALSE:
             return False
     raise ValueError(f"hardware switch: {value!r} is not 'auto', true or false")
+
+
+def tensorflow_sees_gpu() -> bool:
+    """Whether TensorFlow can run on a GPU in this process (imports TensorFlow)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def set_threads_and_memory(threads: int, inter_op_threads: int | None = None) -> bool:
+    """Set TensorFlow's thread counts and GPU memory growth; False where TensorFlow had started already (kept as is)."""
+    import tensorflow as tf
+
+    try:  # only possible before TensorFlow's first op (always so in a Snakemake job)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        if inter_op_threads is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+        for gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, not the whole card
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        return False  # TensorFlow already ran an op in this process (tests): its thread and memory settings stay
+    return True
 
 
 def machine_gpus(devices: str | Path = "/dev") -> dict:
@@ -205,7 +229,7 @@ def enforce_gpu_requirement(
     """Raise GpuRequiredError, naming the rule, when training.require_gpu forbids this job to run on the CPU.
 
     Cheap where it cannot stop: false returns at once, and auto on a machine without GPU never imports TensorFlow.
-    Call it after gpu_lock.pin_job_to_gpu (which sets CUDA_VISIBLE_DEVICES) and before reading data.
+    bloodcells.jobsetup calls it after gpu_lock.pin_job_to_gpu (which sets CUDA_VISIBLE_DEVICES), before any data.
     """
     environ = os.environ if environ is None else environ
     if not resolve_switch(require, has_gpu=True):  # false, in any spelling: never stops
@@ -216,3 +240,78 @@ def enforce_gpu_requirement(
     message = gpu_requirement_error(require, machine, tensorflow_info(), environ)
     if message:
         raise GpuRequiredError(f"{rule}: {message}")
+
+
+# --- The environment check (scripts/check_environment.py, rule check_environment) ---
+
+LOW_DISK_BYTES = 20 * 1024**3  # the full study writes ~10 GB (datasets, 12 models, checkpoints)
+
+
+def free_bytes(path: str | Path) -> tuple[Path, int]:
+    """Free space of the file system `path` is on (or will be on: its nearest existing parent)."""
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    return path, shutil.disk_usage(path).free
+
+
+def diagnose(machine: dict, tf_info: dict, environ: dict, free: int) -> list[str]:
+    """The warnings to print: GPU rules that would run on the CPU, and why; little disk space."""
+    warnings = []
+    rules = ", ".join(GPU_RULES)
+    if "error" in tf_info:
+        warnings.append(
+            f"TensorFlow cannot be imported ({tf_info['error']}): {rules} will fail. "
+            "Use the tensorflow env (snakemake --use-conda) or pip install -r requirements.txt."
+        )
+    elif machine_has_gpu(machine) and not tf_info["gpus"]:
+        reasons = gpu_not_seen_reasons(machine, tf_info, environ)
+        warnings.append(
+            f"GPU present but TensorFlow sees none: the GPU rules ({rules}) would run on the CPU, many "
+            "times slower (with training.require_gpu: auto, the default, they stop instead). "
+            + " ".join(f"({i}) {r}." for i, r in enumerate(reasons, 1))
+        )
+    if free < LOW_DISK_BYTES:
+        warnings.append(f"only {free / 1024**3:.1f} GB free for results/; the full study needs about 20 GB")
+    return warnings
+
+
+def format_report(machine: dict, tf_info: dict, results: Path, free: int, warnings: list[str], environ: dict) -> str:
+    """The environment check's report: Python, TensorFlow and its CUDA build, the machine's GPUs, disk, warnings."""
+    lines = [
+        "Environment check (scripts/check_environment.py)",
+        f"  python:               {sys.version.split()[0]} ({sys.executable})",
+    ]
+    if "error" in tf_info:
+        lines.append(f"  TensorFlow:           NOT IMPORTABLE: {tf_info['error']}")
+    else:
+        lines += [
+            f"  TensorFlow:           {tf_info['version']}",
+            f"  GPUs TensorFlow sees: {', '.join(tf_info['gpus']) or 'none'}",
+            f"  built with CUDA:      {tf_info['cuda_version'] or '-'} (cuDNN {tf_info['cudnn_version'] or '-'})"
+            + ("" if tf_info["built_with_cuda"] else "  [CPU-only build]"),
+            f"  nvidia-* packages:    {', '.join(tf_info.get('cuda_packages') or []) or 'none'}",
+        ]
+    no_gpu_listed = "no GPU listed" if machine["nvidia_smi_found"] else "nvidia-smi not found"
+    lines += [
+        f"  nvidia-smi -L:        {'; '.join(machine['nvidia_smi']) or no_gpu_listed}",
+        f"  device nodes:         {', '.join(machine['device_nodes']) or 'none'}",
+        f"  CUDA_VISIBLE_DEVICES: {environ.get('CUDA_VISIBLE_DEVICES', '(not set)')!s}",
+        f"  free disk at {results}: {free / 1024**3:.1f} GB",
+    ]
+    lines += [f"WARNING: {warning}" for warning in warnings]
+    if not warnings:
+        lines.append("OK: no problems found")
+    return "\n".join(lines)
+
+
+def environment_report(
+    results: str | Path = "results", environ: dict | None = None, devices: str | Path = "/dev"
+) -> tuple[str, list[str]]:
+    """Check this machine and environment: the report to print and its warnings."""
+    environ = dict(os.environ if environ is None else environ)
+    machine = machine_gpus(devices)
+    tf_info = tensorflow_info()
+    where, free = free_bytes(results)
+    warnings = diagnose(machine, tf_info, environ, free)
+    return format_report(machine, tf_info, where, free, warnings, environ), warnings

@@ -114,13 +114,9 @@ def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
     import keras
     import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, settings.threads))
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    except RuntimeError:
-        pass  # TensorFlow already started in this process (tests): its thread and memory settings stay.
+    from .hardware import set_threads_and_memory
+
+    set_threads_and_memory(settings.threads, min(2, settings.threads))  # kept as they are once TensorFlow has started
     # On a CPU, Grappler's rewrites of a ResNet training graph cost more to make than they save (2-core AMD EPYC,
     # ResNet-101 at 32 px: first step 15.6 s -> 13.2 s, steady step 385 -> 358 ms with it off).
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not settings.grappler})
