@@ -78,6 +78,7 @@ def work_unit(item: pytest.Item) -> str:
     return "tiny_run" if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each module (and the tiny run's users) on one xdist worker, so module and session fixtures run once."""
     for item in items:

@@ -131,10 +131,10 @@ def test_training_resumes_after_the_last_finished_epoch_and_keeps_optimizer_stat
     checkpoint = Checkpoint(tmp_path / "ck")
     state = checkpoint.load_state()
     assert state["epochs_done"] == 1 and state["sessions"] == [{"hostname": "node-a", "epochs": [1]}]
-    with h5py.File(checkpoint.best_weights_path(state), "r") as best:  # the best weights: no optimizer state
-        assert "optimizer" not in weight_groups(best) and "layers" in weight_groups(best)
-    with zipfile.ZipFile(checkpoint.model_path(state)) as archive:  # the epoch's model keeps it, to resume exactly
-        assert "optimizer" in weight_groups(h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r"))
+    # epoch 1 improved on nothing: one file is the epoch to resume from and the best weights
+    assert checkpoint.model_path(state) == checkpoint.best_weights_path(state) == tmp_path / "ck/epoch-1.weights.h5"
+    with h5py.File(checkpoint.model_path(state), "r") as epoch:  # with the optimizer's state, to resume exactly
+        assert {"layers", "optimizer"} <= weight_groups(epoch)
     # resumed on another node: that session adds its own entry with the epochs it trained
     model, history, checkpoint, sessions = train_run(
         train, val, 8, spec, settings, tmp_path / "ck", messages.append, verbose=0, session={"hostname": "node-b"}
@@ -199,10 +199,10 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
     saved = Checkpoint(tmp_path).load_state()
     assert [row["epoch"] for row in saved["history"]] == [1, 2, 3]
     assert saved["epochs_done"] == 3 and saved["wait"] == 1 and not saved["stopped_early"]
-    assert saved["files"] == {"model": "epoch-3.keras", "best_weights": "best-epoch-2.weights.h5"}
+    assert saved["files"] == {"model": "epoch-3.weights.h5", "best_weights": "epoch-2.weights.h5"}
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "best-epoch-2.weights.h5",
-        "epoch-3.keras",
+        "epoch-2.weights.h5",
+        "epoch-3.weights.h5",
         "state.json",
     ]
 

@@ -198,7 +198,7 @@ def small_resnet_stand_in(
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.parametrize("failing_write", ["model", "best weights", "state"])
+@pytest.mark.parametrize("failing_write", ["weights", "state"])
 def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path, monkeypatch, failing_write):
     checkpoint = Checkpoint(tmp_path)
     model = small_trained_model(0)
@@ -208,8 +208,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path,
     model.fit(np.ones((2, 4), "float32"), np.eye(3)[[2, 1]], epochs=1, verbose=0)  # epoch 2 changes the weights
     state = state | {"epochs_done": 2, "history": [{"epoch": 1}, {"epoch": 2}]}
     target = {
-        "model": (keras.Model, "save", "epoch-2.keras"),
-        "best weights": (saving_lib, "save_weights_only", "best-epoch-2.weights.h5"),
+        "weights": (saving_lib, "save_weights_only", "epoch-2.weights.h5"),
         "state": (Path, "write_text", "state.json"),
     }[failing_write]
     with monkeypatch.context() as patch:
@@ -221,13 +220,16 @@ def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path,
 
     resumed = Checkpoint(tmp_path).load_state()
     assert resumed["epochs_done"] == 1
-    assert resumed["files"] == {"model": "epoch-1.keras", "best_weights": "best-epoch-1.weights.h5"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-epoch-1.weights.h5", "epoch-1.keras", "state.json"]
-    loaded = load_model(tmp_path / "epoch-1.keras")
+    # epoch 1 improved: its one file is both the epoch to resume from and the best weights
+    assert resumed["files"] == {"model": "epoch-1.weights.h5", "best_weights": "epoch-1.weights.h5"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.weights.h5", "state.json"]
+    loaded = small_trained_model(1)  # the same model, other weights, its optimizer built as train_run's is
+    loaded.load_weights(tmp_path / "epoch-1.weights.h5")
     assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), epoch1_weights))
     assert int(loaded.optimizer.iterations) == 1  # the optimizer state of epoch 1, ready to continue
-    load_model_weights(loaded, tmp_path / "best-epoch-1.weights.h5")
-    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), epoch1_weights))
+    best = small_trained_model(1)
+    load_model_weights(best, tmp_path / "epoch-1.weights.h5")  # the best weights alone, optimizer untouched
+    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), epoch1_weights))
 
 
 def test_files_left_by_a_killed_writer_are_removed_and_others_kept(tmp_path):
@@ -238,10 +240,10 @@ def test_files_left_by_a_killed_writer_are_removed_and_others_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".part-abc123-history.csv", "model.keras"]
     checkpoint = Checkpoint(tmp_path / "ckpt")
     checkpoint.save(small_trained_model(0), {"epochs_done": 1, "files": {}}, improved=False)
-    for name in (".part-q1-epoch-2.keras", "epoch-2.keras", ".part-q2-state.json"):  # epoch 2, never committed
+    for name in (".part-q1-epoch-2.weights.h5", "epoch-2.weights.h5", ".part-q2-state.json"):  # never committed
         (checkpoint.directory / name).write_bytes(b"x")
-    assert checkpoint.load_state()["files"] == {"model": "epoch-1.keras"}
-    assert sorted(p.name for p in checkpoint.directory.iterdir()) == ["epoch-1.keras", "state.json"]
+    assert checkpoint.load_state()["files"] == {"model": "epoch-1.weights.h5"}
+    assert sorted(p.name for p in checkpoint.directory.iterdir()) == ["epoch-1.weights.h5", "state.json"]
 
 
 def test_folder_output_appears_only_when_complete(tmp_path):
@@ -269,14 +271,14 @@ def test_checkpoint_of_the_earlier_layout_still_resumes(tmp_path):
     assert checkpoint.model_path(state) == tmp_path / "last.keras"
     assert checkpoint.best_weights_path(state) == tmp_path / "best.weights.h5"
     checkpoint.save(model, state | {"epochs_done": 2}, improved=False)  # the next epoch moves to the new layout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.weights.h5", "epoch-2.keras", "state.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.weights.h5", "epoch-2.weights.h5", "state.json"]
 
 
 def test_checkpoint_missing_its_model_is_refused_naming_the_file(tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.save(small_trained_model(0), {"epochs_done": 1, "files": {}}, improved=False)
-    (tmp_path / "epoch-1.keras").unlink()
-    missing = r"state.json: the checkpoint's model file is missing .*epoch-1.keras.*delete"
+    (tmp_path / "epoch-1.weights.h5").unlink()
+    missing = r"state.json: the checkpoint's model file is missing .*epoch-1.weights.h5.*delete"
     with pytest.raises(RuntimeError, match=missing):
         checkpoint.load_state()
 

@@ -134,7 +134,7 @@ def assert_resumed_equals_uninterrupted(workdir: Path, config: Path, killed_afte
     print(f"the rerun took {time.time() - started:.0f} s")
     log = (workdir / f"logs/train/{RUN}.log").read_text()
     resumed_part = log.split("resuming from")[-1]
-    assert f"results/checkpoints/{RUN}/epoch-{killed_after}.keras after epoch {killed_after}" in resumed_part
+    assert f"results/checkpoints/{RUN}/epoch-{killed_after}.weights.h5 after epoch {killed_after}" in resumed_part
     assert "Epoch 1/" not in resumed_part
     assert all(f"Epoch {epoch}/{EPOCHS}" in resumed_part for epoch in range(killed_after + 1, EPOCHS + 1))
     assert (workdir / HISTORY).read_text() == reference["history"]  # loss, accuracy, AUC of every epoch

@@ -169,15 +169,8 @@ def optimizer_of(model) -> list:
     return [optimizer] if optimizer is not None else []
 
 
-def save_model_weights(model, path: str | os.PathLike) -> None:
-    """Write the model's weights without its optimizer's state (a third of the bytes: Adam keeps two slots a weight)."""
-    from keras.src.saving import saving_lib
-
-    saving_lib.save_weights_only(model, path, objects_to_skip=optimizer_of(model))
-
-
 def load_model_weights(model, path: str | os.PathLike) -> None:
-    """Read weights written by save_model_weights (or, from older checkpoints, with optimizer state) into the model."""
+    """Read a checkpoint's weights into the model, leaving its optimizer's state as it is."""
     model.load_weights(path, objects_to_skip=optimizer_of(model))
 
 
@@ -197,10 +190,13 @@ LEGACY_FILES = {"model": "last.keras", "best_weights": "best.weights.h5"}
 
 
 class Checkpoint:
-    """The resumable state of a run: the last epoch's model (with optimizer), best weights and early-stopping counters.
+    """The resumable state of a run: the last epoch's weights (with optimizer), best weights, early-stopping counters.
 
-    Each epoch writes new files, then replaces state.json, which names them: that one rename commits the epoch,
-    so a job killed (or out of disk space) anywhere in between resumes from a consistent earlier epoch.
+    Each epoch writes one new weights file, then replaces state.json, which names it: that one rename commits the
+    epoch, so a job killed (or out of disk space) anywhere in between resumes from a consistent earlier epoch. An
+    epoch that improves is also the best one so far: state.json names its file for both, so no second file is written
+    (the best epoch's file stays until a later epoch improves). Weights, not a .keras model: the model is rebuilt
+    from the run's spec, and a .keras file would copy the same bytes once more through memory into its zip.
     """
 
     def __init__(self, directory: str | os.PathLike):
@@ -231,7 +227,7 @@ class Checkpoint:
         return state
 
     def model_path(self, state: dict) -> Path:
-        """The model file (with optimizer state) of the last committed epoch."""
+        """The weights file (with optimizer state) of the last committed epoch; a .keras model in older checkpoints."""
         return self.directory / state["files"]["model"]
 
     def best_weights_path(self, state: dict) -> Path | None:
@@ -240,17 +236,13 @@ class Checkpoint:
         return self.directory / name if name else None
 
     def save(self, model, state: dict, improved: bool) -> None:
-        """Write this epoch's model (and best weights) under new names, then commit them by replacing state.json."""
-        epoch = state["epochs_done"]
-        files = dict(state.get("files", {}))
-        with atomic_path(self.directory / f"epoch-{epoch}.keras") as tmp:
-            model.save(tmp)
-        files["model"] = f"epoch-{epoch}.keras"
-        if improved:
-            with atomic_path(self.directory / f"best-epoch-{epoch}.weights.h5") as tmp:
-                save_model_weights(model, tmp)
-            files["best_weights"] = f"best-epoch-{epoch}.weights.h5"
-        state["files"] = files
+        """Write this epoch's weights and optimizer state under a new name, then commit it by replacing state.json."""
+        from keras.src.saving import saving_lib
+
+        name = f"epoch-{state['epochs_done']}.weights.h5"
+        with atomic_path(self.directory / name) as tmp:
+            saving_lib.save_weights_only(model, tmp)  # the optimizer's state too: a resumed run continues it
+        state["files"] = {**state.get("files", {}), "model": name, **({"best_weights": name} if improved else {})}
         write_text_atomic(self.state_path, json.dumps(state, indent=1))
         self.remove_unreferenced(state)
 
@@ -399,6 +391,43 @@ def compile_model(model, spec: RunSpec, xla: bool, learning_rate=None) -> None:
     model.optimizer.build(model.trainable_variables)
 
 
+def compiled_model(spec: RunSpec, settings: TrainSettings, n_classes: int, steps: int, weights_file=None):
+    """The run's model as its first epoch starts: built (from `weights_file` or at random), set up and compiled."""
+    from .model import build_model
+
+    model = build_model(
+        spec.arch,
+        spec.size,
+        n_classes,
+        weights=weights_file,
+        dropout=spec.dropout,
+        augmentation=settings.augmentation,
+        seed=spec.seed,
+        attention=spec.attention,
+    )
+    if settings.bn_momentum is not None:
+        set_batchnorm_momentum(model, settings.bn_momentum)
+    if settings.zero_init_residual and spec.weights is None:
+        zero_init_residual_branches(model)
+    compile_model(model, spec, settings.xla, learning_rate_schedule(spec.learning_rate, settings, steps))
+    return model
+
+
+def resumed_model(path: Path, spec: RunSpec, settings: TrainSettings, n_classes: int, steps: int):
+    """The checkpointed model: rebuilt and compiled as at the start, then its weights and optimizer state loaded."""
+    if path.suffix == ".keras":  # a checkpoint written before checkpoints held weights only
+        from .model import load_model
+
+        return load_model(path)
+    import h5py
+
+    if not h5py.is_hdf5(path):  # Keras reports a damaged file as a bare OSError from h5py, naming no file
+        raise ValueError(f"{path}: not a readable weights file (not HDF5: truncated or damaged)")
+    model = compiled_model(spec, settings, n_classes, steps)  # no ImageNet file: every weight is loaded below
+    model.load_weights(path)
+    return model
+
+
 class TrainedRun(NamedTuple):
     """What train_run returns: the model with its best weights, the history rows, the checkpoint and the sessions."""
 
@@ -444,8 +473,6 @@ def train_run(
             f"run {spec}: initial weights '{spec.weights}' need the downloaded weights file "
             "(rule download_weights); none was given"
         )
-    from .model import build_model, load_model
-
     configure_tensorflow(settings, spec.seed)
     checkpoint = Checkpoint(checkpoint_dir)
     state = checkpoint.load_state()
@@ -461,21 +488,7 @@ def train_run(
             "spec": asdict(spec),
             "files": {},
         }
-        model = build_model(
-            spec.arch,
-            spec.size,
-            n_classes,
-            weights=weights_file if spec.weights else None,
-            dropout=spec.dropout,
-            augmentation=settings.augmentation,
-            seed=spec.seed,
-            attention=spec.attention,
-        )
-        if settings.bn_momentum is not None:
-            set_batchnorm_momentum(model, settings.bn_momentum)
-        if settings.zero_init_residual and spec.weights is None:
-            zero_init_residual_branches(model)
-        compile_model(model, spec, settings.xla, learning_rate_schedule(spec.learning_rate, settings, steps))
+        model = compiled_model(spec, settings, n_classes, steps, weights_file if spec.weights else None)
     else:
         if state.get("spec") != asdict(spec):
             raise ValueError(
@@ -484,7 +497,7 @@ def train_run(
             )
         log(f"resuming from {checkpoint.model_path(state)} after epoch {state['epochs_done']}")
         try:
-            model = load_model(checkpoint.model_path(state))
+            model = resumed_model(checkpoint.model_path(state), spec, settings, n_classes, steps)
         except (OSError, ValueError) as error:
             raise CheckpointError(
                 f"{checkpoint.model_path(state)}: cannot load the checkpointed model ({error}); "
