@@ -1,5 +1,6 @@
 """Shared fixtures: paths of the repository and a runner for snakemake in a scratch directory."""
 
+import fcntl
 import importlib.util
 import os
 import re
@@ -62,26 +63,31 @@ def place_raabin_folder(workdir: Path) -> None:
 def tiny_run(tmp_path_factory) -> Path:
     """A finished run of the whole workflow on the tiny config (every study), shared by the workflow tests."""
     # TINY_RUN_DIR reuses (and brings up to date) an earlier tiny run, e.g. while developing the tests.
-    workdir = Path(os.environ["TINY_RUN_DIR"]) if os.environ.get("TINY_RUN_DIR") else tmp_path_factory.mktemp("tiny")
-    # Every study's reduced version: 11 trainings, about 8 minutes on 2 free cores; slack for a shared machine.
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY), timeout=2400)
+    if os.environ.get("TINY_RUN_DIR"):
+        workdir = Path(os.environ["TINY_RUN_DIR"])
+    elif os.environ.get("PYTEST_XDIST_WORKER"):  # one run for all workers: in the folder they share
+        workdir = tmp_path_factory.getbasetemp().parent / "tiny"
+    else:
+        workdir = tmp_path_factory.getbasetemp() / "tiny"
+    workdir.mkdir(parents=True, exist_ok=True)
+    # The first worker to get here runs it; the others wait on the lock, then find it done.
+    with open(workdir.with_name("tiny.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = workdir / ".tiny-run-done"
+        if not done.exists():
+            # Every study's reduced version: 11 trainings, about 4 minutes on 2 free cores; slack for a shared machine.
+            run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY), timeout=2400)
+            done.touch()
     return workdir
 
 
-# The longest work units of the suite, started first when pytest-xdist spreads it over workers (pyproject.toml's
-# addopts): the session's tiny run and the SLURM run each take minutes, so started last they would set the wall time.
-LONGEST_FIRST = ("tiny_run", "tests/test_slurm.py", "tests/test_reliability_kill.py", "tests/test_model_training.py")
+# The modules that take longest, started first when pytest-xdist spreads the suite over workers, one module at a time
+# (pyproject.toml's addopts): the first makes the session's tiny run, the SLURM run takes minutes; started last, they
+# would set the wall time. The other users of the tiny run come later, when it is done.
+LONGEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_reliability_kill.py", "test_model_training.py")
 
 
-def work_unit(item: pytest.Item) -> str:
-    """The xdist group of a test: every user of the session's tiny run together, else one group per module."""
-    return "tiny_run" if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each module (and the tiny run's users) on one xdist worker, so module and session fixtures run once."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(work_unit(item)))
-    rank = {unit: position for position, unit in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(work_unit(item), len(rank)))
+    """Order the modules longest first (the order xdist hands them out in), keeping the order within each."""
+    rank = {module: position for position, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
