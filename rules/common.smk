@@ -1,5 +1,4 @@
-# Config loading and validation, the plan of the build (bloodcells.plan, bloodcells.files) and the small input
-# functions the rules share. Planning itself is package code with unit tests (tests/test_plan.py).
+# Config loading and validation, and the small input functions the rules share; planning is package code.
 
 import os
 import shutil

@@ -4,8 +4,9 @@ from bloodcells.atomic import atomic_directory
 from bloodcells.logs import log_to_file
 from bloodcells.synthetic import write_synthetic_folder
 
-if __name__ == "__main__":
-    smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+
+def main(smk) -> None:
+    """Write the synthetic folder dataset named by the wildcard."""
     log_to_file(smk.log[0])
     source = smk.params.source
     spec = source["synthesize"]
@@ -22,3 +23,7 @@ if __name__ == "__main__":
             source.get("test", "TestA"),
         )
     print(f"wrote synthetic cells in folder layout to {smk.output[0]}: {counts}")
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821  (injected by Snakemake's script: directive)
