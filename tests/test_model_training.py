@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import zipfile
 from dataclasses import asdict
 
@@ -30,6 +31,7 @@ from bloodcells.training import (
     inference_model,
     learning_rate_schedule,
     make_epoch_callback,
+    restore_best_weights,
     start_session,
     train_run,
 )
@@ -205,6 +207,58 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
         "epoch-3.weights.h5",
         "state.json",
     ]
+
+
+def test_checkpoint_interval_keeps_the_best_epoch_in_memory_until_a_commit_writes_it(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "history": []}
+    state |= {"stopped_early": False}
+    now = [0.0]  # a clock the test moves: epochs 1-3 within the interval, epoch 4 after it
+    callback = make_epoch_callback(
+        Checkpoint(tmp_path), state, 9, print, max_epochs=6, interval_s=60, clock=lambda: now[0]
+    )
+    callback.set_model(model)
+    weights_of_epoch = {}
+    for epoch, (val_loss, seconds) in enumerate([(1.0, 10), (0.5, 20), (0.7, 30), (0.8, 61), (0.9, 70)]):
+        model.set_weights([np.full_like(w, epoch + 1) for w in model.get_weights()])  # what this epoch trained
+        weights_of_epoch[epoch + 1] = model.get_weights()
+        now[0] = seconds
+        callback.on_epoch_end(epoch, {"val_loss": val_loss})
+        if epoch + 1 < 4:  # nothing written yet; the best epoch so far is held in memory
+            assert not Checkpoint(tmp_path).state_path.exists()
+            assert all(
+                np.array_equal(a, b) for a, b in zip(callback.best_in_memory, weights_of_epoch[state["best_epoch"]])
+            )
+    # epoch 4, 61 s after the start: committed, with epoch 2's weights (the best) written beside it, without optimizer
+    saved = Checkpoint(tmp_path).load_state()
+    assert saved["epochs_done"] == 4 and saved["best_epoch"] == 2 and callback.best_in_memory is None
+    assert saved["files"] == {"model": "epoch-4.weights.h5", "best_weights": "best-epoch-2.weights.h5"}
+    best = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    best.load_weights(tmp_path / "best-epoch-2.weights.h5")
+    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), weights_of_epoch[2]))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights_of_epoch[5]))  # put back after it
+    # epoch 5, 9 s after that commit: not committed
+    assert Checkpoint(tmp_path).load_state()["epochs_done"] == 4
+
+
+def test_the_best_weights_come_from_memory_else_from_the_checkpoint(tmp_path):
+    def dense(value: float):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.set_weights([np.full_like(w, value) for w in model.get_weights()])
+        return model
+
+    checkpoint = Checkpoint(tmp_path)
+    dense(2.0).save_weights(tmp_path / "best-epoch-2.weights.h5")
+    state = {"best_epoch": 2, "epochs_done": 3, "files": {"model": "x", "best_weights": "best-epoch-2.weights.h5"}}
+    for in_memory, expected in ((dense(5.0).get_weights(), 5.0), (None, 2.0)):
+        model = dense(3.0)
+        restore_best_weights(model, state, checkpoint, in_memory)
+        assert all(np.all(w == expected) for w in model.get_weights())
+    model = dense(3.0)  # the last epoch was the best: kept as it is
+    restore_best_weights(model, state | {"best_epoch": 3}, checkpoint, dense(5.0).get_weights())
+    assert all(np.all(w == 3.0) for w in model.get_weights())
 
 
 def test_resampling_equals_keras_affine_transform():

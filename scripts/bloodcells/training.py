@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -68,6 +70,7 @@ class TrainSettings:
     lr_schedule: str = "constant"  # or "cosine": decayed to 0 over max_epochs
     zero_init_residual: bool = False  # random initialisation only: each residual branch's last BN starts at 0
     warmup_epochs: float = 0.0  # cosine only: linear warm-up from 0 over these epochs first
+    checkpoint_interval_s: float = 0.0  # an epoch is committed only this long after the last commit (0: every epoch)
 
     @classmethod
     def from_config(cls, training: dict, threads: int, gpu: bool) -> TrainSettings:
@@ -90,6 +93,7 @@ class TrainSettings:
             lr_schedule=training["lr_schedule"],
             warmup_epochs=training["warmup_epochs"],
             zero_init_residual=training["zero_init_residual"],
+            checkpoint_interval_s=training["checkpoint_interval_s"],
         )
 
 
@@ -181,6 +185,17 @@ def inference_model(model):
     return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
+@contextlib.contextmanager
+def weights_set(model, weights: list) -> Iterator[None]:
+    """The model holds `weights` inside the block, its own weights again after it."""
+    own = model.get_weights()
+    model.set_weights(weights)
+    try:
+        yield
+    finally:
+        model.set_weights(own)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint directory that cannot be resumed from."""
 
@@ -235,14 +250,23 @@ class Checkpoint:
         name = state["files"].get("best_weights")
         return self.directory / name if name else None
 
-    def save(self, model, state: dict, improved: bool) -> None:
-        """Write this epoch's weights and optimizer state under a new name, then commit it by replacing state.json."""
+    def save(self, model, state: dict, improved: bool, best_weights: list | None = None) -> None:
+        """Write this epoch's weights and optimizer state under a new name, then commit it by replacing state.json.
+
+        `best_weights`: the weights of the best epoch (state["best_epoch"]) where no earlier commit wrote them.
+        """
         from keras.src.saving import saving_lib
 
+        files = dict(state.get("files", {}))
+        if best_weights is not None and not improved:
+            best = f"best-epoch-{state['best_epoch']}.weights.h5"
+            with atomic_path(self.directory / best) as tmp, weights_set(model, best_weights):
+                saving_lib.save_weights_only(model, tmp, objects_to_skip=optimizer_of(model))
+            files["best_weights"] = best
         name = f"epoch-{state['epochs_done']}.weights.h5"
         with atomic_path(self.directory / name) as tmp:
             saving_lib.save_weights_only(model, tmp)  # the optimizer's state too: a resumed run continues it
-        state["files"] = {**state.get("files", {}), "model": name, **({"best_weights": name} if improved else {})}
+        state["files"] = {**files, "model": name, **({"best_weights": name} if improved else {})}
         write_text_atomic(self.state_path, json.dumps(state, indent=1))
         self.remove_unreferenced(state)
 
@@ -296,15 +320,22 @@ def make_epoch_callback(
     log: Callable[[str], None],
     seed: int = 0,
     max_epochs: int | None = None,
+    interval_s: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
 ):
     """A Keras callback that seeds each epoch's random streams, records history, applies early stopping on
-    val_loss and checkpoints every epoch but the last (max_epochs, or stopped early).
+    val_loss and checkpoints every epoch but the last (max_epochs, or stopped early), at most one per `interval_s`.
 
     The last epoch's model is the run's output, written right after it: a checkpoint of it would only serve a job
-    killed in those seconds, which then trains that epoch again from the previous one, to the same result."""
+    killed in those seconds, which then trains that epoch again from the previous one, to the same result.
+    The weights of a best epoch not committed yet are kept in memory (`best_in_memory`) until a commit writes
+    them or training ends."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
+        last_commit = clock()
+        best_in_memory: list | None = None  # the best epoch's weights, where no commit has written them
+
         def on_epoch_begin(self, epoch, logs=None):
             reset_seed_generators(self.model, seed, epoch)
 
@@ -324,8 +355,13 @@ def make_epoch_callback(
                 state["stopped_early"] = True
                 self.model.stop_training = True
                 log(f"early stopping after epoch {epoch + 1}: val_loss did not improve for {patience} epochs")
-            if not (state["stopped_early"] or epoch + 1 == max_epochs):
-                checkpoint.save(self.model, state, improved)
+            if state["stopped_early"] or epoch + 1 == max_epochs:
+                return
+            if clock() - self.last_commit >= interval_s:
+                checkpoint.save(self.model, state, improved, None if improved else self.best_in_memory)
+                self.best_in_memory, self.last_commit = None, clock()
+            elif improved:
+                self.best_in_memory = self.model.get_weights()
 
     return EpochCheckpoint()
 
@@ -428,6 +464,16 @@ def resumed_model(path: Path, spec: RunSpec, settings: TrainSettings, n_classes:
     return model
 
 
+def restore_best_weights(model, state: dict, checkpoint: Checkpoint, in_memory: list | None) -> None:
+    """Give the model the best epoch's weights: from memory, else the checkpoint; kept if its last epoch was best."""
+    if state["best_epoch"] == state["epochs_done"]:
+        return
+    if in_memory is not None:
+        model.set_weights(in_memory)
+    elif checkpoint.best_weights_path(state) is not None:  # None: no epoch ever improved (all NaN)
+        load_model_weights(model, checkpoint.best_weights_path(state))
+
+
 class TrainedRun(NamedTuple):
     """What train_run returns: the model with its best weights, the history rows, the checkpoint and the sessions."""
 
@@ -511,7 +557,9 @@ def train_run(
             train_images, train_labels, n_classes, spec.batch_size, spec.seed, state["epochs_done"], settings.max_epochs
         )
         class_weight = balanced_class_weights(train_labels, n_classes) if spec.class_weights else None
-        callback = make_epoch_callback(checkpoint, state, settings.patience, log, spec.seed, settings.max_epochs)
+        callback = make_epoch_callback(
+            checkpoint, state, settings.patience, log, spec.seed, settings.max_epochs, settings.checkpoint_interval_s
+        )
         model.fit(
             ds,
             epochs=settings.max_epochs,
@@ -523,8 +571,6 @@ def train_run(
             verbose=verbose,
             shuffle=False,
         )
-    best_weights = checkpoint.best_weights_path(state)
-    if best_weights is not None and state["best_epoch"] != state["epochs_done"]:  # else the model holds them already
-        load_model_weights(model, best_weights)
+    restore_best_weights(model, state, checkpoint, None if finished else callback.best_in_memory)
     log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
     return TrainedRun(model, state["history"], checkpoint, state["sessions"])
