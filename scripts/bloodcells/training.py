@@ -93,7 +93,7 @@ class TrainSettings:
             lr_schedule=training["lr_schedule"],
             warmup_epochs=training["warmup_epochs"],
             zero_init_residual=training["zero_init_residual"],
-            checkpoint_interval_s=training["checkpoint_interval_s"],
+            checkpoint_interval_s=training.get("checkpoint_interval_s", 0),  # absent in configs older than the key
         )
 
 
