@@ -16,8 +16,8 @@ def stop_on_sigterm(signum: int, frame) -> None:
     # SLURM may deliver it twice (slurmstepd and srun): a second SystemExit would cut the first one's cleanup short.
     signal.signal(signum, signal.SIG_IGN)
     print(
-        f"train: received {signal.Signals(signum).name}; stopping. The checkpoint of the last finished epoch is "
-        "kept: run the workflow again to resume from it",
+        f"train: received {signal.Signals(signum).name}; stopping. The last committed epoch's checkpoint is kept: "
+        "run the workflow again to resume from it",
         flush=True,
     )
     raise SystemExit(128 + signum)  # the exit status of a process ended by the signal
