@@ -165,7 +165,7 @@ def test_sigterm_at_a_random_point_then_rerun_equals_the_uninterrupted_run(unint
     clear_run(workdir)
     killed_after = start_and_kill(workdir, config, signal.SIGTERM)
     log = (workdir / f"logs/train/{RUN}.log").read_text()
-    assert "train: received SIGTERM; stopping. The checkpoint of the last finished epoch is kept" in log
+    assert "train: received SIGTERM; stopping. The last committed epoch's checkpoint is kept" in log
     assert part_files(workdir) == []  # the job unwound: no temporary file left behind
     # No --unlock: on SIGTERM snakemake waits for its job to end, then releases its lock itself.
     assert_resumed_equals_uninterrupted(workdir, config, killed_after, uninterrupted)
