@@ -27,12 +27,12 @@ is made, and why not with a one-minute `runtime` on the first attempt
   it has run. slurmctld enforces it as any limit, at its next check (2-32 s later): SIGTERM to the
   job, `DUE TO TIME LIMIT` in its log, state TIMEOUT. Unlike `TimeLimit=1` this needs no full
   minute since the job's start, so the cut always falls after epoch 1, at most ~32 s later.
-* MAX_EPOCHS (no early stopping) makes the training outlast that check: its 39 epochs after the
-  first take 2-2.5 s each on a 2-core AMD EPYC (AVX-512; each writes a ~280 MB checkpoint), 78-98 s in
-  all, against at most 32 s until the cut; a slower machine has more margin (CPU share halved by
-  load: epoch 1 after 79 s, an epoch every 4-5 s, cut after epoch 2, passed), and a machine up to
-  ~2.4x faster still has enough (each epoch adds ~2 s of test time here). The cut epoch varies from run to
-  run (it depends on where slurmctld's 30 s cycle stands): epochs 2-16 seen here.
+* MAX_EPOCHS (no early stopping) makes the training outlast that check: its 49 epochs after the
+  first take about 1.5 s each on a 2-core AMD EPYC (AVX-512; each writes a ~280 MB weights checkpoint),
+  about 73 s in all, against at most 32 s until the cut; a slower machine has more margin (CPU share
+  halved by load: epoch 1 after 79 s, an epoch every 4-5 s, cut after epoch 2, passed), and a machine up
+  to ~2.3x faster still has enough (each epoch adds ~1.5 s of test time here). The cut epoch varies from
+  run to run (it depends on where slurmctld's 30 s cycle stands): epochs 1-16 seen here.
 * Snakemake deletes a job's log files before it runs the job again, so logs/train/<run>.log holds
   only the retry's lines (`resuming from ... after epoch N`); the test keeps a copy of the first
   job's log as it last was (train-attempt-1.log, with the SIGTERM line) to check both.
@@ -62,8 +62,8 @@ TARGETS = ["results/tables/table3.csv", f"results/gradcam/{RUN}/panel.png", "res
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 TRAIN_SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train/")
 # Epochs of the test run (no early stopping): the first attempt is cut after epoch 1, at most ~32 s
-# later (slurmctld's time-limit check), while epochs 2..MAX_EPOCHS (2-2.5 s each here, 78-98 s) still run.
-MAX_EPOCHS = 40
+# later (slurmctld's time-limit check), while epochs 2..MAX_EPOCHS (about 1.5 s each here, 73 s) still run.
+MAX_EPOCHS = 50
 
 
 def cluster_problem() -> str | None:
