@@ -7,6 +7,7 @@ import pytest
 import yaml
 from conftest import POSTER, REPO, SCHEMA, place_raabin_folder, run_snakemake
 
+from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.plan import ConfigError, configurations, plan_runs, study_values, validate_config
 from bloodcells.studies import (
     classification_report,
@@ -158,16 +159,7 @@ def test_classification_report_matches_scikit_learn():
 
 
 def test_transfer_restricts_predictions_to_the_shared_classes():
-    source = [
-        "basophil",
-        "eosinophil",
-        "erythroblast",
-        "immature granulocyte",
-        "lymphocyte",
-        "monocyte",
-        "neutrophil",
-        "platelet",
-    ]
+    source = list(BLOODMNIST_CLASSES)
     target = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
     labels = np.array([0, 1, 2, 3, 4])
     probabilities = np.zeros((5, 8))
