@@ -10,7 +10,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,18 +39,7 @@ class RunSpec:
     @classmethod
     def from_values(cls, values: dict, weights: str | None) -> RunSpec:
         """The spec of a planned run (its values from plan_runs) with the config's initial weights."""
-        names = (
-            "arch",
-            "size",
-            "batch_size",
-            "optimizer",
-            "learning_rate",
-            "momentum",
-            "dropout",
-            "class_weights",
-            "attention",
-            "seed",
-        )
+        names = {spec_field.name for spec_field in fields(cls)} - {"weights"}  # epochs, dataset: not the model's
         return cls(**{name: values[name] for name in names if name in values}, weights=weights)
 
 
