@@ -25,6 +25,7 @@ include: "rules/gradcam.smk"
 include: "rules/report.smk"
 include: "rules/studies.smk"
 include: "rules/check.smk"
+include: "rules/bundle.smk"
 
 
 rule all:

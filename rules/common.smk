@@ -11,16 +11,18 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import files, plan
+from bloodcells import bundle, files, plan
 from bloodcells.texts import load_texts, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
 plan.validate_config(config, REPO / "rules/schema/config.schema.yaml")
 PLAN = plan.make_plan(config)
+# A results bundle (config key restore) is verified and unpacked now, so that the plan finds its files made.
+RESTORED = bundle.restore_configured(config, PLAN, Path.cwd(), logger.info)
 RUNS, TABLE3_RUNS = PLAN.runs, PLAN.table3
 GRADCAM_RUNS, TABLES = PLAN.gradcam, PLAN.tables
 # Folders a user downloads by hand (Raabin-WBC, PBC) are checked now, not by a job after hours in a queue.
-if missing := plan.missing_folders(config, RUNS, Path.cwd()):
+if missing := bundle.folders_missing(config, PLAN, RESTORED, Path.cwd()):
     raise WorkflowError("\n".join(missing))
 # report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.
 TEX_FOUND = all(shutil.which(tool) for tool in ("latexmk", "pdflatex"))

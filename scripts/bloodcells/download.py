@@ -40,8 +40,10 @@ def _check_url(url: str) -> bool:
     raise ValueError(f"refusing to download {url!r}: only https:// URLs (or http:// to loopback for tests) are allowed")
 
 
-def _stream(url: str, tmp: Path, timeout: float, log: Callable[[str], None]) -> str:
-    """Copy `url` into `tmp`, logging progress; return the MD5 of what arrived."""
+def stream_to(
+    url: str, tmp: Path, timeout: float = 60, log: Callable[[str], None] = print, algorithm: str = "md5"
+) -> str:
+    """Copy `url` into `tmp`, logging progress; return the hex digest (`algorithm`: md5, sha256) of what arrived."""
     loopback = _check_url(url)
     # A proxy from the environment must never see (or break) a test's loopback server.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if loopback else urllib.request.build_opener()
@@ -54,7 +56,7 @@ def _stream(url: str, tmp: Path, timeout: float, log: Callable[[str], None]) -> 
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         step = min(PROGRESS_BYTES, max(total // 20, 1)) if total else PROGRESS_BYTES
-        digest, done, next_report = hashlib.md5(), 0, step
+        digest, done, next_report = hashlib.new(algorithm), 0, step
         while True:
             try:
                 chunk = response.read(CHUNK_BYTES)
@@ -86,7 +88,7 @@ def download_verified(url: str, md5: str, dest: Path, timeout: float = 60, log: 
         log(f"{dest} exists but its MD5 differs from {md5}; downloading it again")
     log(f"downloading {url} -> {dest}")
     with atomic_path(dest) as tmp:
-        actual = _stream(url, tmp, timeout, log)
+        actual = stream_to(url, tmp, timeout, log)
         if actual != md5:
             raise DownloadError(f"{url}: MD5 mismatch, expected {md5} but got {actual}; the file was not kept")
     log(f"{dest}: MD5 {md5} verified")

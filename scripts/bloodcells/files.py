@@ -39,6 +39,16 @@ def gradcam_files(runs: Iterable[str], *names: str) -> list[str]:
     return [f"results/gradcam/{run}/{name}" for run in runs for name in names]
 
 
+def transfer_files(runs: Iterable[str], dataset: str, *names: str) -> list[str]:
+    """The named files (metrics.json, predictions.npz) of each run's transfer evaluation on `dataset`."""
+    return [f"results/transfer/{run}/{dataset}/{name}" for run in runs for name in names]
+
+
+def benchmark_files(rule: str, jobs: Iterable[str]) -> list[str]:
+    """The benchmark file of each job of a rule (train, evaluate, gradcam: a run id; transfer: '{run}_{dataset}')."""
+    return [f"benchmarks/{rule}/{job}.tsv" for job in jobs]
+
+
 def table_files(tables: Iterable[str], formats: Iterable[str] = TABLE_FORMATS) -> list[str]:
     """The files of each table in each format."""
     return [f"results/tables/{table}.{ext}" for table in tables for ext in formats]
@@ -77,7 +87,7 @@ def table_inputs(config: dict, plan: Plan, table: str, paper: Path) -> dict[str,
     poster's values, the tables' texts and the templates from the repository's `paper` folder."""
     runs = plan.studies[TABLE_STUDIES[table]]
     if table == "transfer":
-        inputs = {"transfer": [f"results/transfer/{run}/{config['transfer']['to']}/metrics.json" for run in runs]}
+        inputs = {"transfer": transfer_files(runs, config["transfer"]["to"], "metrics.json")}
     else:
         names = {"metrics": "metrics.json", "bootstrap": "bootstrap.json", "history": "history.csv"}
         inputs = {key: run_files(runs, name) for key, name in names.items()}
@@ -107,7 +117,7 @@ def report_inputs(config: dict, plan: Plan, paper: Path) -> dict[str, list[str] 
         "panels": gradcam_files(plan.gradcam, "panel.png"),
         "focus": gradcam_files(plan.gradcam, "focus.csv"),
         "provenance": "results/report/provenance.json",
-        "benchmarks": [f"benchmarks/train/{run}.tsv" for run in plan.runs],
+        "benchmarks": benchmark_files("train", plan.runs),
         "poster": str(paper / "poster_values.yaml"),
         "conclusions": str(paper / "conclusions.yaml"),
         "texts": str(paper / "report.yaml"),

@@ -1,0 +1,57 @@
+# Results bundles: `snakemake bundle` packs what the tables, figures and report are made from into one verified file;
+# config key restore unpacks one before planning (bloodcells.bundle.restore_configured, called in common.smk), and
+# rule restored then stands for the restored files, so no job that made them (train, evaluate, ...) is planned.
+
+# What `snakemake bundle` packs, path -> run: each run's results, Grad-CAM, transfer, benchmarks; montage, provenance.
+BUNDLED = bundle.bundled_files(config, PLAN, config.get("bundle_models", False))
+
+
+localrules:
+    bundle,
+    restored,
+
+
+rule bundle:
+    """Every run's results, Grad-CAM, transfer, benchmarks and provenance, config and manifest in one .tar.gz."""
+    input:
+        list(BUNDLED),
+    output:
+        bundle.BUNDLE_FILE,
+    log:
+        "logs/bundle/bundle.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        files=BUNDLED,
+        runs=RUNS,
+        config=bundle.saved_config(config),
+        repo=str(REPO),
+        models=config.get("bundle_models", False),
+    script:
+        "../scripts/bundle.py"
+
+
+# Restored files are made by no job: each is its own job with no input, so Snakemake never plans what made it
+# (a shell action: a script's modification time would count as a code change of the restored files).
+ruleorder: restored > train
+ruleorder: restored > evaluate
+ruleorder: restored > gradcam
+ruleorder: restored > transfer
+ruleorder: restored > bootstrap
+ruleorder: restored > montage
+ruleorder: restored > provenance
+
+
+rule restored:
+    """A file put in place from a results bundle (config key restore); fails, naming the file, if it went missing."""
+    output:
+        "{restored}",
+    log:
+        "logs/restored/{restored}.log",
+    wildcard_constraints:
+        restored=bundle.restored_pattern(RESTORED),
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "echo '{output} came from the results bundle of config key restore and is gone: delete "
+        f"{bundle.MARKER} to restore it again' | tee {{log}} >&2; exit 1"

@@ -1,0 +1,410 @@
+"""Results bundles: `snakemake bundle` packs a build's results; config key restore verifies a bundle and unpacks it
+before planning, so a report is rebuilt with no training; a bundle that does not match its manifest, or plans other
+runs, is refused before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, SCHEMA, TINY, run_snakemake
+
+from bloodcells import bundle, plan
+
+# Jobs that need a model, the data or the network: none of them may run after a restore.
+EXPENSIVE = {
+    "train",
+    "evaluate",
+    "gradcam",
+    "transfer",
+    "prepare_dataset",
+    "download_medmnist",
+    "download_weights",
+    "synthesize_folder",
+}
+
+
+def tiny_config(**changes) -> dict:
+    """The tiny test config, validated (defaults filled in), with top-level `changes`."""
+    config = yaml.safe_load(TINY.read_text()) | changes
+    return plan.validate_config(config, SCHEMA)
+
+
+def fake_build(root: Path, config: dict) -> dict[str, str | None]:
+    """Files with the names (not the contents) of a finished build of `config` under `root`; path -> run."""
+    paths = bundle.bundled_files(config, plan.make_plan(config))
+    for path in paths:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(hashlib.sha256(path.encode()).digest() * 3)
+    return paths
+
+
+@pytest.fixture
+def made(tmp_path) -> tuple[Path, dict, dict]:
+    """A bundle of a fake tiny build: (its path, the config, the manifest)."""
+    config = tiny_config()
+    source = tmp_path / "source"
+    paths = fake_build(source, config)
+    archive = tmp_path / "results-bundle.tar.gz"
+    git = {"commit": "0" * 40, "dirty": False}
+    manifest = bundle.write_bundle(
+        archive, source, paths, plan.make_plan(config).runs, bundle.saved_config(config), git, False
+    )
+    return archive, config, manifest
+
+
+def members(archive: Path) -> dict[str, bytes]:
+    """Name -> bytes of each member of a bundle."""
+    with tarfile.open(archive, "r:gz") as tar:
+        return {member.name: tar.extractfile(member).read() for member in tar}
+
+
+def repack(archive: Path, contents: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    """A bundle with exactly these members (name -> bytes), plus symbolic links (name -> target)."""
+    dest = archive.with_name("tampered.tar.gz")
+    with tarfile.open(dest, "w:gz") as tar:
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return dest
+
+
+def with_manifest_entry(contents: dict[str, bytes], name: str, data: bytes) -> dict[str, bytes]:
+    """Bundle contents with one more member, listed in the manifest with its true hash and size."""
+    manifest = json.loads(contents[bundle.MANIFEST])
+    entry = {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "run": None}
+    manifest["files"].append(entry)
+    return contents | {bundle.MANIFEST: json.dumps(manifest).encode(), name: data}
+
+
+def restore(root: Path, config: dict, **keys) -> bundle.Restored:
+    """Run the parse-time hook for `config` with config keys `keys` into `root`."""
+    return bundle.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
+
+
+def written(root: Path) -> list[str]:
+    """Every file and folder under root/results and root/benchmarks."""
+    return sorted(str(path.relative_to(root)) for folder in bundle.ROOTS for path in (root / folder).rglob("*"))
+
+
+# --- making a bundle --------------------------------------------------------------------------------
+
+
+def test_bundle_holds_every_file_the_tables_and_report_need_and_a_manifest(made):
+    archive, config, manifest = made
+    names = set(members(archive))
+    run = "synthetic-32-resnet101-bs16-s0"  # the explained run, the tiny config's poster model
+    expected = {f"results/runs/{run}/{name}" for name in bundle.RUN_FILES}
+    expected |= {f"results/gradcam/{run}/{name}" for name in bundle.GRADCAM_FILES}
+    expected |= {f"benchmarks/train/{run}.tsv", bundle.PROVENANCE, "results/figures/montage_synthetic.png"}
+    expected |= {"results/transfer/synthetic-32-resnet50-bs16-s0/raabin/metrics.json", bundle.MANIFEST, bundle.CONFIG}
+    assert expected <= names
+    assert not any(name.endswith("model.keras") for name in names)  # models only with bundle_models
+    assert manifest["runs"] == bundle.plain(plan.make_plan(config).runs) and len(manifest["runs"]) == 11
+    assert manifest["git"]["commit"] == "0" * 40
+    assert [entry["path"] for entry in manifest["files"]] == sorted(names - {bundle.MANIFEST, bundle.CONFIG})
+    with tarfile.open(archive, "r:gz") as tar:
+        assert tar.getmembers()[0].name == bundle.MANIFEST  # read first, whatever the bundle's size
+    assert json.loads(members(archive)[bundle.CONFIG]) == bundle.saved_config(config)
+
+
+def test_models_are_bundled_with_the_switch():
+    config = tiny_config(bundle_models=True)
+    paths = bundle.bundled_files(config, plan.make_plan(config), models=True)
+    assert sum(path.endswith("/model.keras") for path in paths) == 11
+
+
+def test_a_missing_result_is_named_and_no_bundle_is_written(tmp_path):
+    config = tiny_config()
+    paths = fake_build(tmp_path, config)
+    gone = next(path for path in paths if path.endswith("predictions.npz"))
+    (tmp_path / gone).unlink()
+    dest = tmp_path / bundle.BUNDLE_FILE
+    with pytest.raises(bundle.BundleError, match=re.escape(gone)):
+        bundle.write_bundle(dest, tmp_path, paths, {}, {}, {}, False)
+    assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
+
+
+def test_bundle_code_imports_nothing_heavy():
+    # bloodcells.bundle runs when the Snakefile is parsed, on a login node
+    import ast
+    import sys
+
+    tree = ast.parse((REPO / "scripts/bloodcells/bundle.py").read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+# --- restoring --------------------------------------------------------------------------------------
+
+
+def test_restore_puts_every_file_in_place_with_one_mtime_and_the_next_parse_reads_nothing(made, tmp_path, monkeypatch):
+    archive, config, manifest = made
+    root = tmp_path / "fresh"
+    root.mkdir()
+    restored = restore(root, config, restore=str(archive))
+    assert set(restored.runs) == set(manifest["runs"])
+    for entry in manifest["files"]:
+        assert hashlib.sha256((root / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
+    assert len({(root / path).stat().st_mtime for path in restored.files}) == 1
+    assert (root / bundle.MARKER).is_file()
+
+    def no_reading(*args):
+        raise AssertionError("the bundle was read again")
+
+    monkeypatch.setattr(bundle, "verify_bundle", no_reading)
+    assert restore(root, config, restore=str(archive)) == restored
+    # a restored file that went missing is restored again (the others are left as they are)
+    monkeypatch.undo()
+    lost = root / manifest["files"][0]["path"]
+    lost.unlink()
+    assert restore(root, config, restore=str(archive)) == restored and lost.is_file()
+
+
+@pytest.mark.parametrize(
+    "tamper, named, problem",
+    [
+        ("byte", "results/runs/synthetic-32-resnet50-bs16-s0/metrics.json", "is not the manifest's"),
+        ("missing", "results/runs/synthetic-32-resnet50-bs16-s0/history.csv", "missing from the archive"),
+        ("extra", "results/runs/synthetic-32-resnet50-bs16-s0/extra.txt", "not in the manifest"),
+        ("dotdot", "../x", "escapes the results folder"),
+        ("dotdot_inside", "results/../../x", "escapes the results folder"),
+        ("absolute", "/tmp/x", "an absolute path"),
+        ("outside", "scripts/bloodcells/bundle.py", "outside the folders"),
+        ("symlink", "results/runs/synthetic-32-resnet50-bs16-s0/link.json", "a symbolic link"),
+    ],
+)
+def test_a_bundle_that_does_not_match_its_manifest_is_refused_before_writing(made, tmp_path, tamper, named, problem):
+    archive, config, _ = made
+    contents, links = members(archive), {}
+    if tamper == "byte":
+        data = bytearray(contents[named])
+        data[5] ^= 1
+        contents[named] = bytes(data)
+    elif tamper == "missing":
+        del contents[named]
+    elif tamper == "extra":
+        contents[named] = b"not listed"
+    elif tamper == "symlink":
+        links[named] = "/etc/passwd"
+    else:  # a listed, correctly hashed file whose path leaves results/
+        contents = with_manifest_entry(contents, named, b"escaped")
+    bad = repack(archive, contents, links)
+    root = tmp_path / "fresh"
+    root.mkdir()
+    with pytest.raises(bundle.BundleError) as error:
+        restore(root, config, restore=str(bad))
+    message = str(error.value)
+    assert named in message and problem in message and "nothing was restored" in message, message
+    assert list(root.iterdir()) == [] and not (tmp_path / "x").exists()
+
+
+def test_an_unreadable_bundle_is_named(tmp_path):
+    bad = tmp_path / "bundle.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    with pytest.raises(bundle.BundleError, match=re.escape(str(bad))):
+        restore(tmp_path, tiny_config(), restore=str(bad))
+    with pytest.raises(bundle.BundleError, match="does not exist"):
+        restore(tmp_path, tiny_config(), restore=str(tmp_path / "nowhere.tar.gz"))
+    assert written(tmp_path) == []
+
+
+def test_a_wrong_restore_sha256_of_a_local_bundle_is_refused(made, tmp_path):
+    archive, config, _ = made
+    with pytest.raises(bundle.BundleError, match="restore_sha256"):
+        restore(tmp_path / "x", config, restore=str(archive), restore_sha256="ab" * 32)
+    restore(tmp_path, config, restore=str(archive), restore_sha256=bundle.file_sha256(archive))
+
+
+def test_files_already_there_with_other_content_are_never_overwritten(made, tmp_path):
+    archive, config, manifest = made
+    root = tmp_path / "work"
+    mine = root / manifest["files"][3]["path"]
+    mine.parent.mkdir(parents=True)
+    mine.write_text("computed here")
+    before = written(root)
+    with pytest.raises(bundle.BundleError) as error:
+        restore(root, config, restore=str(archive))
+    assert manifest["files"][3]["path"] in str(error.value) and "other content" in str(error.value)
+    assert written(root) == before and mine.read_text() == "computed here"
+
+
+def other_runs_config() -> dict:
+    """The tiny config with one more seed and without the dropout study: other runs than the bundle's."""
+    config = yaml.safe_load(TINY.read_text())
+    del config["studies"]["dropout"]
+    config["seeds"] = [0, 1]
+    return plan.validate_config(config, SCHEMA)
+
+
+def test_a_bundle_of_other_runs_is_refused_with_the_runs_that_differ(made, tmp_path):
+    archive, _, _ = made
+    with pytest.raises(bundle.BundleError) as error:
+        restore(tmp_path, other_runs_config(), restore=str(archive))
+    message = str(error.value)
+    assert "synthetic-32-resnet50-bs16-do0.5-s0: in the bundle, not planned by this config" in message
+    assert "synthetic-32-resnet50-bs16-s1: planned by this config, not in the bundle" in message
+    assert "restore_shared_runs" in message and "nothing was restored" in message
+    assert written(tmp_path) == []
+
+
+def test_with_restore_shared_runs_the_runs_both_plan_are_restored(made, tmp_path):
+    archive, _, manifest = made
+    config = other_runs_config()
+    restored = restore(tmp_path, config, restore=str(archive), restore_shared_runs=True)
+    shared = set(manifest["runs"]) & set(plan.make_plan(config).runs)
+    assert set(restored.runs) == shared and len(shared) == 10
+    assert not (tmp_path / "results/runs/synthetic-32-resnet50-bs16-do0.5-s0").exists()
+    assert (tmp_path / "results/runs/synthetic-32-resnet50-bs16-s0/predictions.npz").is_file()
+    # this config plans runs the bundle lacks: provenance and the montage are made here, with them
+    assert not (tmp_path / bundle.PROVENANCE).exists()
+
+
+def test_a_restored_run_needs_no_data_folder():
+    config = plan.validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)
+    full = plan.make_plan(config)
+    root = Path("/nonexistent")
+    assert any("Raabin" in line for line in bundle.folders_missing(config, full, bundle.Restored(), root))
+    everything = bundle.Restored(tuple(full.runs))
+    assert bundle.folders_missing(config, full, everything, root) == []
+
+
+# --- restoring from a URL ---------------------------------------------------------------------------
+
+
+class Server:
+    """A loopback HTTP server of one file (as tests/test_sources.py's), counting requests."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body, self.hits = body, 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/results-bundle.tar.gz"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(made):
+    """The bundle of `made` on a loopback server: (server, config, manifest)."""
+    archive, config, manifest = made
+    server = Server(archive.read_bytes())
+    yield server, config, manifest
+    server.close()
+
+
+def test_restore_from_a_url_checks_the_sha256(served, tmp_path):
+    server, config, manifest = served
+    good = hashlib.sha256(server.body).hexdigest()
+    root = tmp_path / "fresh"
+    root.mkdir()
+    with pytest.raises(bundle.BundleError) as error:
+        restore(root, config, restore=server.url, restore_sha256="0" * 64)
+    assert server.url in str(error.value) and good in str(error.value) and "nothing was restored" in str(error.value)
+    assert list(root.iterdir()) == []
+    with pytest.raises(bundle.BundleError, match="restore_sha256"):
+        restore(root, config, restore=server.url)
+    restored = restore(root, config, restore=server.url, restore_sha256=good.upper())
+    assert len(restored.files) == len(manifest["files"]) and server.hits == 2
+    # the next parse (the next command, a cluster job) downloads nothing
+    assert restore(root, config, restore=server.url, restore_sha256=good) == restored and server.hits == 2
+
+
+def test_only_https_urls_are_fetched(tmp_path):
+    with pytest.raises(bundle.BundleError, match="https"):
+        restore(tmp_path, tiny_config(), restore="ftp://example.org/b.tar.gz", restore_sha256="0" * 64)
+    with pytest.raises(bundle.BundleError, match="https"):
+        restore(tmp_path, tiny_config(), restore="http://example.org/b.tar.gz", restore_sha256="0" * 64)
+    assert written(tmp_path) == []
+
+
+# --- the workflow -----------------------------------------------------------------------------------
+
+
+def job_counts(result) -> dict[str, int]:
+    """Rule -> jobs from the 'Job stats' table a Snakemake run or dry run prints; empty when nothing is to be done."""
+    output = result.stdout + result.stderr
+    if "Job stats:" not in output:
+        assert "Nothing to be done" in output, output[-3000:]
+        return {}
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE))
+    return {rule: int(count) for rule, count in counts.items() if rule != "total"}
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    """The session's tiny run packed by `snakemake bundle`, in a hard-linked copy (the tiny run is shared)."""
+    work = tmp_path_factory.mktemp("bundled")
+    for folder in bundle.ROOTS:
+        shutil.copytree(tiny_run / folder, work / folder, copy_function=os.link)
+    # mtime only: other tests edit the repository's templates while the tiny run is shared; packing is not rebuilding
+    result = run_snakemake(work, "bundle", "--cores", "1", "--configfile", str(TINY), "--rerun-triggers", "mtime")
+    assert job_counts(result) == {"bundle": 1}
+    return work / bundle.BUNDLE_FILE
+
+
+def test_report_rebuilt_from_a_bundle_in_a_fresh_folder_trains_nothing(tiny_run, tiny_bundle, tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    args = ["--configfile", str(TINY), "--config", f"restore={tiny_bundle}"]
+    # no .snakemake metadata, new modification times: only what the bundle lacks is planned
+    planned = job_counts(run_snakemake(fresh, "-n", "--cores", "2", *args))
+    assert not EXPENSIVE & set(planned), planned
+    assert {"tables_grid", "study_table", "statistics", "report"} <= set(planned), planned
+    assert "bootstrap" not in planned and "provenance" not in planned and "montage" not in planned
+    ran = job_counts(run_snakemake(fresh, "--cores", "2", *args))
+    assert ran == planned
+    assert not (fresh / "results/data").exists() and not list(fresh.glob("results/runs/*/model.keras"))
+    original = sorted((tiny_run / "results/tables").glob("*.csv"))
+    assert len(original) >= 8
+    for table in original:
+        assert (fresh / "results/tables" / table.name).read_bytes() == table.read_bytes(), table.name
+    for name in ("significance.csv", "bootstrap.csv"):
+        assert (fresh / "results/stats" / name).read_bytes() == (tiny_run / "results/stats" / name).read_bytes()
+    assert (fresh / "results/report/report.html").is_file()
+    assert job_counts(run_snakemake(fresh, "-n", "--cores", "2", *args)) == {}
+
+
+def test_a_tampered_bundle_stops_the_workflow_naming_the_file(tiny_bundle, tmp_path):
+    contents = members(tiny_bundle)
+    name = next(name for name in contents if name.endswith("/metrics.json"))
+    bad = repack(tiny_bundle, contents | {name: contents[name] + b" "})
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    result = run_snakemake(fresh, "-n", "--configfile", str(TINY), "--config", f"restore={bad}", check=False)
+    assert result.returncode != 0 and name in result.stderr and "nothing was restored" in result.stderr
+    assert written(fresh) == []
