@@ -69,9 +69,9 @@ def members(archive: Path) -> dict[str, bytes]:
         return {member.name: tar.extractfile(member).read() for member in tar}
 
 
-def repack(archive: Path, contents: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
-    """A bundle with exactly these members (name -> bytes), plus symbolic links (name -> target)."""
-    dest = archive.with_name("tampered.tar.gz")
+def repack(folder: Path, contents: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    """A bundle in `folder` with exactly these members (name -> bytes), plus symbolic links (name -> target)."""
+    dest = folder / "tampered.tar.gz"
     with tarfile.open(dest, "w:gz") as tar:
         for name, data in contents.items():
             info = tarfile.TarInfo(name)
@@ -207,7 +207,7 @@ def test_a_bundle_that_does_not_match_its_manifest_is_refused_before_writing(mad
         links[named] = "/etc/passwd"
     else:  # a listed, correctly hashed file whose path leaves results/
         contents = with_manifest_entry(contents, named, b"escaped")
-    bad = repack(archive, contents, links)
+    bad = repack(tmp_path, contents, links)
     root = tmp_path / "fresh"
     root.mkdir()
     with pytest.raises(bundle.BundleError) as error:
@@ -402,9 +402,10 @@ def test_report_rebuilt_from_a_bundle_in_a_fresh_folder_trains_nothing(tiny_run,
 def test_a_tampered_bundle_stops_the_workflow_naming_the_file(tiny_bundle, tmp_path):
     contents = members(tiny_bundle)
     name = next(name for name in contents if name.endswith("/metrics.json"))
-    bad = repack(tiny_bundle, contents | {name: contents[name] + b" "})
+    bad = repack(tmp_path, contents | {name: contents[name] + b" "})
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     result = run_snakemake(fresh, "-n", "--configfile", str(TINY), "--config", f"restore={bad}", check=False)
-    assert result.returncode != 0 and name in result.stderr and "nothing was restored" in result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and name in output and "nothing was restored" in output, output[-3000:]
     assert written(fresh) == []
