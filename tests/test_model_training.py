@@ -28,6 +28,8 @@ from bloodcells.training import (
     RunSpec,
     TrainSettings,
     balanced_class_weights,
+    epoch_dataset,
+    eval_dataset,
     inference_model,
     learning_rate_schedule,
     make_epoch_callback,
@@ -259,6 +261,14 @@ def test_the_best_weights_come_from_memory_else_from_the_checkpoint(tmp_path):
     model = dense(3.0)  # the last epoch was the best: kept as it is
     restore_best_weights(model, state | {"best_epoch": 3}, checkpoint, dense(5.0).get_weights())
     assert all(np.all(w == 3.0) for w in model.get_weights())
+
+
+def test_training_and_validation_data_run_without_autotuning(tiny_data):
+    (images, labels), _ = tiny_data
+    for dataset in (epoch_dataset(images, labels, 8, 16, 0, 0, 2), eval_dataset(images, labels, 8, 16)):
+        assert dataset.options().autotune.enabled is False  # its thread held up the end of training for up to 40 s
+    batches = [batch_labels.numpy().argmax(1) for _, batch_labels in epoch_dataset(images, labels, 8, 16, 0, 0, 2)]
+    assert len(batches) == 2 * 3 and all(sorted(np.concatenate(batches[i : i + 3])) == sorted(labels) for i in (0, 3))
 
 
 def test_resampling_equals_keras_affine_transform():

@@ -145,7 +145,18 @@ def epoch_dataset(
         return tf.gather(image_store, indices), tf.one_hot(tf.gather(label_store, indices), n_classes)
 
     epochs = tf.data.Dataset.range(first_epoch, last_epoch)
-    return epochs.flat_map(one_epoch).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(epochs.flat_map(one_epoch).map(gather, num_parallel_calls=2).prefetch(2))
+
+
+def without_autotune(dataset):
+    """The dataset with tf.data's autotuning off: a gather from memory needs no tuning, and on a CPU the tuning
+    thread held up the end of training. Its wait grows with the iterator's age (to about a minute), and deleting
+    the iterator waits for it: 25-40 s of idling after the last epoch in about half of the demo's training jobs."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int):
@@ -153,7 +164,7 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_s
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, tf.one_hot(labels, n_classes)))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.batch(batch_size).prefetch(2))
 
 
 def optimizer_of(model) -> list:
