@@ -210,12 +210,13 @@ def main(argv=None) -> None:
 
         original_save = training_module.Checkpoint.save
 
-        def save_and_measure(self, model, state, improved):
-            original_save(self, model, state, improved)
+        def save_and_measure(self, model, state, improved, best_weights=None):
+            original_save(self, model, state, improved, best_weights)
             for path in self.directory.iterdir():
-                sizes[path.name.split("-")[0] if path.suffix != ".json" else "state"] = path.stat().st_size
-                if path.name.endswith(".weights.h5"):
-                    sizes["optimizer_in_best_weights"] = optimizer_bytes(path)
+                kind = "state" if path.suffix == ".json" else path.name.split("-")[0]  # epoch (with optimizer), best
+                sizes[kind] = path.stat().st_size
+                if kind == "epoch":
+                    sizes["optimizer_in_epoch"] = optimizer_bytes(path)
 
         training_module.Checkpoint.save = save_and_measure
         try:
