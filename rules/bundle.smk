@@ -24,7 +24,7 @@ rule bundle:
     params:
         files=BUNDLED,
         runs=RUNS,
-        config=bundle.saved_config(config),
+        config=bundle.results_config(config),
         repo=str(REPO),
         models=config.get("bundle_models", False),
     script:
@@ -43,7 +43,7 @@ ruleorder: restored > provenance
 
 
 rule restored:
-    """A file put in place from a results bundle (config key restore); fails, naming the file, if it went missing."""
+    """A file put in place from a results bundle (config key restore); fails, naming the file, if it has gone."""
     output:
         "{restored}",
     log:
@@ -52,6 +52,8 @@ rule restored:
         restored=bundle.restored_pattern(RESTORED),
     conda:
         "../envs/report.yaml"
+    params:
+        marker=bundle.MARKER,
     shell:
-        "echo '{output} came from the results bundle of config key restore and is gone: delete "
-        f"{bundle.MARKER} to restore it again' | tee {{log}} >&2; exit 1"
+        "echo '{output} was restored from a results bundle ({params.marker}) and is gone: run again with config key "
+        "restore to put it back, or delete {params.marker} to build it here' | tee {log} >&2; exit 1"

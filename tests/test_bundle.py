@@ -58,7 +58,7 @@ def made(tmp_path) -> tuple[Path, dict, dict]:
     archive = tmp_path / "results-bundle.tar.gz"
     git = {"commit": "0" * 40, "dirty": False}
     manifest = bundle.write_bundle(
-        archive, source, paths, plan.make_plan(config).runs, bundle.saved_config(config), git, False
+        archive, source, paths, plan.make_plan(config).runs, bundle.results_config(config), git, False
     )
     return archive, config, manifest
 
@@ -120,13 +120,17 @@ def test_bundle_holds_every_file_the_tables_and_report_need_and_a_manifest(made)
     assert [entry["path"] for entry in manifest["files"]] == sorted(names - {bundle.MANIFEST, bundle.CONFIG})
     with tarfile.open(archive, "r:gz") as tar:
         assert tar.getmembers()[0].name == bundle.MANIFEST  # read first, whatever the bundle's size
-    assert json.loads(members(archive)[bundle.CONFIG]) == bundle.saved_config(config)
+    assert json.loads(members(archive)[bundle.CONFIG]) == bundle.results_config(config)
 
 
 def test_models_are_bundled_with_the_switch():
     config = tiny_config(bundle_models=True)
     paths = bundle.bundled_files(config, plan.make_plan(config), models=True)
     assert sum(path.endswith("/model.keras") for path in paths) == 11
+    # the bundle keys change neither the config a bundle records nor the hash in the provenance
+    plain_config = tiny_config()
+    with_keys = tiny_config(bundle_models=True, restore="b.tar.gz", restore_sha256="0" * 64, restore_shared_runs=True)
+    assert bundle.results_config(with_keys) == bundle.results_config(plain_config) == plain_config
 
 
 def test_a_missing_result_is_named_and_no_bundle_is_written(tmp_path):
@@ -177,6 +181,10 @@ def test_restore_puts_every_file_in_place_with_one_mtime_and_the_next_parse_read
     lost = root / manifest["files"][0]["path"]
     lost.unlink()
     assert restore(root, config, restore=str(archive)) == restored and lost.is_file()
+    # a command without the key keeps the restored files standing for their jobs, until the record is deleted
+    assert restore(root, config) == restored
+    (root / bundle.MARKER).unlink()
+    assert restore(root, config) == bundle.Restored()
 
 
 @pytest.mark.parametrize(
@@ -397,6 +405,8 @@ def test_report_rebuilt_from_a_bundle_in_a_fresh_folder_trains_nothing(tiny_run,
         assert (fresh / "results/stats" / name).read_bytes() == (tiny_run / "results/stats" / name).read_bytes()
     assert (fresh / "results/report/report.html").is_file()
     assert job_counts(run_snakemake(fresh, "-n", "--cores", "2", *args)) == {}
+    # nor does a later command that leaves out the restore key
+    assert job_counts(run_snakemake(fresh, "-n", "--cores", "2", "--configfile", str(TINY))) == {}
 
 
 def test_a_tampered_bundle_stops_the_workflow_naming_the_file(tiny_bundle, tmp_path):

@@ -35,8 +35,9 @@ ROOTS = ("results", "benchmarks")
 RUN_FILES = ("metrics.json", "predictions.npz", "history.csv", "bootstrap.json", "host.json")
 GRADCAM_FILES = ("panel.png", "panel.pdf", "heatmaps.npz", "focus.csv")
 TRANSFER_FILES = ("predictions.npz", "metrics.json")
-# Config keys of the restore itself: they say where results come from, not how they were made.
-RESTORE_KEYS = ("restore", "restore_sha256", "restore_shared_runs")
+# Config keys of bundles and restores: they say how results are packed and where they come from, not how they were
+# made, so they are left out of the config a bundle records and of the config hash in the provenance.
+BUNDLE_KEYS = ("bundle_models", "restore", "restore_sha256", "restore_shared_runs")
 CHUNK_BYTES = 1 << 20
 MANIFEST_MAX_BYTES = 64 << 20
 
@@ -66,9 +67,9 @@ def bundled_files(config: dict, plan: Plan, models: bool = False) -> dict[str, s
     return dict(sorted(paths.items()))
 
 
-def saved_config(config: dict) -> dict:
-    """The config a bundle records: the validated config without the keys of a restore."""
-    return {key: value for key, value in config.items() if key not in RESTORE_KEYS}
+def results_config(config: dict) -> dict:
+    """The config without the keys of bundles and restores: what a bundle records and the provenance hashes."""
+    return {key: value for key, value in config.items() if key not in BUNDLE_KEYS}
 
 
 def plain(value):
@@ -343,7 +344,7 @@ def config_differences(bundle_config: dict, config: dict, prefix: str = "") -> l
     """Dotted keys whose values differ between the bundle's config and this one (those of bundles left out)."""
     keys = []
     for key in sorted(set(bundle_config) | set(config)):
-        if not prefix and key in (*RESTORE_KEYS, "bundle_models"):
+        if not prefix and key in BUNDLE_KEYS:
             continue
         mine, theirs = plain(config.get(key)), bundle_config.get(key)
         if isinstance(mine, dict) and isinstance(theirs, dict):
@@ -447,7 +448,7 @@ def restore_bundle(
         f"{len(to_write)} files restored, {len(entries) - len(to_write)} already in place, {len(runs)} runs"
     )
     if differences := run_differences(manifest["runs"], planned):
-        log("restored only the runs both configs plan alike; not restored:\n" + "\n".join(differences))
+        log("runs the two configs plan differently, not restored (restore_shared_runs):\n" + "\n".join(differences))
     if differing := config_differences(bundle_config, config):
         log(f"the bundle's results were made with other values of config keys: {', '.join(differing)}")
     return Restored(runs, tuple(entry["path"] for entry in entries))
@@ -521,6 +522,19 @@ def already_restored(key: dict, root: Path) -> Restored | None:
     return None
 
 
+def recorded_restore(root: Path, log: Callable[[str], None]) -> Restored:
+    """The runs and files of the restore recorded in MARKER (whichever bundle), or nothing where none is."""
+    try:
+        marker = json.loads((root / MARKER).read_text())
+        restored = Restored(tuple(marker["runs"]), tuple(marker["files"]))
+    except FileNotFoundError:
+        return Restored()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BundleError(f"{root / MARKER}: not a record of a restore ({error}); delete it to build here") from error
+    log(f"{len(restored.files)} files restored from a results bundle ({MARKER}) stand for the jobs that made them")
+    return restored
+
+
 def record_restore(key: dict, restored: Restored, root: Path) -> None:
     """Write MARKER: the restore's key, the restored runs and each restored file's size."""
     sizes = {path: (root / path).stat().st_size for path in restored.files}
@@ -529,10 +543,11 @@ def record_restore(key: dict, restored: Restored, root: Path) -> None:
 
 def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str], None] = print) -> Restored:
     """The parse-time hook: restore the bundle named by config key restore (a path, or a URL with restore_sha256)
-    into `root` before the workflow is planned; nothing restored without the key."""
+    into `root` before the workflow is planned. Without the key, the files of an earlier restore recorded in MARKER
+    still stand for their jobs (commands that leave the key out must not retrain what was restored)."""
     source, sha256 = config.get("restore"), config.get("restore_sha256")
     if not source:
-        return Restored()
+        return recorded_restore(root, log)
     url = is_url(source)
     if url and urllib.parse.urlsplit(source).scheme not in ("http", "https"):
         raise BundleError(f"config key restore: {source} is neither a local path nor an https:// URL")
