@@ -20,7 +20,7 @@ rule bundle:
     log:
         "logs/bundle/bundle.log",
     conda:
-        "../envs/report.yaml"
+        "../envs/tensorflow.yaml"  # as rule provenance: the git state comes from bloodcells.provenance
     params:
         files=BUNDLED,
         runs=RUNS,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from .download import IMAGENET_NOTOP_NAME, imagenet_weights_name
@@ -72,6 +71,8 @@ def fill_defaults(config: dict, schema: dict) -> None:
 
 def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Check `config` against the schema and cross-references; raise ConfigError naming every bad key."""
+    import jsonschema  # here: Snakemake's environment has it, the rule environments that import plan do not
+
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
