@@ -32,7 +32,7 @@ rule bundle:
 
 
 # Restored files are made by no job: each is its own job with no input, so Snakemake never plans what made it
-# (a shell action: a script's modification time would count as a code change of the restored files).
+# (rule restored only runs when such a file has gone, to say so: scripts/restored.py).
 ruleorder: restored > train
 ruleorder: restored > evaluate
 ruleorder: restored > gradcam
@@ -54,6 +54,5 @@ rule restored:
         "../envs/report.yaml"
     params:
         marker=bundle.MARKER,
-    shell:
-        "echo '{output} was restored from a results bundle ({params.marker}) and is gone: run again with config key "
-        "restore to put it back, or delete {params.marker} to build it here' | tee {log} >&2; exit 1"
+    script:
+        "../scripts/restored.py"
