@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SCHEMA, TINY, load_rule_script, run_snakemake
+from conftest import REPO, SCHEMA, TINY, load_rule_script, rule_blocks, run_snakemake
 from keras.src.saving import saving_lib
 from PIL import Image
 
@@ -433,14 +434,21 @@ def pwned(*folders: Path) -> list[Path]:
 
 def test_no_rule_runs_a_shell_command():
     # script: hands config values to Python as objects; shell:/run: would put them into a command line.
+    # The one exception, rule restored (a script would count as code newer than the files it stands for), quotes
+    # every value it hands to the shell.
     rules = [*REPO.glob("rules/*.smk"), REPO / "Snakefile"]
     offenders = [
         f"{path.name}: {line.strip()}"
         for path in rules
-        for line in path.read_text().splitlines()
+        for block in re.split(r"^(?=rule \w+:)", path.read_text(), flags=re.MULTILINE)
+        if not block.startswith("rule restored:")
+        for line in block.splitlines()
         if line.strip().startswith(("shell:", "run:"))
     ]
     assert offenders == []
+    restored = rule_blocks()["restored"]
+    command = restored.split("shell:")[1]
+    assert re.findall(r"\{[^}]*\}", command) == ["{output:q}", "{params.marker:q}", "{log:q}"]
 
 
 def test_dataset_name_with_shell_metacharacters_is_refused_before_anything_runs(tmp_path):
