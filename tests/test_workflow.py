@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from conftest import TINY, run_snakemake
 
+from bloodcells.dataset import BLOODMNIST_CLASSES
+
 
 def declared_outputs(workdir: Path) -> list[str]:
     """Every output file the workflow declares for the tiny config, from snakemake --summary."""
@@ -32,16 +34,7 @@ def test_metrics_and_predictions_of_every_run(tiny_run):
     for run in runs:
         metrics = json.loads((tiny_run / f"results/runs/{run}/metrics.json").read_text())
         assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["auc"] <= 1
-        assert set(metrics["per_class"]) == {
-            "basophil",
-            "eosinophil",
-            "erythroblast",
-            "immature granulocyte",
-            "lymphocyte",
-            "monocyte",
-            "neutrophil",
-            "platelet",
-        }
+        assert set(metrics["per_class"]) == set(BLOODMNIST_CLASSES)
         assert np.array(metrics["confusion_matrix"]).sum() == 32
         with np.load(tiny_run / f"results/runs/{run}/predictions.npz") as predictions:
             assert predictions["probabilities"].shape == (32, 8)
