@@ -528,7 +528,7 @@ def build_fixture(root: Path, synthetic: bool) -> SimpleNamespace:
         benchmarks[-1].parent.mkdir(parents=True, exist_ok=True)
         benchmarks[-1].write_text("s\th:m:s\tmax_rss\n61.0\t0:01:01\t3000.5\n")
     templates = [
-        str(REPO / "paper" / n) for n in ("report.html.j2", "report.tex.j2", "macros.html.j2", "macros.tex.j2")
+        str(REPO / "paper" / n) for n in ("report.html.j2", "report.tex.j2", "macros.html.j2", "result_table.tex.j2")
     ]
     out = root / "results/report"
     return SimpleNamespace(

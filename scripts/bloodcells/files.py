@@ -77,9 +77,9 @@ def data_files_used(config: dict, runs: dict[str, dict]) -> list[str]:
 
 
 def templates(paper: Path, kind: str) -> list[str]:
-    """The HTML and LaTeX templates of the tables or the report ('table', 'report'), then the macros they import;
-    the first file's folder is the template folder."""
-    return [str(paper / f"{name}.j2") for name in (f"{kind}.html", f"{kind}.tex", "macros.html", "macros.tex")]
+    """The HTML and LaTeX templates of the tables or the report ('table', 'report'), then the HTML macros and the
+    LaTeX table they use; the first file's folder is the template folder."""
+    return [str(paper / f"{name}.j2") for name in (f"{kind}.html", f"{kind}.tex", "macros.html", "result_table.tex")]
 
 
 def table_inputs(config: dict, plan: Plan, table: str, paper: Path) -> dict[str, list[str] | str]:

@@ -276,7 +276,7 @@ def verdict_counts(conclusions: Sequence[dict]) -> dict[str, int]:
 
 
 def render_report(template_dir: str | Path, template: str, model: dict) -> str:
-    """Render report.html.j2 (autoescaped) or report.tex.j2 (with the |latex filter) from the data model."""
+    """Render report.html.j2 or report.tex.j2 (both escape every value) from the data model."""
     env = template_environment(template_dir, template)
     env.globals["verdict_class"] = lambda verdict: VERDICT_CLASSES.get(verdict, "untestable")
     return env.get_template(template).render(**model)

@@ -188,15 +188,16 @@ def write_table_files(frame: pd.DataFrame, context: dict, outputs: dict[str, str
 
 
 def template_environment(template_dir: str | Path, template: str) -> jinja2.Environment:
-    """The jinja2 environment of the paper/ templates: HTML autoescaped, LaTeX with the |latex filter."""
-    env = jinja2.Environment(
+    """The jinja2 environment of the paper/ templates, escaping every {{ }} by default: HTML autoescaped, LaTeX
+    through latex_escape (values come from restored bundles too: one forgotten filter would let a value run TeX)."""
+    html = template.endswith(".html.j2")
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir)),
         undefined=jinja2.StrictUndefined,
-        autoescape=template.endswith(".html.j2"),
+        autoescape=html,
+        finalize=None if html else latex_escape,
         keep_trailing_newline=True,
     )
-    env.filters["latex"] = latex_escape
-    return env
 
 
 def render(template_dir: str | Path, template: str, **context) -> str:
