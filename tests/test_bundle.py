@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bundles import fake_build, members, repack
 from conftest import REPO, SCHEMA, TINY, run_snakemake
 
 from bloodcells import bundle, plan
@@ -40,15 +40,6 @@ def tiny_config(**changes) -> dict:
     return plan.validate_config(config, SCHEMA)
 
 
-def fake_build(root: Path, config: dict) -> dict[str, str | None]:
-    """Files with the names (not the contents) of a finished build of `config` under `root`; path -> run."""
-    paths = bundle.bundled_files(config, plan.make_plan(config))
-    for path in paths:
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(hashlib.sha256(path.encode()).digest() * 3)
-    return paths
-
-
 @pytest.fixture
 def made(tmp_path) -> tuple[Path, dict, dict]:
     """A bundle of a fake tiny build: (its path, the config, the manifest)."""
@@ -61,27 +52,6 @@ def made(tmp_path) -> tuple[Path, dict, dict]:
         archive, source, paths, plan.make_plan(config).runs, bundle.results_config(config), git, False
     )
     return archive, config, manifest
-
-
-def members(archive: Path) -> dict[str, bytes]:
-    """Name -> bytes of each member of a bundle."""
-    with tarfile.open(archive, "r:gz") as tar:
-        return {member.name: tar.extractfile(member).read() for member in tar}
-
-
-def repack(folder: Path, contents: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
-    """A bundle in `folder` with exactly these members (name -> bytes), plus symbolic links (name -> target)."""
-    dest = folder / "tampered.tar.gz"
-    with tarfile.open(dest, "w:gz") as tar:
-        for name, data in contents.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    return dest
 
 
 def with_manifest_entry(contents: dict[str, bytes], name: str, data: bytes) -> dict[str, bytes]:

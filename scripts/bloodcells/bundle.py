@@ -5,11 +5,15 @@ planning modules only, no numpy, pandas or TensorFlow."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 import time
@@ -20,9 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from . import download, files
+from . import download, files, restored_files
 from .atomic import atomic_path, write_text_atomic
 from .plan import Plan, missing_folders
+from .tar_limits import DEFAULT_MAX_BYTES, TarLimitError, check_tar_headers, max_bytes, shown
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -37,9 +42,11 @@ GRADCAM_FILES = ("panel.png", "panel.pdf", "heatmaps.npz", "focus.csv")
 TRANSFER_FILES = ("predictions.npz", "metrics.json")
 # Config keys of bundles and restores: they say how results are packed and where they come from, not how they were
 # made, so they are left out of the config a bundle records and of the config hash in the provenance.
-BUNDLE_KEYS = ("bundle_models", "restore", "restore_sha256", "restore_shared_runs")
+BUNDLE_KEYS = ("bundle_models", "restore", "restore_sha256", "restore_shared_runs", "restore_max_bytes")
 CHUNK_BYTES = 1 << 20
-MANIFEST_MAX_BYTES = 64 << 20
+MANIFEST_MAX_BYTES = 16 << 20  # the full study's manifest is about 100 kB
+PROBLEMS_SHOWN = 30
+STAGING_PREFIX = ".restore-staging-"
 
 
 class BundleError(ValueError):
@@ -202,9 +209,9 @@ class Member:
 def _member_problem(member: tarfile.TarInfo) -> str | None:
     """Why an archive member is refused whatever the manifest says (links, devices, unsafe names); None if fine."""
     if member.issym():
-        return f"a symbolic link (to {member.linkname})"
+        return f"a symbolic link (to {shown(member.linkname)})"
     if member.islnk():
-        return f"a hard link (to {member.linkname})"
+        return f"a hard link (to {shown(member.linkname)})"
     if not (member.isreg() or member.isdir()):
         return "not a regular file"
     if member.name in (MANIFEST, CONFIG) and member.isreg():
@@ -233,12 +240,12 @@ def scan_archive(archive: Path) -> tuple[dict[str, Member], dict[str, bytes], li
         with tarfile.open(archive, mode="r:gz") as tar:
             for member in tar:
                 if problem := _member_problem(member):
-                    problems.append(f"{member.name}: {problem}")
+                    problems.append(f"{shown(member.name)}: {problem}")
                     continue
                 if member.isdir():
                     continue  # folders are made as files need them; an entry for one carries nothing
                 if member.name in members:
-                    problems.append(f"{member.name}: in the archive twice")
+                    problems.append(f"{shown(member.name)}: in the archive twice")
                     continue
                 keep = MANIFEST_MAX_BYTES if member.name in (MANIFEST, CONFIG) else None
                 sha256, data = _hash_stream(tar.extractfile(member), keep)
@@ -251,23 +258,14 @@ def scan_archive(archive: Path) -> tuple[dict[str, Member], dict[str, bytes], li
 
 
 def load_manifest(data: bytes | None) -> dict:
-    """The manifest from its bytes, its structure checked; a BundleError names what is wrong."""
+    """The manifest from its bytes, every field's type checked (rules/schema/bundle.schema.yaml); a BundleError
+    names the field at fault."""
     if data is None:
         raise BundleError(f"{MANIFEST}: missing (or larger than {MANIFEST_MAX_BYTES} bytes)")
     try:
-        manifest = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{MANIFEST}: not JSON ({error})") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{MANIFEST}: not a results bundle manifest of format {FORMAT}")
-    entries, runs = manifest.get("files"), manifest.get("runs")
-    entry_keys = {"path", "sha256", "bytes", "run"}
-    if not isinstance(runs, dict) or not isinstance(entries, list):
-        raise BundleError(f"{MANIFEST}: needs 'runs' (an object) and 'files' (a list)")
-    for entry in entries:
-        if not isinstance(entry, dict) or not entry_keys <= set(entry) or not isinstance(entry["path"], str):
-            raise BundleError(f"{MANIFEST}: a file entry lacks one of {sorted(entry_keys)}: {entry!r}")
-    return manifest
+        return restored_files.checked_json(data, "manifest")
+    except restored_files.ContentError as error:
+        raise BundleError(f"{MANIFEST}: {error}") from error
 
 
 def manifest_problems(manifest: dict, members: dict[str, Member]) -> list[str]:
@@ -277,30 +275,42 @@ def manifest_problems(manifest: dict, members: dict[str, Member]) -> list[str]:
     for entry in manifest["files"]:
         path = entry["path"]
         if reason := unsafe_path(path):
-            problems.append(f"{path}: {reason}")
+            problems.append(f"{shown(path)}: {reason}")
         elif path in listed:
-            problems.append(f"{path}: listed twice in the manifest")
+            problems.append(f"{shown(path)}: listed twice in the manifest")
         elif path not in members:
-            problems.append(f"{path}: in the manifest but missing from the archive")
+            problems.append(f"{shown(path)}: in the manifest but missing from the archive")
         elif members[path].sha256 != entry["sha256"] or members[path].size != entry["bytes"]:
             problems.append(
-                f"{path}: SHA-256 {members[path].sha256} ({members[path].size} bytes) is not the manifest's "
+                f"{shown(path)}: SHA-256 {members[path].sha256} ({members[path].size} bytes) is not the manifest's "
                 f"{entry['sha256']} ({entry['bytes']} bytes)"
             )
         listed.add(path)
-    config = manifest.get("config") or {}
     if CONFIG not in members:
         problems.append(f"{CONFIG}: missing from the archive")
-    elif members[CONFIG].sha256 != config.get("sha256"):
-        problems.append(f"{CONFIG}: SHA-256 {members[CONFIG].sha256} is not the manifest's {config.get('sha256')}")
+    elif members[CONFIG].sha256 != manifest["config"]["sha256"]:
+        problems.append(
+            f"{CONFIG}: SHA-256 {members[CONFIG].sha256} is not the manifest's {manifest['config']['sha256']}"
+        )
     extra = sorted(set(members) - listed - {MANIFEST, CONFIG})
-    problems += [f"{name}: in the archive but not in the manifest" for name in extra]
+    problems += [f"{shown(name)}: in the archive but not in the manifest" for name in extra]
     return problems
 
 
-def verify_bundle(archive: Path) -> tuple[dict, dict]:
+def problem_lines(problems: list[str]) -> str:
+    """The problems of a bundle as indented lines, each once, at most PROBLEMS_SHOWN of them."""
+    unique = list(dict.fromkeys(problems))  # a bad name may be both member and entry
+    more = [f"... and {len(unique) - PROBLEMS_SHOWN} more"] if len(unique) > PROBLEMS_SHOWN else []
+    return "\n".join(f"  {line}" for line in unique[:PROBLEMS_SHOWN] + more)
+
+
+def verify_bundle(archive: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict, dict]:
     """The manifest and config of a bundle whose every file matches its manifest; otherwise a BundleError naming
-    each file that does not. Nothing is written."""
+    each file that does not. Its raw headers are bounded first (tar_limits); nothing is written."""
+    try:
+        check_tar_headers(archive, max_bytes)
+    except TarLimitError as error:
+        raise BundleError(f"results bundle {archive} refused, nothing was restored: {error}") from error
     members, small, problems = scan_archive(archive)
     try:
         manifest = load_manifest(small.get(MANIFEST))
@@ -310,12 +320,12 @@ def verify_bundle(archive: Path) -> tuple[dict, dict]:
     if problems:
         raise BundleError(
             f"results bundle {archive} refused, nothing was restored: it does not match its manifest:\n"
-            + "\n".join(f"  {line}" for line in dict.fromkeys(problems))  # a bad name may be both member and entry
+            + problem_lines(problems)
         )
     try:
-        config = json.loads(small.get(CONFIG, b""))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"results bundle {archive}: {CONFIG} is not JSON ({error})") from error
+        config = restored_files.checked_json(small.get(CONFIG, b""), "bundle_config")
+    except restored_files.ContentError as error:
+        raise BundleError(f"results bundle {archive} refused, nothing was restored: {CONFIG}: {error}") from error
     return manifest, config
 
 
@@ -394,25 +404,71 @@ def conflicts(entries: Iterable[dict], root: Path) -> tuple[list[dict], list[str
     return to_write, problems
 
 
-def extract(archive: Path, entries: list[dict], root: Path, mtime: float) -> None:
-    """Write the entries' files from the archive under `root`, each atomically, its SHA-256 checked again as it is
-    written, all with one modification time (so no restored file looks newer than another to Snakemake)."""
+def name_problems(entries: Iterable[dict], allowed: dict[str, str | None]) -> list[str]:
+    """One line per entry to restore that `snakemake bundle` would not pack for this config (any other path, the
+    restore marker), or whose run is not the run its path belongs to."""
+    problems = []
+    for entry in entries:
+        path, run = entry["path"], entry["run"]
+        if path not in allowed:
+            problems.append(f"{shown(path)}: not a file that a results bundle of this config carries")
+        elif allowed[path] != run:
+            problems.append(f"{shown(path)}: a file of run {allowed[path]}, listed as one of {shown(str(run))}")
+    return problems
+
+
+def extract(archive: Path, entries: list[dict], stage: Path, mtime: float) -> None:
+    """Write the entries' files from the archive under `stage`, each SHA-256 checked again as it is written, all
+    with one modification time (so no restored file looks newer than another to Snakemake)."""
     wanted = {entry["path"]: entry for entry in entries}
     with tarfile.open(archive, mode="r:gz") as tar:
         for member in tar:
-            entry = wanted.get(member.name)
+            entry = wanted.pop(member.name, None)
             if entry is None or not member.isreg():
                 continue
-            dest = root / entry["path"]
-            with atomic_path(dest) as tmp:
-                digest = hashlib.sha256()
-                with tar.extractfile(member) as source, open(tmp, "wb") as out:
-                    for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
-                        digest.update(chunk)
-                        out.write(chunk)
-                if digest.hexdigest() != entry["sha256"]:
-                    raise BundleError(f"results bundle {archive}: {entry['path']} changed while it was restored")
+            dest = stage / entry["path"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with tar.extractfile(member) as source, open(dest, "wb") as out:
+                for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != entry["sha256"]:
+                raise BundleError(f"{shown(entry['path'])} changed since the bundle was verified")
             os.utime(dest, (mtime, mtime))
+    if wanted:
+        raise BundleError(f"{shown(next(iter(wanted)))} vanished from the bundle since it was verified")
+
+
+def place(stage: Path, paths: list[str], root: Path, commit: Callable[[], None]) -> None:
+    """Move the staged files into place under `root`, then `commit` (record the restore): all or none. On any
+    failure the files and folders placed so far are removed again before the error is raised."""
+    placed: list[Path] = []
+    made: list[Path] = []
+    try:
+        for path in paths:
+            dest = root / path
+            for folder in [root / parent for parent in reversed(PurePosixPath(path).parents) if str(parent) != "."]:
+                if not folder.is_dir():
+                    folder.mkdir()
+                    made.append(folder)
+            if dest.exists() or dest.is_symlink():
+                raise BundleError(f"{shown(path)} appeared in the working folder while the bundle was restored")
+            try:
+                os.replace(stage / path, dest)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                shutil.copy2(stage / path, dest)  # results/ is a link to another disk: copy, keeping the mtime
+            placed.append(dest)
+        commit()
+    except BaseException:
+        for dest in reversed(placed):
+            dest.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 # --- restoring ---------------------------------------------------------------------------------------
@@ -426,32 +482,74 @@ class Restored:
     files: tuple[str, ...] = ()
 
 
+def stage_and_place(
+    archive: Path,
+    to_write: list[dict],
+    root: Path,
+    check: Callable[[Path, list[str]], list[str]],
+    commit: Callable[[], None],
+) -> None:
+    """Unpack the entries to write into a staging folder beside results/, `check` their content there (problems,
+    one line each), move them into place and `commit`: on any failure nothing is left in place."""
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    paths = [entry["path"] for entry in to_write]
+    try:
+        extract(archive, to_write, stage, time.time())
+        if problems := check(stage, paths):
+            raise BundleError("files whose content is not what the workflow writes:\n" + problem_lines(problems))
+        place(stage, paths, root, commit)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def restore_bundle(
-    archive: Path, root: Path, planned: dict[str, dict], shared: bool, config: dict, log: Callable[[str], None]
+    archive: Path,
+    root: Path,
+    planned: dict[str, dict],
+    config: dict,
+    allowed: dict[str, str | None],
+    record: Callable[[Restored], None],
+    log: Callable[[str], None],
 ) -> Restored:
-    """Verify a bundle against its manifest and this config's runs, then put its files in place under `root`;
-    refuse (BundleError naming each file) before anything is written."""
-    manifest, bundle_config = verify_bundle(archive)
-    entries = select_entries(manifest, planned, shared, str(archive))
+    """Verify a bundle against its manifest, this config's runs (config key restore_shared_runs) and the files its
+    bundle may carry (`allowed`, path -> run); unpack, check and move its files into place under `root` and
+    `record` the restore, all or nothing. A BundleError names each problem."""
+    manifest, bundle_config = verify_bundle(archive, max_bytes(config))
+    entries = select_entries(manifest, planned, bool(config.get("restore_shared_runs")), str(archive))
+    refusal = f"results bundle {archive} refused, nothing was restored"
+    if problems := name_problems(entries, allowed):
+        raise BundleError(f"{refusal}: it holds files no bundle of this config carries:\n" + problem_lines(problems))
     to_write, problems = conflicts(entries, root)
     if problems:
         raise BundleError(
-            f"results bundle {archive} refused, nothing was restored: it would overwrite files of {root}:\n"
-            + "\n".join(f"  {line}" for line in problems)
+            f"{refusal}: it would overwrite files of {root}:\n"
+            + problem_lines(problems)
             + "\nMove them away, or restore into a fresh working directory (snakemake --directory)."
         )
-    extract(archive, to_write, root, time.time())
     runs = tuple(sorted({entry["run"] for entry in entries} - {None}))
-    git = manifest.get("git") or {}
+    restored = Restored(runs, tuple(entry["path"] for entry in entries))
+    try:
+        stage_and_place(
+            archive,
+            to_write,
+            root,
+            lambda stage, paths: restored_files.content_problems(stage, paths, config, planned),
+            lambda: record(restored),
+        )
+    except BundleError as error:
+        raise BundleError(f"{refusal}: {error}") from error
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
+        raise BundleError(f"{refusal}: {shown(str(error), 500)}") from error
+    git = manifest["git"]
     log(
-        f"results bundle {archive} (made {manifest.get('created_utc')} at commit {git.get('commit')}): "
+        f"results bundle {archive} (made {manifest['created_utc']} at commit {git['commit']}): "
         f"{len(to_write)} files restored, {len(entries) - len(to_write)} already in place, {len(runs)} runs"
     )
     if differences := run_differences(manifest["runs"], planned):
         log("runs the two configs plan differently, not restored (restore_shared_runs):\n" + "\n".join(differences))
     if differing := config_differences(bundle_config, config):
         log(f"the bundle's results were made with other values of config keys: {', '.join(differing)}")
-    return Restored(runs, tuple(entry["path"] for entry in entries))
+    return restored
 
 
 def is_url(source: str) -> bool:
@@ -559,14 +657,15 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
     # A second parse (the next snakemake command, a cluster job) finds the files in place and reads no bundle.
     if (done := already_restored(key, root)) is not None:
         return done
+    allowed = bundled_files(config, plan, models=True)
+    record = functools.partial(record_restore, key, root=root)
     if url:
         with tempfile.TemporaryDirectory(prefix="results-bundle-") as folder:
             archive = fetch_bundle(source, sha256, Path(folder), log)
-            restored = restore_bundle(archive, root, plan.runs, shared, config, log)
+            restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
     else:
         check_sha256(archive, sha256)
-        restored = restore_bundle(archive, root, plan.runs, shared, config, log)
-    record_restore(key, restored, root)
+        restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
     if missing := sorted(set(bundled_files(config, plan)) - set(restored.files)):
         log(f"not in the bundle, so built here (which may train): {', '.join(missing)}")
     return restored

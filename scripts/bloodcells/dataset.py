@@ -10,20 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
+from .names import BLOODMNIST_CLASSES, class_names_of  # noqa: F401  (their home is names: no numpy there)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
-# Label order of BloodMNIST (medmnist 3.0.2 INFO); short names for tables and plots.
-BLOODMNIST_CLASSES: tuple[str, ...] = (
-    "basophil",
-    "eosinophil",
-    "erythroblast",
-    "immature granulocyte",
-    "lymphocyte",
-    "monocyte",
-    "neutrophil",
-    "platelet",
-)
 
 MIN_SIZE = 32  # smallest input the Keras ResNets accept
 
@@ -111,12 +101,3 @@ def save_dataset(path: str | os.PathLike, arrays: dict[str, np.ndarray], n_class
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **normalised)
-
-
-def class_names_of(source: dict) -> tuple[str, ...]:
-    """Class names in label order of a dataset's config block."""
-    if source["source"] in ("medmnist", "synthetic", "pbc"):
-        return BLOODMNIST_CLASSES
-    if source["source"] == "folder":
-        return tuple(source["classes"].values())  # folder name -> class name, in label order
-    raise ValueError(f"source: '{source['source']}' has no known class list")

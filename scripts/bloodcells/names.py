@@ -17,6 +17,26 @@ RUN_KEYS = (
     "epochs",
 )
 ARCH_LABELS = {"resnet50": "ResNet-50", "resnet101": "ResNet-101"}
+# Label order of BloodMNIST (medmnist 3.0.2 INFO); short names for tables and plots.
+BLOODMNIST_CLASSES: tuple[str, ...] = (
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "immature granulocyte",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
+)
+
+
+def class_names_of(source: dict) -> tuple[str, ...]:
+    """Class names in label order of a dataset's config block."""
+    if source["source"] in ("medmnist", "synthetic", "pbc"):
+        return BLOODMNIST_CLASSES
+    if source["source"] == "folder":
+        return tuple(source["classes"].values())  # folder name -> class name, in label order
+    raise ValueError(f"source: '{source['source']}' has no known class list")
 
 
 def arch_label(arch: str) -> str:
