@@ -101,6 +101,8 @@ rule report_pdf:
     input:
         tex="results/report/report.tex",
         figures="results/report/figures",
+        # the control words these write are all report.tex may use (bloodcells.texbuild)
+        templates=[paper_file("report.tex.j2"), paper_file("result_table.tex.j2")],
     output:
         report(
             "results/report/report.pdf",

@@ -23,6 +23,7 @@ from conftest import POSTER, REPO, SCHEMA, load_rule_script
 from markupsafe import escape as html_escape  # the escaping jinja2 applies
 from PIL import Image
 
+from bloodcells import files
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
 from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import loss_behaviour
@@ -30,6 +31,7 @@ from bloodcells.plan import config_hash, report_config, validate_config
 from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts, training_session
 from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, recipe_note, tex_name, training_host_rows
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
+from bloodcells.texbuild import allowed_control_words, compile_pdf, unexpected_commands
 
 CLASSES = list(BLOODMNIST_CLASSES)
 CONCLUSIONS = yaml.safe_load((REPO / "paper/conclusions.yaml").read_text())
@@ -658,7 +660,7 @@ def test_report_pdf_compiles(fixture_report, tmp_path):
     pdf = tmp_path / "report.pdf"
     build_pdf.compile_pdf(Path(fixture_report.output.tex), pdf)
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 50_000
-    assert not list(Path(fixture_report.output.tex).parent.glob(".latexmk-*"))  # the scratch folder is gone
+    assert not list(Path(fixture_report.output.tex).parent.glob("latexmk-*"))  # the scratch folder is gone
 
 
 def test_failed_latex_build_leaves_no_pdf(tmp_path):
@@ -714,3 +716,33 @@ def test_recipe_note_names_each_change_from_the_posters_recipe_with_its_config_k
     imagenet = validated(REPO / "config.demo.yaml")
     imagenet["training"]["weights"] = "imagenet"  # zero-initialised branches apply only to random initialisation
     assert "zero_init_residual" not in recipe_note(imagenet, recipe)
+
+
+def test_report_tex_with_a_command_no_template_writes_is_not_compiled(fixture_report, tmp_path):
+    # the second wall behind the templates' escaping: a report.tex that somehow carries TeX code is refused
+    allowed = allowed_control_words(files.templates(REPO / "paper", "report"))
+    tex = tmp_path / "report.tex"
+    good = Path(fixture_report.output.tex).read_text()
+    assert unexpected_commands(good, allowed) == []
+    tex.write_text(good.replace(r"\end{document}", r"\immediate\pdfobj stream file {/etc/hostname}\end{document}"))
+    assert unexpected_commands(tex.read_text(), allowed) == [r"\immediate", r"\pdfobj"]
+    assert unexpected_commands("^^5cinput{x}", allowed) == ["^^"]
+    with pytest.raises(RuntimeError, match=r"\\immediate, \\pdfobj"):
+        compile_pdf(tex, tmp_path / "report.pdf", allowed)
+    assert not (tmp_path / "report.pdf").exists()
+
+
+def test_tex_reads_nothing_outside_its_build_folder(tmp_path):
+    require_tool(bool(shutil.which("latexmk") and shutil.which("pdflatex")), "latexmk/pdflatex")
+    secret = tmp_path / "secret" / "token.txt"
+    secret.parent.mkdir()
+    secret.write_text("PLANTED-SECRET-7f3a9c")
+    folder = tmp_path / "report"
+    folder.mkdir()
+    tex = folder / "report.tex"
+    tex.write_text(
+        rf"\documentclass{{article}}\begin{{document}}x\input{{{secret}}}\input{{../secret/token.txt}}\end{{document}}"
+    )
+    with pytest.raises(RuntimeError, match="could not compile"):
+        compile_pdf(tex, folder / "report.pdf")  # no check of control words: only kpathsea's walls
+    assert not (folder / "report.pdf").exists() and list(folder.iterdir()) == [tex]
