@@ -4,6 +4,7 @@ runs, is refused before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -12,11 +13,12 @@ import re
 import shutil
 import tarfile
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
 import yaml
-from bundles import fake_build, members, repack
+from bundles import fake_build, members, relisted, repack
 from conftest import REPO, SCHEMA, TINY, run_snakemake
 
 from bloodcells import bundle, plan
@@ -405,3 +407,75 @@ def test_a_tampered_bundle_stops_the_workflow_naming_the_file(tiny_bundle, tmp_p
     output = result.stdout + result.stderr
     assert result.returncode != 0 and name in output and "nothing was restored" in output, output[-3000:]
     assert written(fresh) == []
+
+
+# --- a bundle that tries to run TeX code ----------------------------------------------------------------
+
+
+def payloads(secret: Path) -> list[str]:
+    """Text that would read `secret` into the PDF if a template printed it unescaped (each under 200 characters)."""
+    return [
+        rf"\input{{{secret}}}",
+        rf"\pdfcompresslevel=0 \immediate\pdfobj stream file {{{secret}}}\pdfrefobj\pdflastobj",
+        rf"^^5cinput{{{secret}}}",
+        rf"</td><script>document.write('{secret}')</script>",
+    ]
+
+
+def planted(value, texts: list[str], counter: list[int]):
+    """`value` with every string (keys aside) replaced by the next of `texts`, in turn; other values as they are."""
+    if isinstance(value, dict):
+        return {key: planted(item, texts, counter) for key, item in value.items()}
+    if isinstance(value, list):
+        return [planted(item, texts, counter) for item in value]
+    if isinstance(value, str):
+        counter[0] += 1
+        return texts[counter[0] % len(texts)]
+    return value
+
+
+def pdf_text(pdf: bytes) -> bytes:
+    """A PDF's bytes with every Flate stream decompressed after it, so that text inside streams can be searched."""
+    inflated = [pdf]
+    for stream in re.findall(rb"stream\r?\n(.*?)endstream", pdf, flags=re.DOTALL):
+        with contextlib.suppress(zlib.error):
+            inflated.append(zlib.decompressobj().decompress(stream))
+    return b"\n".join(inflated)
+
+
+def test_a_bundle_planting_tex_in_every_text_field_leaks_nothing_into_the_report(tiny_bundle, tmp_path):
+    secret = tmp_path / "secret.txt"
+    token = "".join(str((7 * n + 3) % 10) for n in range(24))  # digits: no kerning splits them in the PDF's text
+    secret.write_text(token)
+    texts = payloads(secret)
+    contents = members(tiny_bundle)
+    provenance = json.loads(contents[bundle.PROVENANCE])
+    # every field of the provenance whose schema allows text; digests, counts and times only pass as what they are
+    changed = {"git": {"commit": texts[0], "dirty": None}, "versions": planted(provenance["versions"], texts, [0])}
+    changed["data_files"] = [entry | {"path": texts[1]} for entry in provenance["data_files"]]
+    host_texts = {"hostname", "os", "cpu", "tensorflow", "cuda_build", "cudnn_build", "cuda_visible_devices"}
+    host_texts |= {"slurm_job_nodelist", "slurm_job_id"}
+    changed["training_hosts"] = {
+        run: [session | {key: texts[n % 4] for n, key in enumerate(sorted(host_texts))} for session in sessions]
+        for run, sessions in provenance["training_hosts"].items()
+    }
+    assembled = provenance["report_assembled_on"]
+    changed["report_assembled_on"] = assembled | {"hostname": texts[2], "os": texts[3], "cpu": texts[0]}
+    changed["report_assembled_on"] |= {"gpus_tensorflow_sees": texts, "gpus_machine": texts, "cuda_build": texts[1]}
+    record = json.dumps(provenance | changed).encode()
+    config = json.loads(contents[bundle.CONFIG])
+    config["gradcam"] = planted(config["gradcam"], texts, [0])  # the bundle's config is only compared, never shown
+    bad = repack(
+        tmp_path, relisted(contents | {bundle.CONFIG: json.dumps(config).encode()}, {bundle.PROVENANCE: record})
+    )
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run_snakemake(fresh, "--cores", "2", "--configfile", str(TINY), "--config", f"restore={bad}")
+    report = fresh / "results/report"
+    html = (report / "report.html").read_text()
+    assert "&lt;script&gt;" in html and "<script>document.write" not in html  # shown, escaped
+    assert str(secret) in (report / "report.tex").read_text()  # the payloads reached the report, as text
+    if (report / "report.pdf").exists() or os.environ.get("BLOODCELLS_REQUIRE_REPORT_TOOLS") == "1":
+        pdf = (report / "report.pdf").read_bytes()
+        assert token.encode() not in pdf_text(pdf)
+    assert token not in html

@@ -350,3 +350,15 @@ def test_a_record_that_cannot_be_written_undoes_the_restore(good, work, monkeypa
 
     monkeypatch.setattr(bundle, "record_restore", no_record)
     assert "Disk quota exceeded" in refused(work, config, archive)
+
+
+def test_a_recorded_file_that_no_bundle_carries_stands_for_no_job(good, work):
+    # a record written before names were checked may list a file another rule makes (curves.png): it is ignored,
+    # so rule restored never competes with plot_curves ('Rules plot_curves and restored are ambiguous')
+    archive, config = good
+    restored = restore(work, config, restore=str(archive))
+    marker = json.loads((work / bundle.MARKER).read_text())
+    marker["files"][f"results/runs/{RUN}/curves.png"] = 9
+    (work / bundle.MARKER).write_text(json.dumps(marker))
+    assert restore(work, config) == restored
+    assert "curves.png" not in bundle.restored_pattern(restore(work, config))

@@ -604,12 +604,13 @@ def restore_key(source: str, sha256: str | None, planned: dict[str, dict], share
     return key
 
 
-def already_restored(key: dict, root: Path) -> Restored | None:
-    """The earlier restore recorded in MARKER under the same key, if every file it restored is still in place with
-    its size; None otherwise (then the bundle is verified and restored again)."""
+def already_restored(key: dict, root: Path, allowed: dict[str, str | None]) -> Restored | None:
+    """The earlier restore recorded in MARKER under the same key, if every file it restored is one a bundle of this
+    config carries (`allowed`) and still in place with its size; None otherwise (then the bundle is verified and
+    restored again)."""
     try:
         marker = json.loads((root / MARKER).read_text())
-        if marker["key"] != key:
+        if marker["key"] != key or not set(marker["files"]) <= set(allowed):
             return None
         if all(
             (root / path).is_file() and (root / path).stat().st_size == size for path, size in marker["files"].items()
@@ -620,15 +621,20 @@ def already_restored(key: dict, root: Path) -> Restored | None:
     return None
 
 
-def recorded_restore(root: Path, log: Callable[[str], None]) -> Restored:
-    """The runs and files of the restore recorded in MARKER (whichever bundle), or nothing where none is."""
+def recorded_restore(root: Path, log: Callable[[str], None], allowed: dict[str, str | None]) -> Restored:
+    """The runs and files of the restore recorded in MARKER (whichever bundle), or nothing where none is. Only files
+    a bundle of this config carries (`allowed`) stand for their jobs: any other would make rule restored compete
+    with the rule that makes it."""
     try:
         marker = json.loads((root / MARKER).read_text())
-        restored = Restored(tuple(marker["runs"]), tuple(marker["files"]))
+        files = [path for path in marker["files"] if path in allowed]
+        restored = Restored(tuple(marker["runs"]), tuple(files))
     except FileNotFoundError:
         return Restored()
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BundleError(f"{root / MARKER}: not a record of a restore ({error}); delete it to build here") from error
+    if ignored := len(marker["files"]) - len(files):
+        log(f"{MARKER}: {ignored} recorded files are not results a bundle of this config carries; ignored")
     log(f"{len(restored.files)} files restored from a results bundle ({MARKER}) stand for the jobs that made them")
     return restored
 
@@ -644,8 +650,9 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
     into `root` before the workflow is planned. Without the key, the files of an earlier restore recorded in MARKER
     still stand for their jobs (commands that leave the key out must not retrain what was restored)."""
     source, sha256 = config.get("restore"), config.get("restore_sha256")
+    allowed = bundled_files(config, plan, models=True)
     if not source:
-        return recorded_restore(root, log)
+        return recorded_restore(root, log, allowed)
     url = is_url(source)
     if url and urllib.parse.urlsplit(source).scheme not in ("http", "https"):
         raise BundleError(f"config key restore: {source} is neither a local path nor an https:// URL")
@@ -655,9 +662,8 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
     shared = bool(config.get("restore_shared_runs", False))
     key = restore_key(source, sha256, plan.runs, shared, root)
     # A second parse (the next snakemake command, a cluster job) finds the files in place and reads no bundle.
-    if (done := already_restored(key, root)) is not None:
+    if (done := already_restored(key, root, allowed)) is not None:
         return done
-    allowed = bundled_files(config, plan, models=True)
     record = functools.partial(record_restore, key, root=root)
     if url:
         with tempfile.TemporaryDirectory(prefix="results-bundle-") as folder:
