@@ -362,3 +362,14 @@ def test_a_recorded_file_that_no_bundle_carries_stands_for_no_job(good, work):
     (work / bundle.MARKER).write_text(json.dumps(marker))
     assert restore(work, config) == restored
     assert "curves.png" not in bundle.restored_pattern(restore(work, config))
+
+
+def test_a_file_larger_than_its_kind_is_refused_before_anything_is_unpacked(good, work, tmp_path, monkeypatch):
+    # 300 MB of zeros as predictions.npz pack into a 300 kB bundle: refused on the manifest's size, nothing written
+    archive, config = good
+    name = f"results/runs/{RUN}/predictions.npz"
+    bad = repack(tmp_path, relisted(members(archive), {name: bytes(300 << 20)}))
+    assert bad.stat().st_size < 1_000_000
+    monkeypatch.setattr(bundle, "extract", lambda *args: pytest.fail("unpacked"))
+    message = refused(work, config, bad)
+    assert f"{name}: 314572800 bytes, more than the 268435456 a .npz file of a bundle may have" in message

@@ -519,6 +519,8 @@ def restore_bundle(
     refusal = f"results bundle {archive} refused, nothing was restored"
     if problems := name_problems(entries, allowed):
         raise BundleError(f"{refusal}: it holds files no bundle of this config carries:\n" + problem_lines(problems))
+    if problems := restored_files.size_problems(entries):
+        raise BundleError(f"{refusal}: it holds files larger than the workflow writes:\n" + problem_lines(problems))
     to_write, problems = conflicts(entries, root)
     if problems:
         raise BundleError(

@@ -22,6 +22,17 @@ from .tar_limits import max_bytes, shown
 SCHEMA = Path(__file__).resolve().parents[2] / "rules/schema/bundle.schema.yaml"
 TEXT_MAX_BYTES = 16 << 20  # the largest JSON or CSV file of the full study is about 1 MB
 MAX_ROWS = 100_000
+# The most bytes one bundled file of each kind may have, checked on the manifest before anything is unpacked: ten
+# times the largest of the full study (a ResNet-101 model.keras 172 MB, the Grad-CAM heatmaps 8 MB, a panel 4 MB).
+MAX_FILE_BYTES = {
+    ".json": TEXT_MAX_BYTES,
+    ".csv": TEXT_MAX_BYTES,
+    ".tsv": TEXT_MAX_BYTES,
+    ".png": 64 << 20,
+    ".pdf": 64 << 20,
+    ".npz": 256 << 20,
+    ".keras": 2 << 30,
+}
 MAX_ARRAYS = 20
 FOCUS_COLUMNS = (
     "class",
@@ -196,6 +207,16 @@ def check_zip(path: Path, max_bytes: int, arrays: bool) -> None:
                     raise ContentError(f"{member.filename}: dtype {shown(header['descr'])} holds Python objects")
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise ContentError(f"not a readable zip file ({shown(str(error))})") from error
+
+
+def size_problems(entries: list[dict]) -> list[str]:
+    """One line per manifest entry larger than a file of its kind may be (MAX_FILE_BYTES)."""
+    problems = []
+    for entry in entries:
+        path, size, suffix = entry["path"], entry["bytes"], PurePosixPath(entry["path"]).suffix
+        if size > (limit := MAX_FILE_BYTES.get(suffix, 0)):
+            problems.append(f"{shown(path)}: {size} bytes, more than the {limit} a {suffix} file of a bundle may have")
+    return problems
 
 
 def run_of(path: str) -> str | None:

@@ -18,7 +18,7 @@ METADATA_TYPES = {b"x": "PAX header", b"g": "PAX global header", b"L": "GNU long
 # GNU sparse files chain extension blocks that no size field covers; a bundle never holds one.
 REFUSED_TYPES = {b"S": "GNU sparse file", b"V": "GNU volume header", b"M": "GNU multi-volume continuation"}
 NAME_SHOWN = 200
-DEFAULT_MAX_BYTES = 4 << 30  # config key restore_max_bytes: the full study's bundle is 15 MB, with models about 6 GB
+DEFAULT_MAX_BYTES = 8 << 30  # config key restore_max_bytes: the full study's bundle is 15 MB, with models 3.7 GB
 
 
 class TarLimitError(ValueError):
