@@ -324,6 +324,7 @@ def verify_bundle(archive: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[di
         )
     try:
         config = restored_files.checked_json(small.get(CONFIG, b""), "bundle_config")
+        restored_files.check_bundle_config(config)
     except restored_files.ContentError as error:
         raise BundleError(f"results bundle {archive} refused, nothing was restored: {CONFIG}: {error}") from error
     return manifest, config

@@ -5,6 +5,7 @@ names against the dataset's. Standard library, yaml and jsonschema only: it runs
 from __future__ import annotations
 
 import ast
+import copy
 import csv
 import functools
 import io
@@ -17,9 +18,11 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from .names import class_names_of
+from .plan import ConfigError, validate_config
 from .tar_limits import max_bytes, shown
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules/schema/bundle.schema.yaml"
+CONFIG_SCHEMA = SCHEMA.with_name("config.schema.yaml")
 TEXT_MAX_BYTES = 16 << 20  # the largest JSON or CSV file of the full study is about 1 MB
 MAX_ROWS = 100_000
 # The most bytes one bundled file of each kind may have, checked on the manifest before anything is unpacked: ten
@@ -81,6 +84,14 @@ def checked_json(data: bytes, kind: str):
     if (error := jsonschema.exceptions.best_match(_validator(kind).iter_errors(value))) is not None:
         raise ContentError(f"{shown(_field(error.absolute_path))}: {shown(error.message)}")
     return value
+
+
+def check_bundle_config(config: dict) -> None:
+    """A bundle's config.json: a config this workflow accepts (rules/schema/config.schema.yaml)."""
+    try:
+        validate_config(copy.deepcopy(config), CONFIG_SCHEMA)
+    except (ConfigError, KeyError, TypeError, AttributeError) as error:
+        raise ContentError(f"not a config of this workflow: {shown(str(error), 500)}") from error
 
 
 def _same(found, expected, what: str) -> None:
