@@ -138,14 +138,18 @@ def test_a_manifest_field_of_the_wrong_type_is_named(good, work, tmp_path, chang
     assert f"{bundle.MANIFEST}: {field}" in message, message
 
 
-def test_a_config_json_that_is_not_an_object_is_refused(good, work, tmp_path):
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (b'["a", "list"]', "<top level>: ['a', 'list'] is not of type 'object'"),
+        (b'{"dataset": 5, "datasets": {}}', "not a config of this workflow: invalid config"),
+    ],
+)
+def test_a_config_json_that_is_not_a_config_is_refused(good, work, tmp_path, data, problem):
     archive, config = good
-    contents = relisted(members(archive), {})
-    contents[bundle.CONFIG] = b'["a", "list"]'
-    contents = relisted(contents, {})  # the manifest lists the new config's hash
-    assert f"{bundle.CONFIG}: <top level>: ['a', 'list'] is not of type 'object'" in refused(
-        work, config, repack(tmp_path, contents)
-    )
+    contents = relisted(members(archive) | {bundle.CONFIG: data}, {})  # the manifest lists the new config's hash
+    message = refused(work, config, repack(tmp_path, contents))
+    assert f"{bundle.CONFIG}: {problem}" in message, message
 
 
 # --- content that is not what the workflow writes -----------------------------------------------------
