@@ -101,7 +101,7 @@ rule report_pdf:
     input:
         tex="results/report/report.tex",
         figures="results/report/figures",
-        # the control words these write are all report.tex may use (bloodcells.texbuild)
+        # the control words these write are all report.tex may use (bloodcells.latex)
         templates=[paper_file("report.tex.j2"), paper_file("result_table.tex.j2")],
     output:
         report(

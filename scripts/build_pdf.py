@@ -1,10 +1,10 @@
 """Snakemake adapter: compile results/report/report.tex to report.pdf with latexmk (pdflatex), behind the walls of
-bloodcells.texbuild."""
+bloodcells.latex."""
 
 from pathlib import Path
 
+from bloodcells.latex import allowed_control_words, compile_pdf
 from bloodcells.logs import log_to_file
-from bloodcells.texbuild import allowed_control_words, compile_pdf
 
 
 def main(smk) -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from .atomic import write_text_atomic
+from .latex import latex_escape
 from .names import model_label
 
 CONFIG_KEYS = ["arch", "size", "batch_size"]
@@ -203,48 +204,6 @@ def template_environment(template_dir: str | Path, template: str) -> jinja2.Envi
 def render(template_dir: str | Path, template: str, **context) -> str:
     """Render one of the paper/ templates."""
     return template_environment(template_dir, template).get_template(template).render(**context)
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters and write the non-ASCII symbols the tables use as LaTeX commands."""
-    return "".join(LATEX_REPLACEMENTS.get(char, char) for char in str(text))
-
-
-# pdflatex's default (OT1) fonts lack these glyphs; each is drawn in math mode or by a command that needs no
-# extra font package, so report.tex compiles with texlive-latex-base and -recommended alone.
-LATEX_REPLACEMENTS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"$\sim$",
-    "^": r"\^{}",
-    "±": r"$\pm$",
-    "–": "--",
-    "—": "---",
-    "‡": r"\ddag{}",
-    "Δ": r"$\Delta$",
-    "×": r"$\times$",
-    "≥": r"$\geq$",
-    "≤": r"$\leq$",
-    "→": r"$\rightarrow$",
-    "≈": r"$\approx$",
-    "−": "$-$",
-    "µ": r"$\mu$",
-    "…": r"\ldots{}",
-    "°": r"$^\circ$",
-    "’": "'",
-    "“": "``",
-    "”": "''",
-    "<": "$<$",
-    ">": "$>$",
-    "|": r"$|$",
-    "α": r"$\alpha$",
-}
 
 
 def ordered_classes(names: Sequence[str]) -> list[str]:

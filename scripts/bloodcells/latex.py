@@ -1,6 +1,7 @@
-"""Compiling report.tex to PDF behind walls: the report's values may come from someone else's bundle, so beyond the
-templates' escaping, TeX gets only the control words the templates use, no shell escape, and a build folder holding
-only report.tex and its figures, outside which it may neither read nor write (kpathsea's paranoid settings)."""
+"""LaTeX from values that may come from someone else's bundle: every value escaped as text, and report.tex compiled
+behind walls (only the control words the templates use, no shell escape, a build folder holding only report.tex and
+its figures, outside which TeX may neither read nor write: kpathsea's paranoid settings). No numpy or pandas: the
+PDF is built by a local rule, in a cluster's login environment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,48 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .tables import LATEX_REPLACEMENTS
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters and write the non-ASCII symbols the tables use as LaTeX commands."""
+    return "".join(LATEX_REPLACEMENTS.get(char, char) for char in str(text))
+
+
+# pdflatex's default (OT1) fonts lack these glyphs; each is drawn in math mode or by a command that needs no
+# extra font package, so report.tex compiles with texlive-latex-base and -recommended alone.
+LATEX_REPLACEMENTS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"$\sim$",
+    "^": r"\^{}",
+    "±": r"$\pm$",
+    "–": "--",
+    "—": "---",
+    "‡": r"\ddag{}",
+    "Δ": r"$\Delta$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "→": r"$\rightarrow$",
+    "≈": r"$\approx$",
+    "−": "$-$",
+    "µ": r"$\mu$",
+    "…": r"\ldots{}",
+    "°": r"$^\circ$",
+    "’": "'",
+    "“": "``",
+    "”": "''",
+    "<": "$<$",
+    ">": "$>$",
+    "|": r"$|$",
+    "α": r"$\alpha$",
+}
+
 
 CONTROL_WORD = re.compile(r"\\([A-Za-z@]+)")
 # TeX reads ^^5c as a backslash: a way around any check of control words, and never in the templates' output.
