@@ -668,13 +668,16 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
     if (done := already_restored(key, root, allowed)) is not None:
         return done
     record = functools.partial(record_restore, key, root=root)
-    if url:
-        with tempfile.TemporaryDirectory(prefix="results-bundle-") as folder:
-            archive = fetch_bundle(source, sha256, Path(folder), log)
+    try:
+        if url:
+            with tempfile.TemporaryDirectory(prefix="results-bundle-") as folder:
+                archive = fetch_bundle(source, sha256, Path(folder), log)
+                restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
+        else:
+            check_sha256(archive, sha256)
             restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
-    else:
-        check_sha256(archive, sha256)
-        restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
+    except OSError as error:  # reading the bundle or the folder: restore_bundle has undone any writing
+        raise BundleError(f"results bundle {source} refused, nothing was restored: {shown(str(error), 500)}") from error
     if missing := sorted(set(bundled_files(config, plan)) - set(restored.files)):
         log(f"not in the bundle, so built here (which may train): {', '.join(missing)}")
     return restored
