@@ -37,7 +37,7 @@ GRADCAM_FILES = ("panel.png", "panel.pdf", "heatmaps.npz", "focus.csv")
 TRANSFER_FILES = ("predictions.npz", "metrics.json")
 # Config keys of bundles and restores: they say how results are packed and where they come from, not how they were
 # made, so they are left out of the config a bundle records and of the config hash in the provenance.
-BUNDLE_KEYS = ("bundle_models", "restore", "restore_sha256", "restore_shared_runs")
+BUNDLE_KEYS = ("bundle_models", "restore", "restore_sha256", "restore_shared_runs", "restore_max_bytes")
 CHUNK_BYTES = 1 << 20
 MANIFEST_MAX_BYTES = 64 << 20
 
@@ -459,12 +459,17 @@ def is_url(source: str) -> bool:
     return urllib.parse.urlsplit(source).scheme in ("http", "https", "ftp", "file")
 
 
-def fetch_bundle(url: str, sha256: str, folder: Path, log: Callable[[str], None]) -> Path:
-    """Download a bundle into `folder` (a temporary one) and return it, only if its SHA-256 is `sha256`."""
+def fetch_bundle(
+    url: str, sha256: str, folder: Path, log: Callable[[str], None], max_bytes: int = download.MAX_BYTES
+) -> Path:
+    """Download a bundle into `folder` (a temporary one) and return it, only if its SHA-256 is `sha256`; a redirect
+    to another host or scheme, more than `max_bytes` or a stalled server refuses it (download.stream_to)."""
     dest = folder / (Path(urllib.parse.urlsplit(url).path).name or "results-bundle.tar.gz")
     log(f"downloading results bundle {url}")
     try:
-        actual = download.stream_to(url, dest, algorithm="sha256", log=log)
+        actual = download.stream_to(url, dest, algorithm="sha256", log=log, max_bytes=max_bytes)
+    except download.DownloadTooLarge as error:
+        raise BundleError(f"config key restore: {error}; config key restore_max_bytes sets the limit") from error
     except (download.DownloadError, ValueError) as error:
         raise BundleError(f"config key restore: {error}") from error
     if actual != sha256.lower():
@@ -561,7 +566,7 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
         return done
     if url:
         with tempfile.TemporaryDirectory(prefix="results-bundle-") as folder:
-            archive = fetch_bundle(source, sha256, Path(folder), log)
+            archive = fetch_bundle(source, sha256, Path(folder), log, download.restore_max_bytes(config))
             restored = restore_bundle(archive, root, plan.runs, shared, config, log)
     else:
         check_sha256(archive, sha256)
