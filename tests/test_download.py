@@ -348,16 +348,19 @@ def test_a_content_length_over_the_limit_is_refused_before_the_body_is_read(serv
     assert (tmp_path / "huge").stat().st_size == 0
 
 
+DRIP_BODY = (b"HTTP/1.0 200 OK\r\nContent-Length: 50\r\n\r\n", bytes(50), True)  # the body, byte by byte
+DRIP_HEADERS = (b"HTTP/1.0 200 OK\r\n", b"X-Slow: " + b"a" * 40 + b"\r\n\r\n", False)  # the headers, byte by byte
+
+
 @pytest.mark.parametrize(
-    "head, body, in_body",
-    [
-        (b"HTTP/1.0 200 OK\r\nContent-Length: 50\r\n\r\n", bytes(50), True),  # the body, byte by byte
-        (b"HTTP/1.0 200 OK\r\n", b"X-Slow: " + b"a" * 40 + b"\r\n\r\n", False),  # the headers, byte by byte
-    ],
-    ids=["body", "headers"],
+    "head, body, in_body, secure",
+    [(*DRIP_BODY, False), (*DRIP_HEADERS, False), (*DRIP_BODY, True)],
+    ids=["body", "headers", "https-body"],
 )
-def test_a_slow_server_is_cut_off_at_the_deadline(servers, tmp_path, head, body, in_body):
-    server = servers({"/slow": drip(head, body, every_s=0.1)})
+def test_a_slow_server_is_cut_off_at_the_deadline(servers, tls, monkeypatch, tmp_path, head, body, in_body, secure):
+    # over https the timer's shutdown has to wake a blocked TLS read as well
+    monkeypatch.setattr(ssl, "_create_default_https_context", lambda: tls[1])
+    server = servers({"/slow": drip(head, body, every_s=0.1)}, tls[0] if secure else None)
     start = time.monotonic()
     with pytest.raises(download.DownloadError) as error:
         download.stream_to(server.url("/slow"), tmp_path / "slow", timeout=30, log=quiet, deadline_s=1.0)
