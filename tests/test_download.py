@@ -371,3 +371,18 @@ def test_a_slow_server_is_cut_off_at_the_deadline(servers, tls, monkeypatch, tmp
     # each read waits at most 0.1 s here, but the per-read timeout (30 s) alone would have waited 5 s in all
     assert 0.9 < elapsed < 3 and server.sent < len(body)
     assert 3 <= received <= server.sent if in_body else received == 0
+
+
+def test_a_huge_redirect_target_is_quoted_in_part():
+    target = "https://cdn.example.org/" + "a" * 100_000
+    with pytest.raises(download.DownloadError) as error:
+        download.check_redirect("https://zenodo.org/a", target, cross_host=False)
+    assert len(str(error.value)) < 500 and "(100024 characters)" in str(error.value)
+
+
+def test_restore_max_bytes_reads_the_config_key():
+    assert download.restore_max_bytes({}) == download.restore_max_bytes({"restore_max_bytes": None}) == 8 << 30
+    assert download.restore_max_bytes({"restore_max_bytes": 1000}) == 1000
+    for bad in (0, -5, True, "8GB", 1.5):
+        with pytest.raises(ValueError, match="config key restore_max_bytes"):
+            download.restore_max_bytes({"restore_max_bytes": bad})
