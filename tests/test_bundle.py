@@ -370,6 +370,9 @@ def test_a_url_bundle_over_restore_max_bytes_is_refused_unread(served, tmp_path)
     assert f"limit of {limit:,} bytes" in message and written(tmp_path) == []
     restored = restore(tmp_path, config, restore=server.url, restore_sha256=good, restore_max_bytes=len(server.body))
     assert len(restored.files) == len(manifest["files"])
+    for bad in (0, "8GB"):
+        with pytest.raises(plan.ConfigError, match="restore_max_bytes"):
+            tiny_config(restore_max_bytes=bad)
 
 
 def test_a_url_bundle_redirected_to_another_host_is_refused_before_it_is_requested(served, tmp_path):
