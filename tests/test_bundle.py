@@ -102,7 +102,9 @@ def test_models_are_bundled_with_the_switch():
     assert sum(path.endswith("/model.keras") for path in paths) == 11
     # the bundle keys change neither the config a bundle records nor the hash in the provenance
     plain_config = tiny_config()
-    with_keys = tiny_config(bundle_models=True, restore="b.tar.gz", restore_sha256="0" * 64, restore_shared_runs=True)
+    with_keys = tiny_config(
+        bundle_models=True, restore="b.tar.gz", restore_sha256="0" * 64, restore_shared_runs=True, restore_max_bytes=9
+    )
     assert bundle.results_config(with_keys) == bundle.results_config(plain_config) == plain_config
 
 
@@ -274,13 +276,19 @@ def test_a_restored_run_needs_no_data_folder():
 class Server:
     """A loopback HTTP server of one file (as tests/test_sources.py's), counting requests."""
 
-    def __init__(self, body: bytes) -> None:
-        self.body, self.hits = body, 0
+    def __init__(self, body: bytes, location: str | None = None) -> None:
+        self.body, self.hits, self.location = body, 0, location
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.hits += 1
+                if server.location:  # a redirect, not the bundle
+                    self.send_response(302)
+                    self.send_header("Location", server.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(server.body)))
                 self.end_headers()
@@ -322,6 +330,37 @@ def test_restore_from_a_url_checks_the_sha256(served, tmp_path):
     assert len(restored.files) == len(manifest["files"]) and server.hits == 2
     # the next parse (the next command, a cluster job) downloads nothing
     assert restore(root, config, restore=server.url, restore_sha256=good) == restored and server.hits == 2
+
+
+def test_a_url_bundle_over_restore_max_bytes_is_refused_unread(served, tmp_path):
+    server, config, manifest = served
+    good = hashlib.sha256(server.body).hexdigest()
+    limit = len(server.body) - 1
+    with pytest.raises(bundle.BundleError) as error:
+        restore(tmp_path, config, restore=server.url, restore_sha256=good, restore_max_bytes=limit)
+    message = str(error.value)
+    assert "restore_max_bytes" in message and f"Content-Length of {len(server.body):,} bytes" in message
+    assert f"limit of {limit:,} bytes" in message and written(tmp_path) == []
+    # the same limit bounds the unpacked size too, which is larger than the download
+    restored = restore(tmp_path, config, restore=server.url, restore_sha256=good, restore_max_bytes=1 << 20)
+    assert len(restored.files) == len(manifest["files"])
+    for bad in (0, "8GB"):
+        with pytest.raises(plan.ConfigError, match="restore_max_bytes"):
+            tiny_config(restore_max_bytes=bad)
+
+
+def test_a_url_bundle_redirected_to_another_host_is_refused_before_it_is_requested(served, tmp_path):
+    server, config, manifest = served
+    # the same server under another name: a request to it would be counted in server.hits
+    moved = Server(b"", location=server.url.replace("127.0.0.1", "localhost"))
+    try:
+        with pytest.raises(bundle.BundleError) as error:
+            restore(tmp_path, config, restore=moved.url, restore_sha256=hashlib.sha256(server.body).hexdigest())
+    finally:
+        moved.close()
+    message = str(error.value)
+    assert "config key restore" in message and moved.url in message and moved.location in message
+    assert "another host" in message and moved.hits == 1 and server.hits == 0 and written(tmp_path) == []
 
 
 def test_only_https_urls_are_fetched(tmp_path):

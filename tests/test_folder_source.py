@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from bloodcells.dataset import DatasetError, class_names_of
-from bloodcells.sources import import_folder, read_square, to_rgb
+from bloodcells.sources import grey_top, import_folder, read_square, to_rgb
 from bloodcells.synthetic import write_synthetic_folder
 
 CLASSES = {
@@ -54,6 +54,48 @@ def test_grayscale_rgba_and_16_bit_images_are_converted(tmp_path):
     for name, image in (("g.png", grey), ("a.png", rgba), ("s.png", sixteen)):
         image.save(tmp_path / name)
         assert read_square(tmp_path / name, 32).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_16_bit_images_are_scaled_by_their_bit_depth_not_their_own_maximum(tmp_path, fmt):
+    # a uniform 200 was taken for 8 bits (kept at 200) and a uniform 300 for 16 bits (made 1): one scale for all now
+    for value in (0, 200, 300, 30000, 65535):
+        path = tmp_path / f"{value}.{fmt}"
+        Image.fromarray(np.full((6, 6), value, np.uint16)).save(path)
+        with Image.open(path) as image:
+            assert image.mode == "I;16"
+            assert np.asarray(to_rgb(image))[0, 0].tolist() == [round(value / 65535 * 255)] * 3
+        assert (read_square(path, 32) == round(value / 65535 * 255)).all()
+
+
+def test_32_bit_tiff_is_scaled_by_its_declared_bit_depth(tmp_path):
+    path = tmp_path / "deep.tiff"
+    Image.fromarray(np.full((6, 6), 1 << 30, np.int32)).save(path)  # signed: 31 bits of range
+    with Image.open(path) as image:
+        assert image.mode == "I" and grey_top(image) == 2**31 - 1
+        assert np.asarray(to_rgb(image))[0, 0].tolist() == [round((1 << 30) / (2**31 - 1) * 255)] * 3
+
+
+def test_class_folders_that_differ_only_in_case_are_an_error_naming_both(raabin):
+    twin = raabin / "Train/basophil"
+    twin.mkdir()
+    for path in sorted((raabin / "Train/Basophil").iterdir())[:3]:
+        (twin / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(DatasetError) as error:
+        import_folder(raabin, 32, CLASSES, log=lambda _: None)
+    message = str(error.value)
+    assert "'Basophil' and 'basophil'" in message and "differ only in case" in message
+    assert str(raabin / "Train") in message
+    # folders of no configured class may differ in case: nothing of theirs is read
+    twin.rename(raabin / "Train/notes")
+    (raabin / "Train/NOTES").mkdir()
+    assert len(import_folder(raabin, 32, CLASSES, log=lambda _: None)["train_labels"]) == 30
+
+
+def test_config_classes_that_differ_only_in_case_are_an_error_naming_both(raabin):
+    classes = {**CLASSES, "BASOPHIL": "basophil_again"}
+    with pytest.raises(DatasetError, match=r"\['Basophil', 'BASOPHIL'\] of the config differ only in case"):
+        import_folder(raabin, 32, classes, log=lambda _: None)
 
 
 def test_missing_class_folder_is_an_error_that_names_it(raabin):

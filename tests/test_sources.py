@@ -241,6 +241,19 @@ def test_list_pbc_images_case_insensitive_and_parent(tmp_path):
         assert all(p.suffix == ".jpg" for p in paths)
 
 
+def test_list_pbc_images_refuses_class_folders_that_differ_only_in_case(tmp_path):
+    base = _fake_pbc(tmp_path)
+    (base / "platelet").mkdir()
+    _jpeg(base / "platelet" / "extra.jpg", 1)
+    with pytest.raises(DatasetError, match=r"folders 'Platelet' and 'platelet' of .* differ only in case"):
+        sources.list_pbc_images(tmp_path)
+    (base / "platelet" / "extra.jpg").unlink()
+    (base / "platelet").rmdir()
+    (tmp_path / "pbc_dataset_normal_dib").mkdir()
+    with pytest.raises(DatasetError, match="'PBC_dataset_normal_DIB' and 'pbc_dataset_normal_dib'"):
+        sources.list_pbc_images(tmp_path)
+
+
 def test_list_pbc_images_missing_or_empty_folder(tmp_path):
     base = _fake_pbc(tmp_path)
     for path in (base / "Platelet").iterdir():

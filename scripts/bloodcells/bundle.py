@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from . import download, files, restored_files
 from .atomic import atomic_path, write_text_atomic
 from .plan import Plan, missing_folders
-from .tar_limits import DEFAULT_MAX_BYTES, TarLimitError, check_tar_headers, max_bytes, shown
+from .tar_limits import TarLimitError, check_tar_headers, shown
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -304,7 +304,7 @@ def problem_lines(problems: list[str]) -> str:
     return "\n".join(f"  {line}" for line in unique[:PROBLEMS_SHOWN] + more)
 
 
-def verify_bundle(archive: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict, dict]:
+def verify_bundle(archive: Path, max_bytes: int = download.MAX_BYTES) -> tuple[dict, dict]:
     """The manifest and config of a bundle whose every file matches its manifest; otherwise a BundleError naming
     each file that does not. Its raw headers are bounded first (tar_limits); nothing is written."""
     try:
@@ -515,7 +515,7 @@ def restore_bundle(
     """Verify a bundle against its manifest, this config's runs (config key restore_shared_runs) and the files its
     bundle may carry (`allowed`, path -> run); unpack, check and move its files into place under `root` and
     `record` the restore, all or nothing. A BundleError names each problem."""
-    manifest, bundle_config = verify_bundle(archive, max_bytes(config))
+    manifest, bundle_config = verify_bundle(archive, download.restore_max_bytes(config))
     entries = select_entries(manifest, planned, bool(config.get("restore_shared_runs")), str(archive))
     refusal = f"results bundle {archive} refused, nothing was restored"
     if problems := name_problems(entries, allowed):
@@ -560,12 +560,17 @@ def is_url(source: str) -> bool:
     return urllib.parse.urlsplit(source).scheme in ("http", "https", "ftp", "file")
 
 
-def fetch_bundle(url: str, sha256: str, folder: Path, log: Callable[[str], None]) -> Path:
-    """Download a bundle into `folder` (a temporary one) and return it, only if its SHA-256 is `sha256`."""
+def fetch_bundle(
+    url: str, sha256: str, folder: Path, log: Callable[[str], None], max_bytes: int = download.MAX_BYTES
+) -> Path:
+    """Download a bundle into `folder` (a temporary one) and return it, only if its SHA-256 is `sha256`; a redirect
+    to another host or scheme, more than `max_bytes` or a stalled server refuses it (download.stream_to)."""
     dest = folder / (Path(urllib.parse.urlsplit(url).path).name or "results-bundle.tar.gz")
     log(f"downloading results bundle {url}")
     try:
-        actual = download.stream_to(url, dest, algorithm="sha256", log=log)
+        actual = download.stream_to(url, dest, algorithm="sha256", log=log, max_bytes=max_bytes)
+    except download.DownloadTooLarge as error:
+        raise BundleError(f"config key restore: {error}; config key restore_max_bytes sets the limit") from error
     except (download.DownloadError, ValueError) as error:
         raise BundleError(f"config key restore: {error}") from error
     if actual != sha256.lower():
@@ -671,7 +676,7 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
     try:
         if url:
             with tempfile.TemporaryDirectory(prefix="results-bundle-") as folder:
-                archive = fetch_bundle(source, sha256, Path(folder), log)
+                archive = fetch_bundle(source, sha256, Path(folder), log, download.restore_max_bytes(config))
                 restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
         else:
             check_sha256(archive, sha256)

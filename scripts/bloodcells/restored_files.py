@@ -17,9 +17,10 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from .download import restore_max_bytes
 from .names import class_names_of
 from .plan import ConfigError, validate_config
-from .tar_limits import max_bytes, shown
+from .tar_limits import shown
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules/schema/bundle.schema.yaml"
 CONFIG_SCHEMA = SCHEMA.with_name("config.schema.yaml")
@@ -258,7 +259,7 @@ def check_file(file: Path, path: str, config: dict, planned: dict[str, dict]) ->
     elif name == "panel.pdf":
         _check_magic(file, b"%PDF-", "PDF")
     elif name in ("predictions.npz", "heatmaps.npz", "model.keras"):
-        check_zip(file, max_bytes(config), arrays=name != "model.keras")
+        check_zip(file, restore_max_bytes(config), arrays=name != "model.keras")
     elif path == "results/report/provenance.json":
         record = checked_json(_read(file), "provenance")
         if unknown := sorted(set(record["training_hosts"]) - set(planned)):

@@ -50,20 +50,37 @@ def center_crop_resize(image: Image.Image, crop: int, size: int) -> np.ndarray:
     return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
+def folders_ignoring_case(base: Path, names: Sequence[str]) -> dict[str, Path]:
+    """The folder under `base` of each of `names` that is there, matched ignoring case; two folders that differ
+    only in case are an error naming both (one of them would be dropped without a word)."""
+    found: dict[str, list[Path]] = {}
+    for child in sorted(base.iterdir()):
+        if child.is_dir():
+            found.setdefault(child.name.casefold(), []).append(child)
+    folders = {}
+    for name in names:
+        matches = found.get(name.casefold(), [])
+        if len(matches) > 1:
+            raise DatasetError(
+                f"folders {' and '.join(repr(path.name) for path in matches)} of {base} differ only in case, and "
+                f"both would be read as '{name}': merge them into one folder"
+            )
+        if matches:
+            folders[name] = matches[0]
+    return folders
+
+
 def _pbc_class_root(root: Path) -> Path:
     """Return the folder holding the class folders: `root` itself or its PBC_dataset_normal_DIB child."""
     if not root.is_dir():
         raise DatasetError(f"PBC folder {root} does not exist")
-    for child in root.iterdir():
-        if child.is_dir() and child.name.lower() == PBC_SUBFOLDER.lower():
-            return child
-    return root
+    return folders_ignoring_case(root, [PBC_SUBFOLDER]).get(PBC_SUBFOLDER, root)
 
 
 def list_pbc_images(root: Path) -> tuple[list[Path], np.ndarray]:
     """Return the sorted image paths of the eight PBC class folders under `root` and their BloodMNIST labels."""
     base = _pbc_class_root(Path(root))
-    folders = {child.name.lower(): child for child in base.iterdir() if child.is_dir()}
+    folders = folders_ignoring_case(base, list(PBC_FOLDERS))
     paths: list[Path] = []
     labels: list[int] = []
     for name, label in PBC_FOLDERS.items():
@@ -165,14 +182,25 @@ def import_pbc(
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
+def grey_top(image: Image.Image) -> float:
+    """The top of an integer grey image's range, from its bit depth: 65535 for 16 bits (and for PNM files, which
+    Pillow scales to 16 bits), the BitsPerSample a TIFF declares (one bit less where signed)."""
+    tags = getattr(image, "tag_v2", None)
+    if image.mode != "I" or tags is None or 258 not in tags:
+        return 65535.0
+    bits, sample_format = (value[0] if isinstance(value, tuple) else value for value in (tags[258], tags.get(339, 1)))
+    return float(2 ** (int(bits) - (sample_format == 2)) - 1)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """An 8-bit RGB copy of any PIL image: grey, palette and CMYK converted, alpha composited on white,
-    16-bit (and 32-bit integer) grey scaled from its full range to 0..255 instead of being clipped."""
+    16-bit (and 32-bit integer) grey scaled from its bit depth's range to 0..255 instead of being clipped."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else 255.0
-        if image.mode == "F":
+        if image.mode == "F":  # floats have no bit depth: 0..1 or 0..255, whichever holds them
             top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+        else:  # the bit depth, not the image's own maximum: every image on one scale (a uniform 300 as dark as 200)
+            top = grey_top(image)
         grey = np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -195,12 +223,16 @@ def _class_folders(base: Path, classes: dict[str, str]) -> dict[str, Path]:
     """The folder of each configured class under `base` (names matched case-insensitively); missing is an error."""
     if not base.is_dir():
         raise DatasetError(f"folder {base} does not exist")
-    found = {child.name.lower(): child for child in base.iterdir() if child.is_dir()}
-    folders = {}
+    keys = [name.casefold() for name in classes]
+    if twins := [name for name, key in zip(classes, keys, strict=True) if keys.count(key) > 1]:
+        raise DatasetError(
+            f"class folders {twins} of the config differ only in case, so they name the same folder of {base}: "
+            "give each class one folder"
+        )
+    folders = folders_ignoring_case(base, list(classes))
     for name in classes:
-        if name.lower() not in found:
+        if name not in folders:
             raise DatasetError(f"class folder '{name}' is missing in {base} (expected {list(classes)})")
-        folders[name] = found[name.lower()]
     return folders
 
 

@@ -18,7 +18,6 @@ METADATA_TYPES = {b"x": "PAX header", b"g": "PAX global header", b"L": "GNU long
 # GNU sparse files chain extension blocks that no size field covers; a bundle never holds one.
 REFUSED_TYPES = {b"S": "GNU sparse file", b"V": "GNU volume header", b"M": "GNU multi-volume continuation"}
 NAME_SHOWN = 200
-DEFAULT_MAX_BYTES = 8 << 30  # config key restore_max_bytes: the full study's bundle is 15 MB, with models 3.7 GB
 
 
 class TarLimitError(ValueError):
@@ -29,11 +28,6 @@ def shown(name: str, limit: int = NAME_SHOWN) -> str:
     """A name from outside as a message quotes it: its first `limit` characters, and its length if it is longer."""
     name = name.encode("unicode_escape", "backslashreplace").decode("ascii")  # no control characters in messages
     return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
-
-
-def max_bytes(config: dict) -> int:
-    """The most bytes a bundle may download or unpack to (config key restore_max_bytes)."""
-    return int(config.get("restore_max_bytes") or DEFAULT_MAX_BYTES)
 
 
 def member_size(header: bytes) -> int:
