@@ -1,0 +1,258 @@
+"""The GPU configuration executed on the CPU (issue 22): every switch a GPU turns on, forced on, end to end.
+
+On every machine the tests run on, `auto` turns mixed precision, XLA and the graph optimizer off, so the other
+workflow tests train the CPU configuration only. Here tests/configs/gpu_on_cpu.yaml forces them on: mixed_float16
+(float16 compute, FusedAdam inside the LossScaleOptimizer Keras adds), jit_compile, Grappler, ImageNet
+initialisation from a stand-in weights file in Keras' layout, and a checkpoint every epoch. One run trains
+uninterrupted (train only); the same run is trained again, killed after its first committed epoch, and resumed by
+the whole workflow (evaluate, gradcam, transfer, tables, report); a float32 run with the same seed is the baseline
+of its accuracy. TensorFlow runs the same Keras code on a CPU; what only a GPU can show is in docs/gpu.md.
+
+XLA compiles the training step once (about a minute on a 2-core CPU): the jobs share TensorFlow's persistent XLA
+cache, so the resumed job and the one it is compared with compile nothing a job before them compiled already.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from conftest import REPO, SNAKEMAKE, TINY
+from test_download import legacy_weights_file
+from test_reliability_kill import model_weights
+
+from bloodcells.download import file_md5, imagenet_weights_name
+from bloodcells.model import FusedAdam
+
+OVERLAY = REPO / "tests/configs/gpu_on_cpu.yaml"
+RUN = "synthetic-32-resnet50-bs16-s0"
+MODEL = f"results/runs/{RUN}/model.keras"
+METRICS = f"results/runs/{RUN}/metrics.json"
+INITIAL_SCALE = 2.0**15  # Keras' LossScaleOptimizer starts here and halves it at every step it skips
+
+
+def gpu_on_cpu_config(weights_md5: str, **training) -> dict:
+    """tests/configs/tiny.yaml with the overlay's keys, and config.yaml's training section with the overlay's."""
+    config = yaml.safe_load(TINY.read_text())
+    overlay = yaml.safe_load(OVERLAY.read_text())
+    full = yaml.safe_load((REPO / "config.yaml").read_text())
+    config |= {key: value for key, value in overlay.items() if key != "training"}
+    config["training"] = full["training"] | overlay["training"] | {"weights_md5": {"resnet50": weights_md5}} | training
+    return config
+
+
+def snakemake(workdir: Path, config: Path, *targets: str, log: Path, xla_cache: Path) -> subprocess.Popen:
+    """Start snakemake on `targets` in a new session (so that one signal reaches it and its jobs)."""
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    env = os.environ | {
+        "CUDA_VISIBLE_DEVICES": "",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_XLA_FLAGS": f"--tf_xla_persistent_cache_directory={xla_cache}",
+    }
+    return subprocess.Popen(
+        [*command, "--cores", "1", "--configfile", str(config), "--rerun-incomplete", *targets],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def finished(process: subprocess.Popen, log: Path, timeout: float = 900) -> None:
+    """Wait for snakemake to succeed; on failure show the end of its output."""
+    assert process.wait(timeout=timeout) == 0, log.read_text()[-6000:]
+
+
+def checkpointed_loss_scale(path: Path) -> float:
+    """The LossScaleOptimizer's dynamic scale in a checkpoint's weights file (its 4th variable, as Keras lists them:
+    iteration, learning_rate, step_counter, dynamic_scale, then the inner FusedAdam's)."""
+    with h5py.File(path, "r") as h5:
+        return float(h5["optimizer/vars/3"][()])
+
+
+def logged_scales(log: str) -> list[float]:
+    """The loss scales a training log names: on resuming, and after the last step."""
+    return [float(line.split("loss scale ")[1].split()[0]) for line in log.splitlines() if "loss scale " in line]
+
+
+def layer_dtype_policies(model_path: Path) -> dict[str, str]:
+    """Layer name -> its dtype policy name, from a .keras file's config.json (read without TensorFlow)."""
+    with zipfile.ZipFile(model_path) as archive:
+        layers = json.loads(archive.read("config.json"))["config"]["layers"]
+    return {layer["name"]: layer["config"]["dtype"]["config"]["name"] for layer in layers}
+
+
+@pytest.fixture(scope="module")
+def gpu_runs(tmp_path_factory) -> dict:
+    """Three workdirs: `reference` (trained uninterrupted), `resumed` (killed after epoch 1, then the whole workflow),
+    `float32` (the same run with every switch off); the checkpointed loss scale and timings."""
+    started = time.monotonic()
+    folder = tmp_path_factory.mktemp("gpu_on_cpu")
+    weights = folder / imagenet_weights_name("resnet50")
+    legacy_weights_file(weights, seed=7)  # a stand-in for Keras' ImageNet file: same layout, random values
+    config = gpu_on_cpu_config(file_md5(weights))
+    float32 = gpu_on_cpu_config(file_md5(weights), mixed_precision=False, xla=False, grappler=False)
+    paths = {}
+    for name, values in (("gpu", config), ("float32", float32)):
+        paths[name] = folder / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(values))
+    work = {name: folder / name for name in ("reference", "resumed", "float32")}
+    for workdir in work.values():
+        (workdir / "weights").mkdir(parents=True)
+        (workdir / "weights" / weights.name).write_bytes(weights.read_bytes())
+    cache, logs = folder / "xla-cache", {name: folder / f"{name}.log" for name in ("reference", "killed", "resumed")}
+    cache.mkdir()
+
+    # The uninterrupted run and the one to kill train side by side, one core each.
+    reference = snakemake(work["reference"], paths["gpu"], MODEL, log=logs["reference"], xla_cache=cache)
+    killed = snakemake(work["resumed"], paths["gpu"], log=logs["killed"], xla_cache=cache)
+    state = work["resumed"] / f"results/checkpoints/{RUN}/state.json"
+    deadline = time.monotonic() + 600
+    while not (state.exists() and json.loads(state.read_text())["epochs_done"] >= 1):
+        assert killed.poll() is None, f"training ended before it could be killed:\n{logs['killed'].read_text()[-4000:]}"
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    committed = json.loads(state.read_text())
+    scale = checkpointed_loss_scale(state.parent / committed["files"]["model"])
+    killed_s = time.monotonic() - started
+
+    unlock = snakemake(work["resumed"], paths["gpu"], "--unlock", log=logs["resumed"], xla_cache=cache)
+    finished(unlock, logs["resumed"])
+    resumed = snakemake(work["resumed"], paths["gpu"], log=logs["resumed"], xla_cache=cache)
+    finished(reference, logs["reference"])
+    baseline = snakemake(work["float32"], paths["float32"], METRICS, log=folder / "float32.log", xla_cache=cache)
+    finished(resumed, logs["resumed"])
+    finished(baseline, folder / "float32.log")
+    return {**work, "committed": committed, "checkpointed_scale": scale, "killed_s": killed_s} | {
+        "seconds": time.monotonic() - started
+    }
+
+
+def test_the_switches_were_on_in_every_training_session(gpu_runs):
+    sessions = json.loads((gpu_runs["resumed"] / f"results/runs/{RUN}/host.json").read_text())["sessions"]
+    assert [session["epochs"] for session in sessions] == [[1], [2]]  # killed after epoch 1, resumed for epoch 2
+    assert all(session["mixed_precision"] and session["xla"] for session in sessions)
+    settings = (gpu_runs["resumed"] / f"logs/train/{RUN}.log").read_text()
+    assert "mixed_precision=True, xla=True, grappler=True" in settings
+    print(f"killed {gpu_runs['killed_s']:.0f} s after the start; all done after {gpu_runs['seconds']:.0f} s")
+
+
+def test_resumed_run_equals_the_uninterrupted_one_bit_for_bit(gpu_runs):
+    reference, resumed = gpu_runs["reference"], gpu_runs["resumed"]
+    log = (resumed / f"logs/train/{RUN}.log").read_text().split("resuming from")[-1]
+    assert "epoch-1.weights.h5 after epoch 1" in log and "Epoch 1/" not in log
+    history = (resumed / f"results/runs/{RUN}/history.csv").read_text()
+    assert history == (reference / f"results/runs/{RUN}/history.csv").read_text()  # every metric of both epochs
+    weights, expected = model_weights(resumed / MODEL), model_weights(reference / MODEL)
+    assert weights.keys() == expected.keys()
+    unequal = [name for name in weights if not np.array_equal(weights[name], expected[name])]
+    assert unequal == [], f"{len(unequal)} of {len(weights)} weight arrays differ, e.g. {unequal[:3]}"
+    print(history)
+
+
+def test_the_loss_scale_survives_the_resume(gpu_runs):
+    scale = gpu_runs["checkpointed_scale"]
+    # Steps were skipped in epoch 1 (float16 gradients overflowed at 2^15), so the scale is state worth keeping.
+    assert scale < INITIAL_SCALE and np.log2(scale).is_integer()
+    resumed = logged_scales((gpu_runs["resumed"] / f"logs/train/{RUN}.log").read_text().split("resuming from")[-1])
+    reference = logged_scales((gpu_runs["reference"] / f"logs/train/{RUN}.log").read_text())
+    assert resumed[0] == scale  # what the resumed job loaded
+    assert resumed[-1] == reference[-1]  # and where both ended
+    print(f"loss scale {scale:g} after epoch 1 (from {INITIAL_SCALE:g}), {reference[-1]:g} at the end")
+
+
+def test_the_mixed_precision_model_predicts_float32_probabilities_in_evaluate(gpu_runs):
+    policies = layer_dtype_policies(gpu_runs["resumed"] / MODEL)
+    assert policies["conv1_conv"] == policies["conv3_block4_out"] == "mixed_float16"  # evaluate computes in float16
+    assert policies["predictions"] == "float32"  # the softmax head
+    with np.load(gpu_runs["resumed"] / f"results/runs/{RUN}/predictions.npz") as saved:
+        probabilities = saved["probabilities"]
+    assert probabilities.dtype == np.float32 and np.isfinite(probabilities).all()
+    # A float32 softmax sums to 1 within float32 rounding; a float16 one would be off by up to ~1e-3.
+    assert np.abs(probabilities.sum(axis=1) - 1).max() < 1e-5
+    mixed = json.loads((gpu_runs["resumed"] / METRICS).read_text())
+    float32 = json.loads((gpu_runs["float32"] / METRICS).read_text())
+    print(f"test accuracy: mixed precision + XLA {mixed['accuracy']:.4f}, float32 {float32['accuracy']:.4f}")
+    print(f"test AUC: mixed precision + XLA {mixed['auc']:.4f}, float32 {float32['auc']:.4f}")
+
+
+def test_gradcam_maps_of_the_float16_model_are_finite(gpu_runs):
+    with np.load(gpu_runs["resumed"] / f"results/gradcam/{RUN}/heatmaps.npz") as saved:
+        maps = saved["maps"]
+    assert maps.shape == (48, 4, 4) and np.isfinite(maps).all()
+    assert (maps.reshape(len(maps), -1).max(axis=1) > 0).mean() > 0.5  # float16 gradients did not underflow to 0
+
+
+def test_transfer_tables_and_report_were_made(gpu_runs):
+    resumed = gpu_runs["resumed"]
+    transfer = json.loads(next((resumed / "results/transfer").rglob("metrics.json")).read_text())
+    assert 0 <= transfer["unrestricted_accuracy"] <= 1
+    assert (resumed / "results/tables/table3.csv").exists()
+    assert "table3" in (resumed / "results/report/report.html").read_text().lower()
+
+
+# --- FusedAdam inside the LossScaleOptimizer, under mixed_float16 ---
+
+OVERFLOW_STEPS = (3, 4, 11, 20)  # an input beyond float16's 65504: inf activations, non-finite gradients
+
+
+def loss_scaled_training(optimizer_class, jit_compile: bool, steps: int = 30) -> dict:
+    """A small mixed_float16 model trained `steps` batches by `optimizer_class` inside a LossScaleOptimizer (growth
+    every 5 finite steps); the weights, and the loss scale and applied steps after each batch."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((16,)),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dense(4, activation="softmax", dtype="float32"),
+            ]
+        )
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer_class(1e-2), dynamic_growth_steps=5)
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", jit_compile=jit_compile)
+        rng = np.random.default_rng(1)
+        scales, applied = [], []
+        for step in range(steps):
+            images = rng.normal(size=(8, 16)).astype("float32")
+            if step in OVERFLOW_STEPS:
+                images[0, 0] = 1e6
+            model.train_on_batch(images, np.eye(4)[rng.integers(0, 4, 8)])
+            scales.append(float(optimizer.dynamic_scale))
+            applied.append(int(optimizer.iterations))
+        return {"weights": [np.asarray(weight) for weight in model.weights], "scales": scales, "applied": applied}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_fused_adam_under_loss_scaling_follows_keras_adam_including_skipped_steps(jit_compile, monkeypatch):
+    fused_kernels = []
+    kernel = tf.raw_ops.ResourceApplyAdam
+    monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", lambda **kw: fused_kernels.append(1) or kernel(**kw))
+    ours = loss_scaled_training(FusedAdam, jit_compile)
+    # One kernel per variable each time the step is traced: the fused update ran, not Keras' own.
+    assert fused_kernels and len(fused_kernels) % 4 == 0
+    keras_adam = loss_scaled_training(keras.optimizers.Adam, jit_compile)
+    # The same steps skipped (scale halved, no update) and the same scale grown after 5 finite steps.
+    assert ours["scales"] == keras_adam["scales"] and ours["applied"] == keras_adam["applied"]
+    assert ours["applied"][-1] == 30 - len(OVERFLOW_STEPS) and min(ours["scales"]) < INITIAL_SCALE
+    assert max(ours["scales"][5:]) > min(ours["scales"])  # it grew again after falling
+    difference = max(np.abs(a - b).max() for a, b in zip(ours["weights"], keras_adam["weights"]))
+    start = loss_scaled_training(FusedAdam, jit_compile, steps=0)["weights"]
+    moved = max(np.abs(a - b).max() for a, b in zip(ours["weights"], start))
+    assert moved > 0.1 and difference < 1e-4
+    print(f"{jit_compile=}: FusedAdam vs Adam under loss scaling, largest difference {difference:.2e}")
