@@ -23,17 +23,14 @@ import zipfile
 from pathlib import Path
 
 import h5py
-import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 import yaml
 from conftest import REPO, SNAKEMAKE, TINY
 from test_download import legacy_weights_file
 from test_reliability_kill import model_weights
 
 from bloodcells.download import file_md5, imagenet_weights_name
-from bloodcells.model import FusedAdam
 
 OVERLAY = REPO / "tests/configs/gpu_on_cpu.yaml"
 RUN = "synthetic-32-resnet50-bs16-s0"
@@ -202,57 +199,3 @@ def test_transfer_tables_and_report_were_made(gpu_runs):
     assert 0 <= transfer["unrestricted_accuracy"] <= 1
     assert (resumed / "results/tables/table3.csv").exists()
     assert "table3" in (resumed / "results/report/report.html").read_text().lower()
-
-
-# --- FusedAdam inside the LossScaleOptimizer, under mixed_float16 ---
-
-OVERFLOW_STEPS = (3, 4, 11, 20)  # an input beyond float16's 65504: inf activations, non-finite gradients
-
-
-def loss_scaled_training(optimizer_class, jit_compile: bool, steps: int = 30) -> dict:
-    """A small mixed_float16 model trained `steps` batches by `optimizer_class` inside a LossScaleOptimizer (growth
-    every 5 finite steps); the weights, and the loss scale and applied steps after each batch."""
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [
-                keras.Input((16,)),
-                keras.layers.Dense(32, activation="relu"),
-                keras.layers.Dense(4, activation="softmax", dtype="float32"),
-            ]
-        )
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer_class(1e-2), dynamic_growth_steps=5)
-        model.compile(optimizer=optimizer, loss="categorical_crossentropy", jit_compile=jit_compile)
-        rng = np.random.default_rng(1)
-        scales, applied = [], []
-        for step in range(steps):
-            images = rng.normal(size=(8, 16)).astype("float32")
-            if step in OVERFLOW_STEPS:
-                images[0, 0] = 1e6
-            model.train_on_batch(images, np.eye(4)[rng.integers(0, 4, 8)])
-            scales.append(float(optimizer.dynamic_scale))
-            applied.append(int(optimizer.iterations))
-        return {"weights": [np.asarray(weight) for weight in model.weights], "scales": scales, "applied": applied}
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_fused_adam_under_loss_scaling_follows_keras_adam_including_skipped_steps(jit_compile, monkeypatch):
-    fused_kernels = []
-    kernel = tf.raw_ops.ResourceApplyAdam
-    monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", lambda **kw: fused_kernels.append(1) or kernel(**kw))
-    ours = loss_scaled_training(FusedAdam, jit_compile)
-    # One kernel per variable each time the step is traced: the fused update ran, not Keras' own.
-    assert fused_kernels and len(fused_kernels) % 4 == 0
-    keras_adam = loss_scaled_training(keras.optimizers.Adam, jit_compile)
-    # The same steps skipped (scale halved, no update) and the same scale grown after 5 finite steps.
-    assert ours["scales"] == keras_adam["scales"] and ours["applied"] == keras_adam["applied"]
-    assert ours["applied"][-1] == 30 - len(OVERFLOW_STEPS) and min(ours["scales"]) < INITIAL_SCALE
-    assert max(ours["scales"][5:]) > min(ours["scales"])  # it grew again after falling
-    difference = max(np.abs(a - b).max() for a, b in zip(ours["weights"], keras_adam["weights"]))
-    start = loss_scaled_training(FusedAdam, jit_compile, steps=0)["weights"]
-    moved = max(np.abs(a - b).max() for a, b in zip(ours["weights"], start))
-    assert moved > 0.1 and difference < 1e-4
-    print(f"{jit_compile=}: FusedAdam vs Adam under loss scaling, largest difference {difference:.2e}")
