@@ -227,3 +227,15 @@ def test_transfer_tables_and_report_were_made_from_the_forced_run(gpu_runs):
     # The report's provenance table: both training sessions, XLA and mixed precision on in each.
     report = " ".join((resumed / REPORT).read_text().split())
     assert report.count("</td><td>on</td><td>on</td><td>") == 2  # the XLA and mixed precision columns
+
+
+def test_a_weights_file_of_keras_layout_is_checked_against_training_weights_md5(tmp_path):
+    from bloodcells.download import DownloadError, verified_weights
+
+    weights = tmp_path / imagenet_weights_name("resnet50")
+    weights.write_bytes(b"weights of a lab's own pretraining")
+    assert verified_weights(str(weights), "resnet50", file_md5(weights)) == str(weights)
+    with pytest.raises(DownloadError, match="training.weights_md5.resnet50"):
+        verified_weights(str(weights), "resnet50", "0" * 32)
+    with pytest.raises(DownloadError, match="Keras' ImageNet no-top weights of resnet50"):
+        verified_weights(str(weights), "resnet50")  # no MD5 in the config: Keras' own
