@@ -57,18 +57,27 @@ def snakemake(workdir: Path, config: Path, *targets: str, log: Path, cores: int 
     """Start snakemake on `targets` in a new session (so that one signal reaches it and its jobs)."""
     command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
     env = os.environ | {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen(
-        [*command, "--cores", str(cores), "--configfile", str(config), "--rerun-incomplete", *targets],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=env,
-    )
+    with log.open("w") as output:  # the child writes to its own copy of the descriptor
+        return subprocess.Popen(
+            [*command, "--cores", str(cores), "--configfile", str(config), "--rerun-incomplete", *targets],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
 
 
 def finished(process: subprocess.Popen, log: Path, timeout: float = 900) -> None:
     """Wait for snakemake to succeed; on failure show the end of its output."""
     assert process.wait(timeout=timeout) == 0, log.read_text()[-6000:]
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """Kill the snakemake sessions still running (a failed fixture leaves none behind)."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
 
 
 def checkpointed_loss_scaling(path: Path) -> tuple[float, int]:
@@ -122,26 +131,32 @@ def gpu_runs(tmp_path_factory) -> dict:
     # The uninterrupted run and the one to kill train side by side, one core each.
     reference = snakemake(work["reference"], paths["gpu"], MODEL, log=logs["reference"])
     killed = snakemake(work["resumed"], paths["gpu"], log=logs["killed"])
-    state = work["resumed"] / f"results/checkpoints/{RUN}/state.json"
-    deadline = time.monotonic() + 600
-    while not (state.exists() and json.loads(state.read_text())["epochs_done"] >= 1):
-        assert killed.poll() is None, f"training ended before it could be killed:\n{logs['killed'].read_text()[-4000:]}"
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(0.05)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait(timeout=60)
-    committed = json.loads(state.read_text())
-    scale, applied = checkpointed_loss_scaling(state.parent / committed["files"]["model"])
-    killed_s = time.monotonic() - started
+    running = [reference, killed]
+    try:
+        state = work["resumed"] / f"results/checkpoints/{RUN}/state.json"
+        deadline = time.monotonic() + 600
+        while not (state.exists() and json.loads(state.read_text())["epochs_done"] >= 1):
+            assert killed.poll() is None, f"ended before the kill:\n{logs['killed'].read_text()[-4000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.05)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=60)
+        committed = json.loads(state.read_text())
+        scale, applied = checkpointed_loss_scaling(state.parent / committed["files"]["model"])
+        killed_s = time.monotonic() - started
 
-    finished(snakemake(work["resumed"], paths["gpu"], "--unlock", log=logs["resumed"]), logs["resumed"])
-    # Two cores: evaluate and transfer side by side once the resumed training is done.
-    resumed = snakemake(work["resumed"], paths["gpu"], REPORT, log=logs["resumed"], cores=2)
-    finished(reference, logs["reference"])
-    baseline = snakemake(work["float32"], paths["float32"], METRICS, log=logs["float32"])
-    finished(resumed, logs["resumed"])
-    finished(baseline, logs["float32"])
-    seconds = time.monotonic() - started
+        finished(snakemake(work["resumed"], paths["gpu"], "--unlock", log=logs["resumed"]), logs["resumed"])
+        # Two cores: evaluate and transfer side by side once the resumed training is done.
+        resumed = snakemake(work["resumed"], paths["gpu"], REPORT, log=logs["resumed"], cores=2)
+        running.append(resumed)
+        finished(reference, logs["reference"])
+        baseline = snakemake(work["float32"], paths["float32"], METRICS, log=logs["float32"])
+        running.append(baseline)
+        finished(resumed, logs["resumed"])
+        finished(baseline, logs["float32"])
+        seconds = time.monotonic() - started
+    finally:
+        stop(running)
     return work | {"scale": scale, "applied": applied, "killed_s": killed_s, "seconds": seconds}
 
 
