@@ -49,7 +49,9 @@ def main(smk) -> None:
         spec,
         settings,
         smk.params.checkpoint,
-        weights_file=verified_weights(smk.input.get("weights"), spec.arch),
+        weights_file=verified_weights(
+            smk.input.get("weights"), spec.arch, training.get("weights_md5", {}).get(spec.arch)
+        ),
         session=training_session(settings.xla, settings.mixed_precision, settings.threads),
     )
     with atomic_path(smk.output.model) as tmp:

@@ -376,8 +376,12 @@ def check_file_md5(path: str | Path, md5: str, what: str) -> None:
         )
 
 
-def verified_weights(path: str | None, arch: str) -> str | None:
-    """The ImageNet weights file a run starts from, its MD5 checked against Keras' (None: random initialisation)."""
+def verified_weights(path: str | None, arch: str, md5: str | None = None) -> str | None:
+    """The ImageNet weights file a run starts from, its MD5 checked against `md5` (training.weights_md5), else
+    Keras' (None: random initialisation)."""
     if path is not None:
-        check_file_md5(path, IMAGENET_NOTOP_MD5[arch], f"Keras' ImageNet no-top weights of {arch}")
+        if md5 is None:
+            check_file_md5(path, IMAGENET_NOTOP_MD5[arch], f"Keras' ImageNet no-top weights of {arch}")
+        else:
+            check_file_md5(path, md5, f"the {arch} weights file that config key training.weights_md5.{arch} names")
     return path

@@ -464,6 +464,12 @@ def resumed_model(path: Path, spec: RunSpec, settings: TrainSettings, n_classes:
     return model
 
 
+def loss_scale(model) -> float | None:
+    """The dynamic loss scale of a model compiled under mixed precision (its LossScaleOptimizer's), else None."""
+    scale = getattr(getattr(model, "optimizer", None), "dynamic_scale", None)
+    return None if scale is None else float(scale)
+
+
 def restore_best_weights(model, state: dict, checkpoint: Checkpoint, in_memory: list | None) -> None:
     """Give the model the best epoch's weights: from memory, else the checkpoint; kept if its last epoch was best."""
     if state["best_epoch"] == state["epochs_done"]:
@@ -549,6 +555,8 @@ def train_run(
                 f"{checkpoint.model_path(state)}: cannot load the checkpointed model ({error}); "
                 f"delete {checkpoint.directory} to train this run from the start"
             ) from error
+        if loss_scale(model) is not None:  # optimizer state: a fresh one would skip steps again from 2^15 down
+            log(f"loss scale {loss_scale(model):g} from the checkpoint (mixed precision)")
     start_session(state, session)
     finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
     if not finished:
@@ -573,4 +581,6 @@ def train_run(
         )
     restore_best_weights(model, state, checkpoint, None if finished else callback.best_in_memory)
     log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
+    if loss_scale(model) is not None:
+        log(f"loss scale {loss_scale(model):g} after the last step, {int(model.optimizer.iterations)} steps applied")
     return TrainedRun(model, state["history"], checkpoint, state["sessions"])
