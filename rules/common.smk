@@ -21,9 +21,6 @@ PLAN = plan.make_plan(config)
 RESTORED = bundle.restore_configured(config, PLAN, Path.cwd(), logger.info)
 RUNS, TABLE3_RUNS = PLAN.runs, PLAN.table3
 GRADCAM_RUNS, TABLES = PLAN.gradcam, PLAN.tables
-# Folders a user downloads by hand (Raabin-WBC, PBC) are checked now, not by a job after hours in a queue.
-if missing := bundle.folders_missing(config, PLAN, RESTORED, Path.cwd()):
-    raise WorkflowError("\n".join(missing))
 # report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.
 TEX_FOUND = all(shutil.which(tool) for tool in ("latexmk", "pdflatex"))
 PDF_NOTE = pdf_note(load_texts(REPO / "paper/report.yaml"), TEX_FOUND)
@@ -78,7 +75,12 @@ def run_dataset_config(wildcards) -> dict:
 
 
 def download_input(wildcards) -> list[str]:
-    """What a dataset is prepared from: a medmnist download or a synthesized folder."""
+    """What a dataset is prepared from: a medmnist download or a synthesized folder; stops if a user folder is missing."""
+    # Checked while the DAG of a run (or dry run) is built, before any job starts, and only where a job reads the
+    # folder: --list-rules, --unlock, check_environment, a restore and --report (no executor) work without it.
+    running = workflow.executor_plugin is not None
+    if running and (message := files.missing_user_folder(config, PLAN, wildcards.dataset, wildcards.size, Path.cwd())):
+        raise WorkflowError(message)
     return files.prepare_inputs(config, wildcards.dataset, wildcards.size)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from . import download, files
 from .atomic import atomic_path, write_text_atomic
-from .plan import Plan, missing_folders
+from .plan import Plan
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -575,12 +575,3 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
 def restored_pattern(restored: Restored) -> str:
     """The wildcard regex of rule restored: exactly the restored files (none at all without a restore)."""
     return "|".join(re.escape(path) for path in restored.files) or "(?!)"
-
-
-def folders_missing(config: dict, plan: Plan, restored: Restored, root: Path) -> list[str]:
-    """bloodcells.plan.missing_folders for what is still to be built: the data of restored runs (and of a restored
-    transfer evaluation) is not read, so its folder need not be there."""
-    to_build = {run: values for run, values in plan.runs.items() if run not in restored.runs}
-    sources = plan.studies.get("transfer_source", [])
-    transfer_done = bool(sources) and set(sources) <= set(restored.runs)
-    return missing_folders({**config, "transfer": None} if transfer_done else config, to_build, root)
