@@ -78,10 +78,11 @@ def download_input(wildcards) -> list[str]:
     """What a dataset is prepared from: a medmnist download or a synthesized folder; stops if a user folder is missing."""
     # Checked while the DAG of a run (or dry run) is built, before any job starts, and only where a job reads the
     # folder: --list-rules, --unlock, check_environment, a restore and --report (no executor) work without it.
-    running = workflow.executor_plugin is not None
-    if running and (message := files.missing_user_folder(config, PLAN, wildcards.dataset, wildcards.size, Path.cwd())):
-        raise WorkflowError(message)
-    return files.prepare_inputs(config, wildcards.dataset, wildcards.size)
+    dataset, size = wildcards.dataset, wildcards.size
+    if workflow.executor_plugin is not None:
+        if message := files.missing_user_folder(config, PLAN, dataset, size, Path.cwd()):
+            raise WorkflowError(message)
+    return files.prepare_inputs(config, dataset, size)
 
 
 def transfer_data(wildcards) -> str:
