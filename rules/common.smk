@@ -6,12 +6,13 @@ import sys
 
 from snakemake import __version__ as SNAKEMAKE_VERSION
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.logging import logger
 
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, files, plan
+from bloodcells import bundle, files, plan, software
 from bloodcells.texts import load_texts, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
@@ -29,6 +30,16 @@ if not TEX_FOUND:
 # The config file as the user named it, for the rebuild commands printed in the report.
 CONFIG_FILES = workflow.config_settings.configfiles
 CONFIG_FILE_NAME = os.path.relpath(CONFIG_FILES[-1]) if CONFIG_FILES else "config.yaml"
+
+
+
+# Before the first job is started or submitted (dry runs and planning in a login venv stay possible): without conda
+# every job runs with this Python, so it must have the jobs' packages.
+onstart:
+    uses_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    missing = software.missing_modules(software.JOB_MODULES)
+    if problem := software.job_software_problem(uses_conda, missing, sys.executable):
+        raise WorkflowError(problem)
 
 
 wildcard_constraints:
