@@ -29,8 +29,8 @@ def job_software_problem(uses_conda: bool, missing: list[str], python: str) -> s
     return (
         f"The jobs would run with Snakemake's own Python, {python} (no conda: each job, on SLURM too, starts as "
         f"'{python} -m snakemake'), which lacks {', '.join(missing)}: every training, evaluation and report job "
-        "would fail. No job was started or submitted. Either install the full environment where this Python lives, "
-        "on a file system the nodes see (README 'On a cluster', pip: pip install --require-hashes -r requirements-gpu.lock), "
-        "or give each job a conda env of its own: add --software-deployment-method conda (README 'On a cluster', "
-        "conda)."
+        "would fail. No job was started or submitted. Either install the full environment where this Python "
+        "lives, on a file system the nodes see (README 'On a cluster', pip: "
+        "pip install --require-hashes -r requirements-gpu.lock), or give each job a conda env of its own: add "
+        "--software-deployment-method conda (README 'On a cluster', conda)."
     )
