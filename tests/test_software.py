@@ -11,7 +11,7 @@ def test_job_modules_are_what_the_rule_scripts_import():
     imported = set()
     for _, _, script in RULES:
         imported |= set(third_party_imports(script))
-    assert set(JOB_MODULES) == imported
+    assert set(JOB_MODULES) == imported - {"medmnist"}  # read only by the download rule (bloodcells.software)
 
 
 def test_missing_modules_are_found_without_importing_them():
