@@ -3,7 +3,10 @@ any job starts (tests/test_plan.py: test_missing_external_folder_stops_the_dry_r
 that read no such folder work (README "The full study on a GPU")."""
 
 import pytest
-from conftest import REPO, run_snakemake
+import yaml
+from conftest import REPO, SCHEMA, run_snakemake
+
+from bloodcells import bundle, plan
 
 CONFIG = ["--configfile", str(REPO / "config.yaml")]
 RAABIN_MESSAGE = "Dataset 'raabin' is read from data/Raabin-WBC (config key 'datasets.raabin.path')"
@@ -38,3 +41,27 @@ def test_report_of_finished_results_works_without_it(workdir, tmp_path):
     result = run_snakemake(tmp_path, *CONFIG, "--report", "report.html", check=False, timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 0 and not (tmp_path / "data").exists()
+
+
+def full_study_runs(**changes) -> dict[str, dict]:
+    """The runs config.yaml plans, with some of its keys changed."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text()) | changes
+    return plan.make_plan(plan.validate_config(config, SCHEMA)).runs
+
+
+def test_a_bundle_built_without_the_external_study_is_refused_naming_external_false():
+    bundle_runs = bundle.plain(full_study_runs(external=False))
+    manifest = {"runs": bundle_runs, "files": []}
+    with pytest.raises(bundle.BundleError) as error:
+        bundle.select_entries(manifest, full_study_runs(), shared=False, name="results-bundle.tar.gz")
+    message = str(error.value)
+    assert "raabin-64-resnet50-bs32-e10-s0: planned by this config, not in the bundle" in message
+    assert "all on other datasets (raabin)" in message and "Add --config external=False" in message
+
+
+def test_other_differences_get_no_external_advice():
+    bundle_runs = bundle.plain(full_study_runs(external=False))
+    assert bundle.external_advice(bundle_runs, full_study_runs(seeds=[0, 1])) == ""  # more BloodMNIST runs
+    assert bundle.external_advice(bundle_runs, full_study_runs(external=False)) == ""  # nothing differs
+    more = bundle_runs | {"extra-run": next(iter(bundle_runs.values()))}
+    assert bundle.external_advice(more, full_study_runs()) == ""  # the bundle has a run this config lacks
