@@ -75,6 +75,14 @@ def test_the_gpu_lock_fixes_the_cuda_libraries():
     assert not cuda & set(LOCKS["requirements.lock"]) and not cuda & set(LOCKS["requirements-dev.lock"])
 
 
+def test_the_tensorflow_env_pins_every_cuda_library_of_the_gpu_lock():
+    cuda = {
+        name: version for name, (version, _) in LOCKS["requirements-gpu.lock"].items() if name.startswith("nvidia-")
+    }
+    pinned = env_packages(REPO / "envs/tensorflow.yaml")
+    assert {name: pinned.get(name) for name in cuda} == cuda
+
+
 def test_a_package_has_one_version_in_every_lock():
     versions = {}
     for lock, entries in LOCKS.items():
