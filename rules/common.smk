@@ -32,13 +32,12 @@ CONFIG_FILES = workflow.config_settings.configfiles
 CONFIG_FILE_NAME = os.path.relpath(CONFIG_FILES[-1]) if CONFIG_FILES else "config.yaml"
 
 
-
 # Before the first job is started or submitted (dry runs and planning in a login venv stay possible): without conda
 # every job runs with this Python, so it must have the jobs' packages.
 onstart:
-    uses_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
     missing = software.missing_modules(software.JOB_MODULES)
-    if problem := software.job_software_problem(uses_conda, missing, sys.executable):
+    if problem := software.job_software_problem(conda, missing, sys.executable):
         raise WorkflowError(problem)
 
 
@@ -89,9 +88,9 @@ def download_input(wildcards) -> list[str]:
     """What a dataset is prepared from: a medmnist download or a synthesized folder; stops if a user folder is missing."""
     # Checked while the DAG of a run (or dry run) is built, before any job starts, and only where a job reads the
     # folder: --list-rules, --unlock, check_environment, a restore and --report (no executor) work without it.
-    dataset, size = wildcards.dataset, wildcards.size
+    dataset, size, here = wildcards.dataset, wildcards.size, Path.cwd()
     if workflow.executor_plugin is not None:
-        if message := files.missing_user_folder(config, PLAN, dataset, size, Path.cwd()):
+        if message := files.missing_user_folder(config, PLAN, dataset, size, here):
             raise WorkflowError(message)
     return files.prepare_inputs(config, dataset, size)
 
