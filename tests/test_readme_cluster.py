@@ -12,8 +12,8 @@ CI's SLURM (.ci/slurm-setup.sh) has one node that claims 16 CPUs, 64 GB and one 
 profile's GPU requests are scheduled as written; TensorFlow finds no GPU there and the jobs run on the CPU
 (training.require_gpu: auto stops only where the machine shows a GPU).
 
-Cost: the venv (about 3 GB of wheels; minutes on a first download, less from pip's cache) and about 15 SLURM jobs,
-each polled with the profile's own intervals. A light login venv without conda stops before any submission instead:
+Cost: the venv (about 3 GB of wheels, 6.7 GB installed) and 14 SLURM jobs, polled with the profile's own intervals.
+On the 2-core CI machine shared with three other test runs (load 11-18), 19 minutes: 12 for the venv, 6 for the jobs. A light login venv without conda stops before any submission instead:
 tests/test_login_env.py.
 """
 
