@@ -8,7 +8,12 @@
 # Settings seen working on these CI machines (see DESIGN.md): proctrack/linuxproc and task/none
 # (no cgroup v1/v2 delegation in the CI sandbox), select/cons_tres, no accounting storage (so the
 # executor plugin polls with `squeue`, and MinJobAge keeps finished jobs visible to it long enough).
-# The node is called `localhost` whatever the host name; it has the machine's real CPUs and memory.
+# The node is called `localhost` whatever the host name. It claims what profiles/slurm asks of a GPU node, so that
+# tests/test_readme_cluster.py can run the README's cluster block with the profile unchanged: 16 CPUs, 64 GB and one
+# GPU (SlurmdParameters=config_overrides lets slurmd accept more than the hardware has). The GPU's device file is
+# /dev/null (slurmd counts no GPU without one): SLURM schedules `--gpus=1` jobs, TensorFlow finds no GPU and trains on
+# the CPU. Nothing enforces
+# CPUs or memory here (task/none, no accounting), so the jobs share the machine's real cores.
 # Two partitions, `cpu` (default) and `gpu`, both on that node: the names profiles/slurm uses.
 # Idempotent: a cluster that is already up is left as it is.
 set -euo pipefail
@@ -63,8 +68,9 @@ for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; 
 munge -n | unmunge >/dev/null || { log "munge does not work"; exit 1; }
 
 # --- slurm.conf -----------------------------------------------------------------------------------
-# The node line from slurmd itself (CPUs, sockets/cores/threads, RealMemory), renamed to localhost.
-hardware=$(slurmd -C | head -n1 | sed -E 's/^NodeName=[^ ]+ //; s/ UpTime=.*//')
+# A node line larger than the hardware (see the top); Boards, sockets and threads as slurmd reports them would
+# contradict the CPU count, so the line names CPUs and memory only.
+hardware="CPUs=16 RealMemory=65536 Gres=gpu:1"
 install -d -m 0755 "$SLURM_CONF_DIR" "$STATE" "$SPOOL" "$LOGS"
 cat >"$SLURM_CONF" <<EOF
 # Written by .ci/slurm-setup.sh: a single-node test cluster.
@@ -85,6 +91,8 @@ SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
+GresTypes=gpu
+SlurmdParameters=config_overrides
 # finished jobs stay visible to squeue for 10 min: the executor plugin's status polling needs >= 120 s
 MinJobAge=600
 ReturnToService=2
@@ -104,6 +112,7 @@ NodeName=localhost NodeAddr=127.0.0.1 $hardware State=UNKNOWN
 PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=localhost Default=NO MaxTime=INFINITE State=UP
 EOF
+echo "NodeName=localhost Name=gpu File=/dev/null" >"$SLURM_CONF_DIR/gres.conf"
 # cgroup.conf is read even with proctrack/linuxproc by some plugins; keep it harmless
 [ -f "$SLURM_CONF_DIR/cgroup.conf" ] || echo "CgroupPlugin=autodetect" >"$SLURM_CONF_DIR/cgroup.conf"
 log "node: localhost $hardware"

@@ -6,12 +6,13 @@ import sys
 
 from snakemake import __version__ as SNAKEMAKE_VERSION
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.logging import logger
 
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, files, plan
+from bloodcells import bundle, files, plan, software
 from bloodcells.texts import load_texts, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
@@ -21,9 +22,6 @@ PLAN = plan.make_plan(config)
 RESTORED = bundle.restore_configured(config, PLAN, Path.cwd(), logger.info)
 RUNS, TABLE3_RUNS = PLAN.runs, PLAN.table3
 GRADCAM_RUNS, TABLES = PLAN.gradcam, PLAN.tables
-# Folders a user downloads by hand (Raabin-WBC, PBC) are checked now, not by a job after hours in a queue.
-if missing := bundle.folders_missing(config, PLAN, RESTORED, Path.cwd()):
-    raise WorkflowError("\n".join(missing))
 # report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.
 TEX_FOUND = all(shutil.which(tool) for tool in ("latexmk", "pdflatex"))
 PDF_NOTE = pdf_note(load_texts(REPO / "paper/report.yaml"), TEX_FOUND)
@@ -32,6 +30,15 @@ if not TEX_FOUND:
 # The config file as the user named it, for the rebuild commands printed in the report.
 CONFIG_FILES = workflow.config_settings.configfiles
 CONFIG_FILE_NAME = os.path.relpath(CONFIG_FILES[-1]) if CONFIG_FILES else "config.yaml"
+
+
+# Before the first job is started or submitted (dry runs and planning in a login venv stay possible): without conda
+# every job runs with this Python, so it must have the jobs' packages.
+onstart:
+    conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    missing = software.missing_modules(software.JOB_MODULES)
+    if problem := software.job_software_problem(conda, missing, sys.executable):
+        raise WorkflowError(problem)
 
 
 wildcard_constraints:
@@ -78,8 +85,14 @@ def run_dataset_config(wildcards) -> dict:
 
 
 def download_input(wildcards) -> list[str]:
-    """What a dataset is prepared from: a medmnist download or a synthesized folder."""
-    return files.prepare_inputs(config, wildcards.dataset, wildcards.size)
+    """What a dataset is prepared from: a medmnist download or a synthesized folder; stops if a user folder is missing."""
+    # Checked while the DAG of a run (or dry run) is built, before any job starts, and only where a job reads the
+    # folder: --list-rules, --unlock, check_environment, a restore and --report (no executor) work without it.
+    dataset, size, here = wildcards.dataset, wildcards.size, Path.cwd()
+    if workflow.executor_plugin is not None:
+        if message := files.missing_user_folder(config, PLAN, dataset, size, here):
+            raise WorkflowError(message)
+    return files.prepare_inputs(config, dataset, size)
 
 
 def transfer_data(wildcards) -> str:

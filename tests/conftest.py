@@ -82,9 +82,11 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 # The modules that take longest, started first when pytest-xdist spreads the suite over workers, one module at a time
-# (pyproject.toml's addopts): the first makes the session's tiny run, the GPU-on-CPU and SLURM runs take minutes;
-# started last, they would set the wall time. The other users of the tiny run come later, when it is done.
+# (pyproject.toml's addopts): the README's cluster block (a 3 GB venv, then SLURM jobs) and test_workflow, which makes
+# the session's tiny run, start at once; the GPU-on-CPU and SLURM runs take minutes; started last, they would set the
+# wall time. The other users of the tiny run come later, when it is done.
 LONGEST_FIRST = (
+    "test_readme_cluster.py",
     "test_workflow.py",
     "test_gpu_on_cpu.py",
     "test_slurm.py",

@@ -261,15 +261,6 @@ def test_with_restore_shared_runs_the_runs_both_plan_are_restored(made, tmp_path
     assert not (tmp_path / bundle.PROVENANCE).exists()
 
 
-def test_a_restored_run_needs_no_data_folder():
-    config = plan.validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)
-    full = plan.make_plan(config)
-    root = Path("/nonexistent")
-    assert any("Raabin" in line for line in bundle.folders_missing(config, full, bundle.Restored(), root))
-    everything = bundle.Restored(tuple(full.runs))
-    assert bundle.folders_missing(config, full, everything, root) == []
-
-
 # --- restoring from a URL ---------------------------------------------------------------------------
 
 

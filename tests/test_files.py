@@ -117,13 +117,18 @@ def test_targets_cover_every_run_table_and_the_report(tiny):
     assert files.targets(config, planned, tex_found=True)[-1] == "results/report/report.pdf"
 
 
-def test_missing_folders_name_each_absent_user_folder(full, tmp_path):
+def test_a_missing_user_folder_is_named_only_where_a_job_would_read_it(full, tmp_path):
     config, planned = full
-    (message,) = plan.missing_folders(config, planned.runs, tmp_path)
-    assert "Dataset 'raabin' is read from data/Raabin-WBC" in message
+    message = files.missing_user_folder(config, planned, "raabin", "64", tmp_path)
+    assert "Dataset 'raabin' is read from data/Raabin-WBC" in message and "external=False" in message
+    assert files.missing_user_folder(config, planned, "bloodmnist", "64", tmp_path) is None  # a download, no folder
+    (tmp_path / files.data_file("raabin", 64)).parent.mkdir(parents=True)
+    (tmp_path / files.data_file("raabin", 64)).touch()
+    assert files.missing_user_folder(config, planned, "raabin", "64", tmp_path) is None  # made already: not read
+    assert files.missing_user_folder(config, planned, "raabin", "128", tmp_path) is not None
     for name in ("Basophil", "Neutrophil"):
         (tmp_path / "data/Raabin-WBC/Train" / name).mkdir(parents=True)
-    assert plan.missing_folders(config, planned.runs, tmp_path) == []
+    assert files.missing_user_folder(config, planned, "raabin", "128", tmp_path) is None
 
 
 def test_report_config_holds_what_the_fidelity_notes_state(full):

@@ -8,7 +8,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, place_raabin_folder
+from conftest import REPO, TINY, place_raabin_folder
+from test_slurm import cluster  # noqa: F401 (the fixture that requires a SLURM cluster)
 
 # What the jobs need and a login node need not have. numpy and pandas are installed there anyway (the SLURM
 # plugin depends on them), so the parse-time check below blocks them only for imports from the repository.
@@ -34,13 +35,14 @@ SITECUSTOMIZE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def login_venv(tmp_path_factory):
-    """A fresh venv with requirements-login.txt only; returns (python, env with the parse-time import guard)."""
+    """A fresh venv with requirements-login.lock only (as the README's conda block installs it); returns (python, env
+    with the parse-time import guard)."""
     root = tmp_path_factory.mktemp("login")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin/python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(REPO / "requirements-login.txt")],
+        [str(python), "-m", "pip", "install", "-q", "--require-hashes", "-r", str(REPO / "requirements-login.lock")],
         capture_output=True,
         text=True,
         timeout=900,
@@ -142,3 +144,49 @@ def test_local_rule_scripts_import_in_the_login_venv(login_venv, script):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# Snakemake asks conda for its version, prefix and channel priority before a dry run with conda; no conda channel is
+# reachable on the test machines, so this stand-in answers those three questions and refuses everything else (an
+# attempt to create an env would fail the test).
+FAKE_CONDA = """#!/bin/sh
+case "$*" in
+  "info --json") echo '{"conda_prefix": "/nonexistent/conda", "platform": "linux-64"}' ;;
+  "--version") echo "conda 24.11.3" ;;
+  "config --get channel_priority --json") echo '{"get": {"channel_priority": "strict"}}' ;;
+  *) echo "fake conda asked: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_login_venv_plans_conda_jobs_through_the_slurm_profile(login_venv, tmp_path):
+    # the README's conda block: the light venv drives one conda env per rule (envs/*.yaml)
+    python, env = login_venv
+    fake = tmp_path / "fake-conda"
+    fake.mkdir()
+    (fake / "conda").write_text(FAKE_CONDA)
+    (fake / "conda").chmod(0o755)
+    command = [str(python), "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"), "--directory"]
+    command += [str(tmp_path), "--configfile", str(TINY), "--profile", str(REPO / "profiles/slurm")]
+    command += ["--software-deployment-method", "conda"]
+    env = env | {"PATH": f"{fake}{os.pathsep}{env['PATH']}"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    created = re.findall(r"^Conda environment (\S+) will be created\.$", output, flags=re.MULTILINE)
+    assert sorted(os.path.basename(path) for path in created) == ["data.yaml", "report.yaml", "tensorflow.yaml"]
+    assert "fake conda asked" not in output
+
+
+def test_login_venv_without_conda_stops_before_submitting(cluster, login_venv, tmp_path):  # noqa: F811
+    # the README's conda block without its --software-deployment-method conda: every job would lack TensorFlow & co.
+    python, env = login_venv
+    command = [str(python), "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    command += ["--configfile", str(TINY), "--profile", str(REPO / "profiles/slurm")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    assert f"The jobs would run with Snakemake's own Python, {python}" in output, output[-4000:]
+    assert "lacks h5py, keras, matplotlib, PIL, scipy, sklearn, tensorflow" in output
+    assert "--software-deployment-method conda" in output and "requirements-gpu.lock" in output
+    assert "has been submitted" not in output and not (tmp_path / "results").exists()

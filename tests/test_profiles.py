@@ -5,7 +5,9 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO, rule_blocks
+from conftest import REPO, SCHEMA, rule_blocks
+
+from bloodcells.plan import validate_config
 
 PROFILES = {name: REPO / f"profiles/{name}/config.yaml" for name in ("local-gpu", "slurm")}
 
@@ -133,3 +135,34 @@ def test_conda_is_chosen_on_the_command_line(name):
     _, plain = parse_args(["--profile", str(PROFILES[name].parent), "-n"])
     _, with_conda = parse_args(["--profile", str(PROFILES[name].parent), "-n", "--use-conda"])
     assert plain.use_conda is False and with_conda.use_conda is True
+
+
+def rule_threads(config: dict) -> dict[str, int]:
+    """Every rule's `threads:` with this config (1 where a rule sets none), its expression evaluated as in Snakemake."""
+    threads = {}
+    for name, block in rule_blocks().items():
+        found = re.search(r"^\s+threads:\s*(.+?)\s*$", block, flags=re.MULTILINE)
+        threads[name] = int(eval(found.group(1), {"config": config})) if found else 1  # noqa: S307 (our own rules)
+    return threads
+
+
+def test_every_rule_gets_its_threads_as_slurm_cpus():
+    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)  # schema defaults filled
+    profile = load("slurm")
+    default = profile["default-resources"]["cpus_per_task"]
+    threads = rule_threads(config)
+    assert threads["train"] == config["training"]["threads"] == 8 and threads["check_environment"] == 1
+    cpus = {rule: profile["set-resources"].get(rule, {}).get("cpus_per_task", default) for rule in threads}
+    differ = {rule: (threads[rule], cpus[rule]) for rule in threads if threads[rule] != cpus[rule]}
+    assert not differ, f"rule: (threads with config.yaml, cpus_per_task of profiles/slurm): {differ}"
+
+
+def test_conda_is_the_software_deployment_method_the_readme_names():
+    # the README's conda block passes --software-deployment-method conda; Snakemake's own parser turns it into conda
+    from snakemake.cli import parse_args
+    from snakemake.settings.types import DeploymentMethod
+
+    _, args = parse_args(["--profile", str(PROFILES["slurm"].parent), "-n", "--software-deployment-method", "conda"])
+    assert args.software_deployment_method == {DeploymentMethod.CONDA}
+    _, plain = parse_args(["--profile", str(PROFILES["slurm"].parent), "-n"])
+    assert not plain.software_deployment_method

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from . import download, files, restored_files
 from .atomic import atomic_path, write_text_atomic
-from .plan import Plan, missing_folders
+from .plan import Plan
 from .tar_limits import TarLimitError, check_tar_headers, shown
 
 FORMAT = 1
@@ -365,6 +365,22 @@ def config_differences(bundle_config: dict, config: dict, prefix: str = "") -> l
     return keys
 
 
+def external_advice(bundle_runs: dict[str, dict], planned: dict[str, dict]) -> str:
+    """For a refusal whose only difference is this config's runs on datasets the bundle has none of (a bundle built
+    with external=False, restored with external: true), the sentence that names --config external=False; else ''."""
+    planned = plain(planned)
+    missing, extra = set(planned) - set(bundle_runs), set(bundle_runs) - set(planned)
+    datasets = {values["dataset"] for values in bundle_runs.values()}
+    differ = any(planned[run] != bundle_runs[run] for run in set(planned) & set(bundle_runs))
+    if not missing or extra or differ or any(planned[run]["dataset"] in datasets for run in missing):
+        return ""
+    others = ", ".join(sorted({planned[run]["dataset"] for run in missing}))
+    return (
+        f"\nThe runs this config adds are all on other datasets ({others}): the bundle was built with external=False. "
+        "Add --config external=False to this command to restore it whole and train nothing."
+    )
+
+
 def select_entries(manifest: dict, planned: dict[str, dict], shared: bool, name: str) -> list[dict]:
     """The manifest's entries to restore: all of them where both configs plan the same runs; where they differ,
     a BundleError listing the runs (or, with `shared`, the files of the runs both plan alike, and the build's files
@@ -379,7 +395,7 @@ def select_entries(manifest: dict, planned: dict[str, dict], shared: bool, name:
         raise BundleError(
             f"results bundle {name} refused, nothing was restored: it was made with a config that plans other runs "
             f"than this one:\n{listing}\nSet config key restore_shared_runs: true to restore the {len(alike)} runs "
-            "both plan alike (the others are then trained here)."
+            "both plan alike (the others are then trained here)." + external_advice(manifest["runs"], planned)
         )
     whole_build = set(plain_planned) <= alike
     return [entry for entry in manifest["files"] if entry["run"] in alike or (entry["run"] is None and whole_build)]
@@ -691,12 +707,3 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
 def restored_pattern(restored: Restored) -> str:
     """The wildcard regex of rule restored: exactly the restored files (none at all without a restore)."""
     return "|".join(re.escape(path) for path in restored.files) or "(?!)"
-
-
-def folders_missing(config: dict, plan: Plan, restored: Restored, root: Path) -> list[str]:
-    """bloodcells.plan.missing_folders for what is still to be built: the data of restored runs (and of a restored
-    transfer evaluation) is not read, so its folder need not be there."""
-    to_build = {run: values for run, values in plan.runs.items() if run not in restored.runs}
-    sources = plan.studies.get("transfer_source", [])
-    transfer_done = bool(sources) and set(sources) <= set(restored.runs)
-    return missing_folders({**config, "transfer": None} if transfer_done else config, to_build, root)

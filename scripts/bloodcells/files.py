@@ -7,7 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .plan import GRID_TABLES, TABLE_STUDIES, Plan, imagenet_weights_file, synthesized_datasets
+from .plan import (
+    GRID_TABLES,
+    TABLE_STUDIES,
+    Plan,
+    imagenet_weights_file,
+    missing_folder_message,
+    synthesized_datasets,
+    user_folders,
+)
 
 TABLE_FORMATS = ("csv", "html", "tex")
 
@@ -60,6 +68,14 @@ def prepare_inputs(config: dict, dataset: str, size: int) -> list[str]:
         return [f"results/folders/{dataset}"]
     download = download_file(config["datasets"][dataset], size)
     return [download] if download else []
+
+
+def missing_user_folder(config: dict, plan: Plan, dataset: str, size: int | str, root: Path) -> str | None:
+    """Why the dataset's job cannot read the user folder (Raabin-WBC, PBC) it prepares from, or None: the folder is
+    there, the dataset is no user folder, or its npz is already made (then nothing reads the folder)."""
+    if dataset not in user_folders(config, plan.runs) or (root / data_file(dataset, int(size))).exists():
+        return None
+    return missing_folder_message(config, dataset, root)
 
 
 def train_inputs(config: dict, values: dict) -> dict[str, str]:

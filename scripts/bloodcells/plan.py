@@ -392,12 +392,6 @@ def recipe_facts(config: dict) -> dict:
     }
 
 
-def missing_folders(config: dict, runs: dict[str, dict], root: Path) -> list[str]:
-    """Why each user folder (Raabin-WBC, PBC) the planned runs need cannot be read; empty when all are there."""
-    messages = [missing_folder_message(config, dataset, root) for dataset in user_folders(config, runs)]
-    return [message for message in messages if message]
-
-
 def report_config(config: dict) -> dict:
     """The part of the config the report's fidelity notes state (bloodcells.report.fidelity_notes): the training
     recipe, defaults, seeds, statistics and the main dataset's source, passed to the report rule as a param."""
