@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from .download import medmnist_download_size
 from .plan import GRID_TABLES, TABLE_STUDIES, Plan, imagenet_weights_file, synthesized_datasets
 
 TABLE_FORMATS = ("csv", "html", "tex")
@@ -22,11 +23,12 @@ def run_data(values: dict) -> str:
     return data_file(values["dataset"], values["size"])
 
 
-def download_file(source: dict, size: int) -> str | None:
-    """The verified official download a medmnist dataset is prepared from; None for the other sources."""
-    return (
-        f"results/downloads/{source.get('flag', 'bloodmnist')}_{size}.npz" if source["source"] == "medmnist" else None
-    )
+def download_file(source: dict, size: int | str) -> str | None:
+    """The verified official download a medmnist dataset is prepared from (the smallest official size of at least
+    `size` px); None for the other sources."""
+    if source["source"] != "medmnist":
+        return None
+    return f"results/downloads/{source.get('flag', 'bloodmnist')}_{medmnist_download_size(int(size))}.npz"
 
 
 def run_files(runs: Iterable[str], *names: str) -> list[str]:
