@@ -15,8 +15,10 @@ from PIL import Image
 
 from bloodcells import download
 from bloodcells.dataset import DatasetError
-from bloodcells.plan import ConfigError, validate_config
+from bloodcells.plan import ConfigError, report_config, validate_config
+from bloodcells.report import small_scale_note
 from bloodcells.sources import center_crop_resize, list_pbc_images, load_medmnist_npz, resize_images
+from bloodcells.texts import load_texts
 
 QUICK = REPO / "config.quick.yaml"
 PBC_SAMPLE = REPO.parent / "shared/data/pbc_sample"  # real PBC cells beside the clone; never copied into the repo
@@ -147,3 +149,21 @@ def test_quick_study_downloads_prepares_trains_and_reports_real_cells(tmp_path, 
     assert (tmp_path / f"results/gradcam/{run}/panel.png").stat().st_size > 0
     report = (tmp_path / "results/report/report.html").read_text()
     assert run in report or "bloodmnist" in report
+
+
+def scope_of(name: str) -> str | None:
+    """The report's opening scope note for a shipped config."""
+    config = validate_config(yaml.safe_load((REPO / name).read_text()), SCHEMA)
+    return small_scale_note(load_texts(REPO / "paper/report.yaml"), report_config(config), config["dataset"])
+
+
+def test_the_quick_report_says_what_it_is_and_names_the_medmnist_reference():
+    note = scope_of("config.quick.yaml")
+    assert "real blood cells ('bloodmnist') at 32 px, from random weights, at most 3 epochs" in note
+    assert "not the poster's numbers" in note and "not testable with the runs made" in note
+    assert "ResNet-50 at 28 px" in note and "ACC 0.956, AUC 0.997" in note
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config.demo.yaml"])
+def test_no_scope_note_at_the_posters_sizes_or_on_synthetic_cells(name):
+    assert scope_of(name) is None
