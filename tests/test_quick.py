@@ -130,7 +130,7 @@ def served(tmp_path):
 
 @pytest.mark.skipif(not PBC_SAMPLE.is_dir(), reason=f"no real PBC cells at {PBC_SAMPLE}")
 def test_quick_study_downloads_prepares_trains_and_reports_real_cells(tmp_path, served):
-    # About 1.5 minutes on 2 free cores: config.quick.yaml as it is but for its URL and 1 epoch of 96 real cells.
+    # 56 s on a shared 2-core AMD EPYC (136 s under heavier load): config.quick.yaml but for its URL and 1 epoch.
     folder, base = served
     np.savez(folder / "bloodmnist_64.npz", **bloodmnist_from_pbc(PBC_SAMPLE, 64, (12, 4, 8)))
     md5 = hashlib.md5((folder / "bloodmnist_64.npz").read_bytes()).hexdigest()
