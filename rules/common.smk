@@ -11,7 +11,7 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, download, files, plan
+from bloodcells import bundle, files, plan
 from bloodcells.texts import load_texts, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
@@ -72,14 +72,14 @@ def dataset_config(wildcards) -> dict:
     return config["datasets"][wildcards.dataset]
 
 
+def medmnist_mirror(wildcards) -> dict:
+    """The url and md5 the config sets in place of MedMNIST's official file of a flag ({} for the official one)."""
+    return files.medmnist_mirror(config["datasets"], wildcards.flag)
+
+
 def run_dataset_config(wildcards) -> dict:
     """The config block of the dataset of the run named by the wildcards."""
     return config["datasets"][RUNS[wildcards.run]["dataset"]]
-
-
-def medmnist_mirror(wildcards) -> dict:
-    """The url and md5 the config sets in place of MedMNIST's official file of a flag ({} for the official one)."""
-    return download.medmnist_mirror(config["datasets"], wildcards.flag)
 
 
 def download_input(wildcards) -> list[str]:

@@ -13,8 +13,9 @@ import yaml
 from conftest import REPO, SCHEMA, run_snakemake
 from PIL import Image
 
-from bloodcells import download
+from bloodcells import files
 from bloodcells.dataset import DatasetError
+from bloodcells.download import _medmnist_info
 from bloodcells.plan import ConfigError, report_config, validate_config
 from bloodcells.report import small_scale_note
 from bloodcells.sources import center_crop_resize, list_pbc_images, load_medmnist_npz, resize_images
@@ -25,29 +26,29 @@ PBC_SAMPLE = REPO.parent / "shared/data/pbc_sample"  # real PBC cells beside the
 
 
 def test_official_sizes_are_the_ones_medmnist_records():
-    info = download._medmnist_info()["bloodmnist"]
+    info = _medmnist_info()["bloodmnist"]
     recorded = sorted([28] + [int(key[4:]) for key in info if key.startswith("url_") and key[4:].isdigit()])
-    assert list(download.MEDMNIST_SIZES) == recorded
+    assert list(files.MEDMNIST_SIZES) == recorded
 
 
 @pytest.mark.parametrize(("size", "official"), [(32, 64), (28, 28), (64, 64), (65, 128), (224, 224)])
 def test_a_size_is_prepared_from_the_smallest_official_file_at_least_as_large(size, official):
-    assert download.medmnist_download_size(size) == official
+    assert files.medmnist_download_size(size) == official
 
 
 def test_no_official_file_is_large_enough():
     with pytest.raises(ValueError, match="no file of at least 256 px; official sizes: \\[28, 64, 128, 224\\]"):
-        download.medmnist_download_size(256)
+        files.medmnist_download_size(256)
 
 
 def test_a_mirror_replaces_the_official_url_of_its_flag_only():
     mirror = {"source": "medmnist", "url": "http://127.0.0.1:1/b.npz", "md5": "A" * 32}
     datasets = {"quick": mirror, "other": {"source": "medmnist", "flag": "pathmnist"}, "s": {"source": "synthetic"}}
-    assert download.medmnist_mirror(datasets, "bloodmnist") == {"url": mirror["url"], "md5": "a" * 32}
-    assert download.medmnist_mirror(datasets, "pathmnist") == {}
+    assert files.medmnist_mirror(datasets, "bloodmnist") == {"url": mirror["url"], "md5": "a" * 32}
+    assert files.medmnist_mirror(datasets, "pathmnist") == {}
     clash = datasets | {"again": mirror | {"md5": "b" * 32}}
     with pytest.raises(ValueError, match=r"\['again', 'quick'\] set different url/md5 for one file \(bloodmnist\)"):
-        download.medmnist_mirror(clash, "bloodmnist")
+        files.medmnist_mirror(clash, "bloodmnist")
 
 
 def test_the_quick_config_is_valid_and_a_mirror_needs_its_md5():

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .download import medmnist_download_size
 from .plan import GRID_TABLES, TABLE_STUDIES, Plan, imagenet_weights_file, synthesized_datasets
 
 TABLE_FORMATS = ("csv", "html", "tex")
@@ -21,6 +20,31 @@ def data_file(dataset: str, size: int) -> str:
 def run_data(values: dict) -> str:
     """The prepared dataset file a run trains and is evaluated on."""
     return data_file(values["dataset"], values["size"])
+
+
+# The sizes of MedMNIST's official files (medmnist 3.0.2 INFO; tests/test_quick.py checks them against it).
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+def medmnist_download_size(size: int) -> int:
+    """The official file a `size` px dataset is prepared from: the smallest MedMNIST size that is at least `size`."""
+    larger = [official for official in MEDMNIST_SIZES if official >= size]
+    if not larger:
+        raise ValueError(f"MedMNIST has no file of at least {size} px; official sizes: {list(MEDMNIST_SIZES)}")
+    return larger[0]
+
+
+def medmnist_mirror(datasets: dict[str, dict], flag: str) -> dict[str, str]:
+    """The `url` and `md5` that the medmnist datasets of `flag` set in place of the official file ({} where none
+    does); they name one file, so two datasets of one flag must not set different ones."""
+    mirrors = {
+        (source["url"], source["md5"].lower()): name
+        for name, source in datasets.items()
+        if source["source"] == "medmnist" and source.get("flag", "bloodmnist") == flag and "url" in source
+    }
+    if len(mirrors) > 1:
+        raise ValueError(f"config key datasets: {sorted(mirrors.values())} set different url/md5 for one file ({flag})")
+    return next(({"url": url, "md5": md5} for url, md5 in mirrors), {})
 
 
 def download_file(source: dict, size: int | str) -> str | None:
