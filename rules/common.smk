@@ -79,6 +79,11 @@ def dataset_config(wildcards) -> dict:
     return config["datasets"][wildcards.dataset]
 
 
+def medmnist_mirror(wildcards) -> dict:
+    """The url and md5 the config sets in place of MedMNIST's official file of a flag ({} for the official one)."""
+    return files.medmnist_mirror(config["datasets"], wildcards.flag)
+
+
 def run_dataset_config(wildcards) -> dict:
     """The config block of the dataset of the run named by the wildcards."""
     return config["datasets"][RUNS[wildcards.run]["dataset"]]

@@ -8,13 +8,15 @@ localrules:
 
 
 rule download_medmnist:
-    """One official MedMNIST npz (flag, size), checked against the MD5 that medmnist records."""
+    """One official MedMNIST npz (flag, size), checked against the MD5 that medmnist records (or a mirror's)."""
     output:
         "results/downloads/{flag}_{size}.npz",
     log:
         "logs/download/{flag}_{size}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        mirror=medmnist_mirror,
     script:
         "../scripts/download_medmnist.py"
 

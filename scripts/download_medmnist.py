@@ -1,4 +1,4 @@
-"""Snakemake adapter: download one official MedMNIST npz and verify its MD5."""
+"""Snakemake adapter: download one official MedMNIST npz (or the mirror the config names) and verify its MD5."""
 
 from pathlib import Path
 
@@ -7,9 +7,11 @@ from bloodcells.logs import log_to_file
 
 
 def main(smk) -> None:
-    """Download the npz named by the wildcards."""
+    """Download the npz named by the wildcards, from the config's mirror where it names one."""
     log_to_file(smk.log[0])
-    url, md5 = medmnist_url_and_md5(smk.wildcards.flag, int(smk.wildcards.size))
+    mirror = smk.params.mirror
+    official = medmnist_url_and_md5(smk.wildcards.flag, int(smk.wildcards.size))
+    url, md5 = (mirror["url"], mirror["md5"]) if mirror else official
     download_verified(url, md5, Path(smk.output[0]))
 
 

@@ -14,7 +14,8 @@ def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndar
     """The arrays of one dataset at one size, from whichever source its config names."""
     kind = source["source"]
     if kind == "medmnist":
-        return load_medmnist_npz(Path(inputs[0]))
+        # The official file of the smallest size at least `size` px (files.download_file), resized if larger.
+        return load_medmnist_npz(Path(inputs[0]), size=size)
     if kind == "synthetic":
         return make_synthetic_dataset(size, source["n_train"], source["n_val"], source["n_test"], source.get("seed", 0))
     if kind == "pbc":

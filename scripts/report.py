@@ -41,6 +41,7 @@ def main(smk) -> None:
     provenance = read_json(inputs.provenance)
     model = {
         "synthetic": params.synthetic,
+        "small_scale": paper.small_scale_note(texts, params.build, params.dataset),
         "dataset": params.dataset,
         "n_runs": len(params.all_runs),
         "tables": built,

@@ -30,11 +30,37 @@ def run_data(values: dict) -> str:
     return data_file(values["dataset"], values["size"])
 
 
-def download_file(source: dict, size: int) -> str | None:
-    """The verified official download a medmnist dataset is prepared from; None for the other sources."""
-    return (
-        f"results/downloads/{source.get('flag', 'bloodmnist')}_{size}.npz" if source["source"] == "medmnist" else None
-    )
+# The sizes of MedMNIST's official files (medmnist 3.0.2 INFO; tests/test_quick.py checks them against it).
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+def medmnist_download_size(size: int) -> int:
+    """The official file a `size` px dataset is prepared from: the smallest MedMNIST size that is at least `size`."""
+    larger = [official for official in MEDMNIST_SIZES if official >= size]
+    if not larger:
+        raise ValueError(f"MedMNIST has no file of at least {size} px; official sizes: {list(MEDMNIST_SIZES)}")
+    return larger[0]
+
+
+def medmnist_mirror(datasets: dict[str, dict], flag: str) -> dict[str, str]:
+    """The `url` and `md5` that the medmnist datasets of `flag` set in place of the official file ({} where none
+    does); they name one file, so two datasets of one flag must not set different ones."""
+    mirrors = {
+        (source["url"], source["md5"].lower()): name
+        for name, source in datasets.items()
+        if source["source"] == "medmnist" and source.get("flag", "bloodmnist") == flag and "url" in source
+    }
+    if len(mirrors) > 1:
+        raise ValueError(f"config key datasets: {sorted(mirrors.values())} set different url/md5 for one file ({flag})")
+    return next(({"url": url, "md5": md5} for url, md5 in mirrors), {})
+
+
+def download_file(source: dict, size: int | str) -> str | None:
+    """The verified official download a medmnist dataset is prepared from (the smallest official size of at least
+    `size` px); None for the other sources."""
+    if source["source"] != "medmnist":
+        return None
+    return f"results/downloads/{source.get('flag', 'bloodmnist')}_{medmnist_download_size(int(size))}.npz"
 
 
 def run_files(runs: Iterable[str], *names: str) -> list[str]:

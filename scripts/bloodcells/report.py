@@ -151,6 +151,22 @@ def recipe_note(config: dict, poster: dict) -> str:
     return "This build changes the poster's recipe: " + "; ".join(changes) + "."
 
 
+# The poster's smallest image size (paper/poster_values.yaml, Table 3's 64 px columns).
+POSTER_MIN_SIZE = 64
+
+
+def small_scale_note(texts: dict, config: dict, dataset: str) -> str | None:
+    """The report's opening note on real cells below the poster's smallest size (paper/report.yaml small_scale), else
+    None: synthetic cells have their banner, and a build at the poster's sizes needs no such note."""
+    source = config["datasets"][dataset]
+    if source["source"] == "synthetic" or "synthesize" in source or config["defaults"]["size"] >= POSTER_MIN_SIZE:
+        return None
+    training = config["training"]
+    weights = "ImageNet weights" if training["weights"] == "imagenet" else "random weights"
+    size, epochs = config["defaults"]["size"], training["max_epochs"]
+    return texts["small_scale"].format(dataset=dataset, size=size, weights=weights, epochs=epochs)
+
+
 def fidelity_notes(config: dict, dataset: str, poster: dict) -> list[dict]:
     """How this build relates to the poster's methods, topic by topic (`poster`: its recipe, as in recipe_note)."""
     training, source = config["training"], config["datasets"][dataset]

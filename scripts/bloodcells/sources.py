@@ -28,11 +28,23 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 # --- medmnist -------------------------------------------------------------------------------------
 
 
-def load_medmnist_npz(path: Path, n_classes: int = 8) -> dict[str, np.ndarray]:
-    """Load a MedMNIST npz and check it against the BloodMNIST schema."""
+def load_medmnist_npz(path: Path, n_classes: int = 8, size: int | None = None) -> dict[str, np.ndarray]:
+    """Load a MedMNIST npz, check it against the BloodMNIST schema and resize its images to `size` px if given."""
     arrays = read_npz(path)
     check_arrays(arrays, n_classes, str(path))
-    return arrays
+    if size is None or arrays["train_images"].shape[1] == size:
+        return arrays
+    if arrays["train_images"].shape[1] < size:
+        raise DatasetError(f"{path}: images are {arrays['train_images'].shape[1]} px, smaller than the {size} px asked")
+    return arrays | {f"{split}_images": resize_images(arrays[f"{split}_images"], size) for split in SPLITS}
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Square RGB uint8 images (N x H x H x 3) resized with LANCZOS to `size` px, as the PBC importer resizes."""
+    resized = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for row, image in enumerate(images):
+        resized[row] = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+    return resized
 
 
 # --- pbc ------------------------------------------------------------------------------------------
