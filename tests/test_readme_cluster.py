@@ -13,8 +13,8 @@ profile's GPU requests are scheduled as written; TensorFlow finds no GPU there a
 (training.require_gpu: auto stops only where the machine shows a GPU).
 
 Cost: the venv (about 3 GB of wheels, 6.7 GB installed) and 14 SLURM jobs, polled with the profile's own intervals.
-On the 2-core CI machine shared with three other test runs (load 11-18), 19 minutes: 12 for the venv, 6 for the jobs. A light login venv without conda stops before any submission instead:
-tests/test_login_env.py.
+On the 2-core CI machine shared with three other test runs (load 11-18), 19 minutes: 12 for the venv, 6 for the jobs.
+A light login venv without conda stops before any submission instead: tests/test_login_env.py.
 """
 
 import os
