@@ -197,7 +197,7 @@ def gpu_requirement_error(require, machine: dict, tf_info: dict, environ: Mappin
     if "error" in tf_info:
         return (
             f"TensorFlow cannot be imported ({tf_info['error']}); {setting}. Use the tensorflow env "
-            "(snakemake --use-conda) or pip install -r requirements.txt, then check with " + CHECK_COMMANDS + "."
+            "(snakemake --use-conda) or pip install --require-hashes -r requirements-gpu.lock, then check with " + CHECK_COMMANDS + "."
         )
     if tf_info["gpus"]:
         return None
@@ -262,7 +262,7 @@ def diagnose(machine: dict, tf_info: dict, environ: dict, free: int) -> list[str
     if "error" in tf_info:
         warnings.append(
             f"TensorFlow cannot be imported ({tf_info['error']}): {rules} will fail. "
-            "Use the tensorflow env (snakemake --use-conda) or pip install -r requirements.txt."
+            "Use the tensorflow env (snakemake --use-conda) or pip install --require-hashes -r requirements-gpu.lock."
         )
     elif machine_has_gpu(machine) and not tf_info["gpus"]:
         reasons = gpu_not_seen_reasons(machine, tf_info, environ)
