@@ -197,7 +197,9 @@ def gpu_requirement_error(require, machine: dict, tf_info: dict, environ: Mappin
     if "error" in tf_info:
         return (
             f"TensorFlow cannot be imported ({tf_info['error']}); {setting}. Use the tensorflow env "
-            "(snakemake --use-conda) or pip install --require-hashes -r requirements-gpu.lock, then check with " + CHECK_COMMANDS + "."
+            "(snakemake --use-conda) or pip install --require-hashes -r requirements-gpu.lock, then check with "
+            + CHECK_COMMANDS
+            + "."
         )
     if tf_info["gpus"]:
         return None
