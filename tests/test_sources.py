@@ -310,7 +310,7 @@ def test_sample_listing(sample):
 def test_sample_import_schema_and_stratification(sample_64):
     check_arrays(sample_64, 8)
     assert sample_64["train_images"].shape == (224, 64, 64, 3)
-    for split, count in zip(SPLITS, (28, 4, 8)):
+    for split, count in zip(SPLITS, (28, 4, 8), strict=True):
         assert np.bincount(sample_64[f"{split}_labels"].reshape(-1)).tolist() == [count] * 8
     # Real cells, not blank crops: the stained cell makes the image vary.
     assert sample_64["test_images"].std() > 10

@@ -53,7 +53,7 @@ def test_bad_label_is_rejected() -> None:
 
 def test_dataset_follows_the_bloodmnist_schema(small: dict[str, np.ndarray]) -> None:
     dataset.check_arrays(small, len(dataset.BLOODMNIST_CLASSES))
-    for split, n in zip(dataset.SPLITS, (400, 40, 40)):
+    for split, n in zip(dataset.SPLITS, (400, 40, 40), strict=True):
         assert small[f"{split}_images"].shape == (n, 64, 64, 3)
         assert small[f"{split}_images"].dtype == np.uint8
         assert small[f"{split}_labels"].shape == (n, 1)

@@ -30,7 +30,7 @@ def per_class_report(labels: np.ndarray, predictions: np.ndarray, class_names: S
     )
     return {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
     }
 
 
