@@ -14,7 +14,11 @@ def accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def mean_ovr_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean over classes of the one-vs-rest ROC AUC (MedMNIST's getAUC); classes absent from labels are skipped."""
+    """Mean over classes of the one-vs-rest ROC AUC, as MedMNIST's getAUC when every class occurs in `labels`.
+
+    A class absent from `labels` has no AUC: getAUC's mean becomes NaN, this one is the mean over the classes that
+    occur (a small test split may lack a rare class; docs/testing.md).
+    """
     aucs = []
     for label in range(probabilities.shape[1]):
         positives = labels == label
