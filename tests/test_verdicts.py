@@ -18,7 +18,7 @@ from test_report import CLASSES, CONCLUSIONS, GRID, focus_frame, grid_evidence
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
 from bloodcells.history import loss_behaviour
 from bloodcells.stats import mcnemar_counts, verdict
-from bloodcells.studies import run_comparisons
+from bloodcells.studies import lr_label, run_comparisons
 
 R50_224_16, R50_224_32 = "bloodmnist-224-resnet50-bs16-s0", "bloodmnist-224-resnet50-bs32-s0"
 R101_224_16, R50_64_32 = "bloodmnist-224-resnet101-bs16-s0", "bloodmnist-64-resnet50-bs32-s0"
@@ -364,3 +364,11 @@ def test_run_comparisons_refuses_runs_on_other_test_images():
     labels["b-s0"] = labels["b-s0"][::-1].copy()  # the same labels in another order: other images
     with pytest.raises(ValueError, match="a-s0 and b-s0 were not evaluated on the same test images"):
         run_comparisons([comparison_plan(["a-s0"], ["b-s0"])], correct, labels, accuracy, 0.05)
+
+
+@pytest.mark.parametrize(
+    "rate, label", [(1e-4, "1e-4"), (5e-4, "5e-4"), (2.5e-4, "2.5e-4"), (1e-3, "1e-3"), (3e-2, "3e-2"), (0.1, "1e-1")]
+)
+def test_learning_rate_labels_keep_every_digit(rate, label):
+    # a label names a Table 2 column and a comparison: 2.5e-4 must not print as 2e-4 or 3e-4
+    assert lr_label(rate) == label

@@ -37,9 +37,9 @@ MATCH_EXCLUDED = {"value", "row", "column", "metric", "class"}
 
 
 def lr_label(rate: float) -> str:
-    """'1e-4', '5e-4' as the poster writes learning rates."""
-    mantissa, exponent = f"{rate:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    """'1e-4', '5e-4' as the poster writes learning rates; '2.5e-4' keeps its digits (no rounding to one)."""
+    mantissa, exponent = f"{rate:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
 
 
 def optimizer_label(values: dict) -> str:
