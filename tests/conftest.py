@@ -115,7 +115,13 @@ def tiny_run(tmp_path_factory) -> Path:
 # The modules that take longest, started first when pytest-xdist spreads the suite over workers, one module at a time
 # (pyproject.toml's addopts): the first makes the session's tiny run, the SLURM run takes minutes; started last, they
 # would set the wall time. The other users of the tiny run come later, when it is done.
-LONGEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_reliability_kill.py", "test_model_training.py")
+LONGEST_FIRST = (
+    "test_workflow.py",
+    "test_slurm.py",
+    "test_reliability_kill.py",
+    "test_model_training.py",
+    "test_learning.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
