@@ -24,10 +24,20 @@ R50_224_16, R50_224_32 = "bloodmnist-224-resnet50-bs16-s0", "bloodmnist-224-resn
 R101_224_16, R50_64_32 = "bloodmnist-224-resnet101-bs16-s0", "bloodmnist-64-resnet50-bs32-s0"
 
 
+def conclusion(start: str) -> dict:
+    """The conclusion of paper/conclusions.yaml whose poster text starts with `start`."""
+    return next(c for c in CONCLUSIONS if c["poster"].startswith(start))
+
+
 def judge(start: str, evidence: Evidence, **change) -> str:
     """The verdict of the conclusion whose poster text starts with `start`, its check changed by `change`."""
-    conclusion = next(c for c in CONCLUSIONS if c["poster"].startswith(start))
-    return assess([conclusion | {"check": conclusion["check"] | change}], evidence)[0]["verdict"]
+    found = conclusion(start)
+    return assess([found | {"check": found["check"] | change}], evidence)[0]["verdict"]
+
+
+def evidence_text(start: str, evidence: Evidence) -> str:
+    """The evidence sentence the report prints beside that conclusion's verdict."""
+    return assess([conclusion(start)], evidence)[0]["evidence"]
 
 
 def test_every_check_kind_of_conclusions_yaml_is_tested_here():
@@ -59,11 +69,17 @@ def test_size_accuracy_is_strictly_above_the_threshold_in_every_configuration():
     assert judge("224x224 pixel models exceeded", evidence) == NOT_SUPPORTED
     evidence.metrics[R50_224_32]["accuracy"] = 0.9701
     assert judge("224x224 pixel models exceeded", evidence) == SUPPORTED
+    text = evidence_text("224x224 pixel models exceeded", evidence)  # every configuration named with its accuracy
+    assert text.startswith("test accuracy ") and text.endswith("; threshold 0.97")
+    assert "ResNet-50 (224 px), batch 32 0.9701, ResNet-101 (224 px), batch 16 0.9900" in text
 
 
 def test_more_spikes_turns_on_one_run_losing_its_spike():
     evidence = grid_evidence()  # spikes per run: 224 px 1.0, 64 px 0.5: difference 0.5, the threshold
     assert judge("224 models showed occasional", evidence) == SUPPORTED
+    assert evidence_text("224 models showed occasional", evidence).startswith(
+        "validation-loss spikes (rise > 20 % over the previous epoch) per run: 224 px 1.00, 64 px 0.50"
+    )
     evidence.behaviour[R50_224_16] = loss_behaviour([1.0, 0.8, 0.7, 0.6])  # 224 px 0.75: difference 0.25
     assert judge("224 models showed occasional", evidence) == NOT_SUPPORTED
     evidence.behaviour[R50_224_16] = loss_behaviour([0.7])  # a single epoch: no curve to compare
@@ -269,6 +285,17 @@ def test_significance_needs_every_named_comparison_supported(second):
 def test_external_accuracy_at_least_the_threshold(accuracy, expected):
     table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [accuracy]})
     assert judge("Extension of model architecture", grid_evidence(tables={"table4": table4})) == expected
+
+
+def test_external_accuracy_reads_the_accuracy_line_of_a_whole_classification_report():
+    classes = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+    rows = [(c, m, 0.5) for c in classes for m in ("precision", "recall", "f1-score")]  # every class weak ...
+    rows += [("accuracy", "f1-score", 0.95), ("macro avg", "f1-score", 0.5)]  # ... the accuracy line strong
+    table4 = pd.DataFrame(rows, columns=["row", "column", "mean"])
+    result = assess([conclusion("Extension of model architecture")], grid_evidence(tables={"table4": table4}))[0]
+    assert result["verdict"] == SUPPORTED
+    assert result["evidence"].startswith("external test accuracy 0.9500; threshold 0.9")
+    assert "(poster" not in result["evidence"]  # no poster column: no poster value quoted
 
 
 def test_external_accuracy_without_the_study_is_not_testable():
