@@ -102,6 +102,15 @@ def test_steadier_arch_turns_on_one_spiky_resnet50_run():
     assert judge("ResNet-50's loss changes", evidence) == NOT_SUPPORTED
 
 
+def test_steadier_arch_at_its_max_ratio_is_supported():
+    evidence = grid_evidence()
+    for run, values in GRID.items():  # mean relative changes 0.25 and 0.5: ratio 0.5 exactly (binary fractions)
+        change = 0.25 if values["arch"] == "resnet50" else 0.5
+        evidence.behaviour[run] = {"epochs": 4, "spikes": 0, "best_epoch": 4, "mean_relative_change": change}
+    assert judge("ResNet-50's loss changes", evidence, max_ratio=0.5) == SUPPORTED  # "at most"
+    assert judge("ResNet-50's loss changes", evidence, max_ratio=0.4999) == NOT_SUPPORTED
+
+
 def test_steadier_arch_against_a_flat_resnet101_is_not_supported():
     evidence = grid_evidence()
     for run, values in GRID.items():
@@ -158,8 +167,13 @@ def test_lowest_classes_with_a_class_not_in_the_data_is_not_testable():
 def test_best_configuration_needs_the_significance_test():
     evidence = grid_evidence()  # ResNet-101 224 bs16 most accurate, its test against the second 'supported'
     assert judge("The best model prior to tuning", evidence) == SUPPORTED
+    assert not evidence_text("The best model prior to tuning", evidence).endswith("not significantly ahead")
     evidence.comparisons[0]["verdict"] = "not significant"  # only the test changes, not the ranking
     assert judge("The best model prior to tuning", evidence) == NOT_SUPPORTED
+    text = evidence_text("The best model prior to tuning", evidence)
+    assert text.startswith("most accurate: ResNet-101 (224 px), batch 16 (0.9900); ResNet-101 (224 px), batch 16")
+    assert "R101 vs R50: accuracy 0.9900 vs 0.9750, McNemar p = 0.001 (not significant)" in text
+    assert text.endswith("; not significantly ahead")
 
 
 def test_best_configuration_without_its_test_is_not_supported():
