@@ -102,6 +102,22 @@ def test_steadier_arch_turns_on_one_spiky_resnet50_run():
     assert judge("ResNet-50's loss changes", evidence) == NOT_SUPPORTED
 
 
+@pytest.mark.parametrize(
+    "start, kept", [("224 models showed occasional", "size"), ("ResNet-50's loss changes", "arch")]
+)
+def test_curve_checks_need_both_groups(start, kept):
+    one_value = next(iter(GRID.values()))[kept]  # the grid with one size (or one architecture) only
+    evidence = grid_evidence(grid={run: v for run, v in GRID.items() if v[kept] == one_value})
+    assert judge(start, evidence) == NOT_TESTABLE
+
+
+def test_curve_checks_judge_runs_of_two_epochs():
+    evidence = grid_evidence()
+    for run, values in GRID.items():  # two epochs are a curve (one rise or fall); a single epoch is not
+        evidence.behaviour[run] = loss_behaviour([1.0, 1.5] if values["size"] == 224 else [1.0, 0.9])
+    assert judge("224 models showed occasional", evidence) == SUPPORTED  # 1 spike per 224 px run, 0 at 64 px
+
+
 def test_steadier_arch_at_its_max_ratio_is_supported():
     evidence = grid_evidence()
     for run, values in GRID.items():  # mean relative changes 0.25 and 0.5: ratio 0.5 exactly (binary fractions)
@@ -205,6 +221,15 @@ def test_batch_improves_f1_needs_more_than_the_share():
     assert judge("Higher batch size improved F-1", evidence) == SUPPORTED
 
 
+def test_batch_improves_f1_at_exactly_the_mean_gain_is_supported():
+    evidence = grid_evidence()
+    for run, values in GRID.items():  # every case gains 0.25 exactly (binary fractions)
+        for name in ("monocyte", "immature granulocyte"):
+            evidence.metrics[run]["per_class"][name]["f1"] = 0.5 if values["batch_size"] == 16 else 0.75
+    assert judge("Higher batch size improved F-1", evidence, min_mean_gain=0.25) == SUPPORTED  # "at least"
+    assert judge("Higher batch size improved F-1", evidence, min_mean_gain=0.2501) == NOT_SUPPORTED
+
+
 def test_batch_improves_f1_without_both_batch_sizes_is_not_testable():
     only_16 = {run: values for run, values in GRID.items() if values["batch_size"] == 16}
     evidence = grid_evidence(grid=only_16)
@@ -272,6 +297,7 @@ def test_best_cell_turns_on_one_cell_or_one_test(cells, test, expected):
 def test_best_cell_without_its_table_or_cell_is_not_testable():
     assert judge("Adam with lr=1e-4", grid_evidence(tables={})) == NOT_TESTABLE
     assert judge("Adam with lr=1e-4", grid_evidence(tables={"table2": table2()}), column="1e-5") == NOT_TESTABLE
+    assert judge("Adam with lr=1e-4", grid_evidence(tables={"table2": table2()}), row="SGD") == NOT_TESTABLE
 
 
 def attention_test(name: str, verdict_text: str) -> dict:
@@ -324,8 +350,11 @@ def test_gradcam_thresholds_are_inclusive_and_one_class_decides():
     few = focus_frame(1.5, good | {"monocyte": 0.5})
     few.loc[few["class"] == "monocyte", "n_images"] = 19  # one image short of being judged
     assert judge("Grad-CAM", grid_evidence(focus={"r": few})) == SUPPORTED
+    assert "not judged (< 20 images): monocyte" in evidence_text("Grad-CAM", grid_evidence(focus={"run-a": few}))
     few.loc[few["class"] == "monocyte", "n_images"] = 20
     assert judge("Grad-CAM", grid_evidence(focus={"r": few})) == NOT_SUPPORTED
+    text = evidence_text("Grad-CAM", grid_evidence(focus={"run-a": few}))
+    assert text.startswith("run-a: ") and "not judged" not in text
 
 
 # --- the McNemar verdict on a claim, and the pairing of seeds --------------------------------------------------
