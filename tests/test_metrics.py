@@ -38,6 +38,10 @@ def test_evaluate_predictions_reports_per_class_and_confusion():
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     assert metrics["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert metrics["per_class"]["c"]["recall"] == pytest.approx(2 / 3)
+    # the keys metrics.json is read by (tables, report, statistics)
+    assert set(metrics) == {"accuracy", "auc", "n_images", "class_names", "per_class", "confusion_matrix"}
+    assert metrics["n_images"] == 6 and metrics["class_names"] == NAMES
+    assert metrics["auc"] == mean_ovr_auc(labels, np.eye(3)[predictions])
 
 
 def test_evaluate_predictions_rejects_wrong_class_count():
