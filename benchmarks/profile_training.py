@@ -135,7 +135,7 @@ def epoch_figures(events: list[tuple[str, int, float]], epoch: int) -> dict:
         for name in ("epoch_begin", "batch_end", "test_begin", "test_end", "epoch_end")
     }
     batch_ends = times["batch_end"]
-    step_times = [b - a for a, b in zip([times["epoch_begin"][0], *batch_ends], batch_ends)]
+    step_times = [b - a for a, b in zip([times["epoch_begin"][0], *batch_ends], batch_ends, strict=False)]
     return {
         "first_step_s": step_times[0],
         "steps_s": sum(step_times),

@@ -9,7 +9,7 @@ from bloodcells.logs import log_to_file
 def main(smk) -> None:
     """Draw the grid's validation losses side by side."""
     log_to_file(smk.log[0])
-    histories = {run: pd.read_csv(path) for run, path in zip(smk.params.runs, smk.input)}
+    histories = {run: pd.read_csv(path) for run, path in zip(smk.params.runs, smk.input, strict=True)}
     plot_curve_comparison(histories, {run: smk.params.values[run] for run in smk.params.runs}, smk.output[0])
 
 

@@ -21,12 +21,12 @@ def main(smk) -> None:
     log_to_file(smk.log[0])
     inputs, params = smk.input, smk.params
     runs, texts = params.table3_runs, load_texts(inputs.texts)
-    histories = {run: pd.read_csv(path) for run, path in zip(runs, inputs.histories)}
+    histories = {run: pd.read_csv(path) for run, path in zip(runs, inputs.histories, strict=True)}
     significance = read_json(inputs.significance)
-    focus = {run: pd.read_csv(path) for run, path in zip(params.gradcam_runs, inputs.focus)}
+    focus = {run: pd.read_csv(path) for run, path in zip(params.gradcam_runs, inputs.focus, strict=True)}
     evidence = Evidence(
         grid=params.table3_values,
-        metrics={run: read_json(path) for run, path in zip(runs, inputs.metrics)},
+        metrics={run: read_json(path) for run, path in zip(runs, inputs.metrics, strict=True)},
         behaviour={run: loss_behaviour(history["val_loss"].tolist()) for run, history in histories.items()},
         comparisons=significance["comparisons"],
         tables={Path(path).stem: pd.read_csv(path) for path in inputs.table_csvs},

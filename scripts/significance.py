@@ -21,7 +21,7 @@ def main(smk) -> None:
     """Write results/stats/bootstrap.csv, significance.json and significance.csv."""
     log_to_file(smk.log[0])
     labels, correct = {}, {}
-    for run, path in zip(smk.params.runs, smk.input.predictions):
+    for run, path in zip(smk.params.runs, smk.input.predictions, strict=True):
         with np.load(path) as predictions:
             labels[run], correct[run] = prediction_outcomes(predictions["labels"], predictions["probabilities"])
     accuracy = {run: float(outcome.mean()) for run, outcome in correct.items()}

@@ -24,7 +24,7 @@ def main(smk) -> None:
     log_to_file(smk.log[0])
     table, spec = smk.wildcards.table, smk.params.table
     results = {
-        kind: dict(zip(spec["runs"], map(read, getattr(smk.input, kind))))
+        kind: dict(zip(spec["runs"], map(read, getattr(smk.input, kind)), strict=True))
         for kind, read in READERS.items()
         if hasattr(smk.input, kind)
     }

@@ -1,11 +1,15 @@
 """Shared fixtures: paths of the repository and a runner for snakemake in a scratch directory."""
 
+import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import os
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +22,38 @@ SCHEMA = REPO / "rules/schema/config.schema.yaml"
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())  # the poster's published values
 
 
+# Every snakemake run of the tests holds this lock shared; a test that edits a file of the repository holds it
+# alone (editing_repository), so that no run on another xdist worker plans (or records) jobs from the edited file.
+REPO_LOCK = Path(tempfile.gettempdir()) / f"bloodcells-tests-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}.lock"
+_editing = False  # this process holds REPO_LOCK exclusively: its own runs need no shared hold
+
+
+@contextlib.contextmanager
+def repository_lock(exclusive: bool) -> Iterator[None]:
+    """Hold REPO_LOCK, shared (a snakemake run reads the repository) or exclusive (a test edits it)."""
+    with open(REPO_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
+@contextlib.contextmanager
+def editing_repository() -> Iterator[None]:
+    """While a test edits a file of the repository: no other worker's snakemake run starts or is under way."""
+    global _editing
+    with repository_lock(exclusive=True):
+        _editing = True
+        try:
+            yield
+        finally:
+            _editing = False
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run snakemake on the repository's Snakefile with results in `workdir`."""
     command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     env = os.environ | {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    with contextlib.nullcontext() if _editing else repository_lock(exclusive=False):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
@@ -83,8 +114,8 @@ def tiny_run(tmp_path_factory) -> Path:
 
 # The modules that take longest, started first when pytest-xdist spreads the suite over workers, one module at a time
 # (pyproject.toml's addopts): the README's cluster block (a 3 GB venv, then SLURM jobs) and test_workflow, which makes
-# the session's tiny run, start at once; the GPU-on-CPU and SLURM runs take minutes; started last, they would set the
-# wall time. The other users of the tiny run come later, when it is done.
+# the session's tiny run, start at once; the GPU-on-CPU, SLURM and learning runs take minutes; started last, they would
+# set the wall time. The other users of the tiny run come later, when it is done.
 LONGEST_FIRST = (
     "test_readme_cluster.py",
     "test_workflow.py",
@@ -92,6 +123,7 @@ LONGEST_FIRST = (
     "test_slurm.py",
     "test_reliability_kill.py",
     "test_model_training.py",
+    "test_learning.py",
 )
 
 

@@ -123,3 +123,23 @@ def test_class_folder_of_only_unreadable_files_is_an_error(raabin):
 def test_test_split_is_held_out_where_the_test_folder_is_absent(raabin):
     arrays = import_folder(raabin, 32, CLASSES, test="TestB", log=lambda _: None)
     assert len(arrays["test_labels"]) == 10 and len(arrays["train_labels"]) + len(arrays["val_labels"]) == 30
+
+
+def test_each_image_gets_the_label_of_its_folders_class(tmp_path):
+    # the mapping in neither alphabetical nor folder order, and each folder's images one solid colour of its own
+    classes = {"Mono": "monocyte", "Baso": "basophil", "Neutro": "neutrophil"}
+    colour = {"Mono": (200, 30, 30), "Baso": (30, 200, 30), "Neutro": (30, 30, 200)}
+    for split, count in (("Train", 10), ("TestA", 4)):
+        for folder, rgb in colour.items():
+            (tmp_path / split / folder).mkdir(parents=True)
+            for index in range(count):
+                Image.new("RGB", (40, 40), rgb).save(tmp_path / split / folder / f"{index}.png")
+    arrays = import_folder(tmp_path, 32, classes, log=lambda message: None)
+    names = class_names_of({"source": "folder", "classes": classes})
+    assert names == ("monocyte", "basophil", "neutrophil")  # label k is names[k], in the mapping's order
+    expected = {names.index(classes[folder]): rgb for folder, rgb in colour.items()}
+    for split in ("train", "val", "test"):
+        labels = arrays[f"{split}_labels"].ravel()
+        assert set(labels) == {0, 1, 2}, split
+        for image, label in zip(arrays[f"{split}_images"], labels, strict=True):
+            assert tuple(image[16, 16]) == expected[label], (split, label)

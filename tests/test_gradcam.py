@@ -226,7 +226,8 @@ def test_central_disc_mask():
     assert mask.shape == (64, 64) and mask.dtype == bool
     assert mask[31:33, 31:33].all() and not mask[0, 0] and not mask[0, 31]
     assert mask.mean() == pytest.approx(np.pi * 0.35**2, rel=0.03)
-    np.testing.assert_array_equal(mask, mask[::-1]) and np.testing.assert_array_equal(mask, mask.T)
+    np.testing.assert_array_equal(mask, mask[::-1])
+    np.testing.assert_array_equal(mask, mask.T)
     assert gc.central_disc_mask(32, 0.35).sum() < gc.central_disc_mask(32, 0.45).sum()
 
 

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import yaml
+from conftest import REPO
 
 from bloodcells.hardware import has_gpu, resolve_switch
 
@@ -43,11 +45,13 @@ def test_has_gpu_reads_the_device_nodes(tmp_path):
     assert has_gpu(tmp_path) is True
 
 
-def test_mixed_precision_and_xla_are_off_on_this_cpu():
+@pytest.mark.parametrize("config", ["config.yaml", "config.demo.yaml"])
+def test_mixed_precision_and_xla_are_off_on_this_cpu(config):
     if has_gpu():
         pytest.skip("this machine has a GPU")
-    assert resolve_switch("auto", has_gpu()) is False  # mixed_precision: auto
-    assert resolve_switch("auto", has_gpu()) is False  # xla: auto
+    training = yaml.safe_load((REPO / config).read_text())["training"]
+    for switch in ("mixed_precision", "xla"):  # each as the config sets it, resolved on this host
+        assert resolve_switch(training[switch], has_gpu()) is False, (config, switch, training[switch])
 
 
 def test_evaluation_runs_no_augmentation():

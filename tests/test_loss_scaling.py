@@ -60,9 +60,9 @@ def test_fused_adam_under_loss_scaling_follows_keras_adam_including_skipped_step
     assert ours["scales"] == keras_adam["scales"] and ours["applied"] == keras_adam["applied"]
     assert ours["applied"][-1] == 30 - len(OVERFLOW_STEPS) and min(ours["scales"]) < INITIAL_SCALE
     assert max(ours["scales"][5:]) > min(ours["scales"])  # it grew again after falling
-    difference = max(np.abs(a - b).max() for a, b in zip(ours["weights"], keras_adam["weights"]))
+    difference = max(np.abs(a - b).max() for a, b in zip(ours["weights"], keras_adam["weights"], strict=True))
     start = loss_scaled_training(FusedAdam, jit_compile, steps=0)["weights"]
-    moved = max(np.abs(a - b).max() for a, b in zip(ours["weights"], start))
+    moved = max(np.abs(a - b).max() for a, b in zip(ours["weights"], start, strict=True))
     assert moved > 0.1 and difference < 1e-4
     print(f"{jit_compile=}: FusedAdam vs Adam under loss scaling, largest difference {difference:.2e}")
 

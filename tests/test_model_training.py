@@ -231,7 +231,8 @@ def test_checkpoint_interval_keeps_the_best_epoch_in_memory_until_a_commit_write
         if epoch + 1 < 4:  # nothing written yet; the best epoch so far is held in memory
             assert not Checkpoint(tmp_path).state_path.exists()
             assert all(
-                np.array_equal(a, b) for a, b in zip(callback.best_in_memory, weights_of_epoch[state["best_epoch"]])
+                np.array_equal(a, b)
+                for a, b in zip(callback.best_in_memory, weights_of_epoch[state["best_epoch"]], strict=True)
             )
     # epoch 4, 61 s after the start: committed, with epoch 2's weights (the best) written beside it, without optimizer
     saved = Checkpoint(tmp_path).load_state()
@@ -239,8 +240,10 @@ def test_checkpoint_interval_keeps_the_best_epoch_in_memory_until_a_commit_write
     assert saved["files"] == {"model": "epoch-4.weights.h5", "best_weights": "best-epoch-2.weights.h5"}
     best = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     best.load_weights(tmp_path / "best-epoch-2.weights.h5")
-    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), weights_of_epoch[2]))
-    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights_of_epoch[5]))  # put back after it
+    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), weights_of_epoch[2], strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(model.get_weights(), weights_of_epoch[5], strict=True)
+    )  # put back after it
     # epoch 5, 9 s after that commit: not committed
     assert Checkpoint(tmp_path).load_state()["epochs_done"] == 4
 
@@ -412,7 +415,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_over_max_epochs():
     rates = [float(schedule(step)) for step in range(41)]
     assert rates[0] == 0.0 and rates[10] == pytest.approx(1e-3)
     assert rates[5] == pytest.approx(5e-4)  # linear warm-up
-    assert all(later < earlier for earlier, later in zip(rates[10:], rates[11:]))
+    assert all(later < earlier for earlier, later in zip(rates[10:], rates[11:], strict=False))
     assert rates[25] == pytest.approx(5e-4, rel=1e-3) and rates[40] == pytest.approx(0.0, abs=1e-9)
     no_warmup = learning_rate_schedule(1e-3, TrainSettings(max_epochs=2, lr_schedule="cosine"), 10)
     assert float(no_warmup(0)) == pytest.approx(1e-3) and float(no_warmup(10)) == pytest.approx(5e-4, rel=1e-3)

@@ -226,11 +226,11 @@ def test_disk_full_while_checkpointing_keeps_the_previous_epoch_usable(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.weights.h5", "state.json"]
     loaded = small_trained_model(1)  # the same model, other weights, its optimizer built as train_run's is
     loaded.load_weights(tmp_path / "epoch-1.weights.h5")
-    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), epoch1_weights))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), epoch1_weights, strict=True))
     assert int(loaded.optimizer.iterations) == 1  # the optimizer state of epoch 1, ready to continue
     best = small_trained_model(1)
     load_model_weights(best, tmp_path / "epoch-1.weights.h5")  # the best weights alone, optimizer untouched
-    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), epoch1_weights))
+    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), epoch1_weights, strict=True))
 
 
 def test_files_left_by_a_killed_writer_are_removed_and_others_kept(tmp_path):
@@ -419,7 +419,7 @@ def test_the_same_tiny_run_trained_twice_gives_identical_weights_and_metrics(
     assert not any("resuming" in message for message in messages)  # two separate runs, not one resumed
     assert [row["epoch"] for row in history_a] == [1, 2, 3] and history_a[0]["loss"] != history_a[1]["loss"]
     assert history_a == history_b  # every loss, accuracy and AUC of every epoch, to the last bit
-    assert all(np.array_equal(a, b) for a, b in zip(model_a.get_weights(), model_b.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(model_a.get_weights(), model_b.get_weights(), strict=True))
 
 
 # --- shell safety --------------------------------------------------------------------------------

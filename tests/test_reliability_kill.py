@@ -1,10 +1,12 @@
 """Killed training (issue #8): SIGKILL or SIGTERM at a random point, then the same snakemake command again.
 
-One run of the tiny config (ResNet-50, 32 px, 48 images, 3 epochs, deterministic: true) is trained uninterrupted
+One run of the tiny config (ResNet-50, 32 px, 48 images, 4 epochs, deterministic: true) is trained uninterrupted
 once; each kill test then trains it again, kills snakemake and its job at a random point, reruns, and checks that
 the result equals the uninterrupted one bit for bit (history of every metric and every weight), and that no
 declared output was ever half-written. The random point is printed with its seed; set BLOODCELLS_KILL_SEED to
 replay one.
+The kill lands after epoch 1 or 2, each at least two epochs before the end (so never after model.keras was written:
+the rerun's --rerun-incomplete branch for that case is kept but is not what these random points reach).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from bloodcells.training import Checkpoint
 RUN = "synthetic-32-resnet50-bs16-s0"
 MODEL = f"results/runs/{RUN}/model.keras"
 HISTORY = f"results/runs/{RUN}/history.csv"
-EPOCHS = 3
-MAX_DELAY_S = 1.0  # below an epoch of this run (about 1.5 s here), so the kill lands before training ends
+EPOCHS = 4  # kill points after epoch 1 or 2 (randint(1, EPOCHS - 2)), each with two epochs still to run
+MAX_DELAY_S = 1.0  # below two epochs of this run (about 1.5 s each here), so the kill lands before training ends
 
 
 def model_weights(path: Path) -> dict[str, np.ndarray]:

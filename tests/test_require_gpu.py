@@ -156,4 +156,3 @@ def test_train_job_stops_on_a_gpu_machine_whose_gpu_tensorflow_cannot_see(tmp_pa
     assert "Epoch 1/1" not in log and f"run {run}:" not in log  # stopped before the data was read and any epoch
     assert not (workdir / "results/checkpoints" / run).exists()
     assert not (workdir / f"results/runs/{run}").exists() or not any((workdir / f"results/runs/{run}").iterdir())
-    assert elapsed < 180  # snakemake's start, TensorFlow's import and the check: well under a minute when idle

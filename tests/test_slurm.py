@@ -270,7 +270,7 @@ def print_timings(seen: dict) -> None:
         began = jobs.get(job, {}).get("start")
         if not commits or not began:
             continue
-        steps = sorted(later[0] - earlier[0] for earlier, later in zip(commits, commits[1:]))
+        steps = sorted(later[0] - earlier[0] for earlier, later in zip(commits, commits[1:], strict=False))
         per_epoch = f", then an epoch every {steps[len(steps) // 2]:.1f} s (median of {len(steps)})" if steps else ""
         lines.append(
             f"  training attempt {attempt} (job {job}): epoch {commits[0][1]} committed "

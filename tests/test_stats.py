@@ -36,6 +36,14 @@ def test_mcnemar_counts_discordant_pairs_from_correctness():
         mcnemar(a, b[:5])
 
 
+def test_mcnemar_takes_correctness_as_numbers_too():
+    # 0/1 as floats (a mean of one-hot matches) or lists: read as booleans, not combined bitwise as numbers
+    a, b = [1, 1, 1, 0, 0, 1, 0, 1], [1, 0, 0, 0, 1, 1, 0, 0]
+    for first, second in ((np.array(a, float), b), (a, np.array(b, float)), (a, b)):
+        result = mcnemar(first, second)
+        assert (result["b"], result["c"]) == (3, 1)
+
+
 def test_verdict_needs_every_seed_significant_in_the_claimed_direction():
     strong_a = {"b": 20, "c": 0, "p_exact": mcnemar_counts(20, 0)["p_exact"]}
     weak = {"b": 5, "c": 4, "p_exact": 1.0}

@@ -3,9 +3,10 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
-from conftest import POSTER, REPO, SCHEMA, place_raabin_folder, run_snakemake
+from conftest import POSTER, REPO, SCHEMA, load_rule_script, place_raabin_folder, run_snakemake
 
 from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.plan import ConfigError, configurations, plan_runs, study_values, validate_config
@@ -131,6 +132,26 @@ def test_methods_table_reports_best_epoch_training_and_test_metrics():
     assert frame.loc[("Training Loss", "Batch Size 32"), "poster"] == 0.0412
     assert frame.loc[("Training Loss", "Batch Size 32"), "mean"] == 0.06
     assert frame.loc[("Test Accuracy", "Batch Size 16"), "mean"] == 0.9
+
+
+def test_methods_table_reads_the_best_epoch_row_of_a_history_file(tmp_path):
+    # three epochs, the lowest val_loss at epoch 2: neither the first row nor the last (nor the lowest loss)
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "loss": [0.9, 0.5, 0.2],
+            "accuracy": [0.6, 0.8, 0.95],
+            "auc": [0.7, 0.9, 0.99],
+            "val_loss": [0.8, 0.4, 0.6],
+        }
+    )
+    history.to_csv(tmp_path / "history.csv", index=False)
+    best = load_rule_script("study_tables").READERS["history"](tmp_path / "history.csv")  # as rule study_table reads it
+    boot = {"x": {"accuracy": {"low": 0.9, "high": 1.0}, "auc": {"low": 0.9, "high": 1.0}}}
+    cells, _, _ = methods_cells([({"batch_size": 16}, ["x"])], {"x": fake_metrics(0.9)}, {"x": best}, boot, [])
+    frame = long_frame("methods_batch", cells).set_index("row")
+    assert frame.loc["Training Loss", "mean"] == 0.5
+    assert frame.loc["Training Accuracy", "mean"] == 0.8 and frame.loc["Training AUC", "mean"] == 0.9
 
 
 def test_classification_report_matches_scikit_learn():

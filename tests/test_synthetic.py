@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -53,7 +51,7 @@ def test_bad_label_is_rejected() -> None:
 
 def test_dataset_follows_the_bloodmnist_schema(small: dict[str, np.ndarray]) -> None:
     dataset.check_arrays(small, len(dataset.BLOODMNIST_CLASSES))
-    for split, n in zip(dataset.SPLITS, (400, 40, 40)):
+    for split, n in zip(dataset.SPLITS, (400, 40, 40), strict=True):
         assert small[f"{split}_images"].shape == (n, 64, 64, 3)
         assert small[f"{split}_images"].dtype == np.uint8
         assert small[f"{split}_labels"].shape == (n, 1)
@@ -159,14 +157,6 @@ def test_background_is_pale_and_warm(small: dict[str, np.ndarray]) -> None:
     corners = small["train_images"][:, :6, :6].reshape(-1, 3).astype(np.float64).mean(axis=0)
     assert corners.min() > 170
     assert corners[0] > corners[2]
-
-
-def test_generation_speed_sanity() -> None:
-    start = time.process_time()
-    synthetic.make_synthetic_dataset(64, 300, 0, 0, seed=2)
-    per_second = 300 / max(time.process_time() - start, 1e-9)
-    # Loose bound for shared CI machines; the design target is >= 1,000 images/s per core.
-    assert per_second > 150
 
 
 def test_montage_writes_a_png(tmp_path, small: dict[str, np.ndarray]) -> None:

@@ -62,7 +62,8 @@ def size_accuracy_above(check: dict, evidence: Evidence) -> tuple[str, str]:
         return NOT_TESTABLE, f"no {check['size']} px model in this grid (sizes: {_sizes(evidence)})"
     accuracy = {key: _mean(evidence.metrics[r]["accuracy"] for r in runs) for key, runs in configs.items()}
     text = ", ".join(
-        f"{model_label(dict(zip(('arch', 'size', 'batch_size'), key)))} {acc:.4f}" for key, acc in accuracy.items()
+        f"{model_label(dict(zip(('arch', 'size', 'batch_size'), key, strict=True)))} {acc:.4f}"
+        for key, acc in accuracy.items()
     )
     ok = all(acc > check["threshold"] for acc in accuracy.values())
     return (SUPPORTED if ok else NOT_SUPPORTED), f"test accuracy {text}; threshold {check['threshold']}"
@@ -192,10 +193,13 @@ def best_configuration(check: dict, evidence: Evidence) -> tuple[str, str]:
     configs = _configurations(evidence)
     named = (check["arch"], check["size"], check["batch_size"])
     if named not in configs:
-        return NOT_TESTABLE, f"{model_label(dict(zip(('arch', 'size', 'batch_size'), named)))} is not in this grid"
+        return (
+            NOT_TESTABLE,
+            f"{model_label(dict(zip(('arch', 'size', 'batch_size'), named, strict=True)))} is not in this grid",
+        )
     accuracy = {key: _mean(evidence.metrics[r]["accuracy"] for r in runs) for key, runs in configs.items()}
     best = max(accuracy, key=accuracy.get)
-    label = lambda key: model_label(dict(zip(("arch", "size", "batch_size"), key)))  # noqa: E731
+    label = lambda key: model_label(dict(zip(("arch", "size", "batch_size"), key, strict=True)))  # noqa: E731
     text = f"most accurate: {label(best)} ({accuracy[best]:.4f}); {label(named)} {accuracy[named]:.4f}"
     if best != named:
         return NOT_SUPPORTED, text

@@ -41,7 +41,7 @@ def history_figure(history: pd.DataFrame, title: str) -> plt.Figure:
         raise ValueError(f"history of '{title}' lacks columns {sorted(missing)}")
     best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.plot(history["epoch"], history[metric], "o-", label="training", color="#0072B2")
         axis.plot(history["epoch"], history[f"val_{metric}"], "s--", label="validation", color="#D55E00")
         axis.axvline(best, color="grey", lw=0.8, ls=":", label=f"best epoch ({best})")
@@ -74,7 +74,7 @@ def comparison_figure(histories: dict[str, pd.DataFrame], runs: dict[str, dict])
     palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]  # Okabe-Ito, colour-blind safe
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.4), constrained_layout=True, squeeze=False)
     smallest_batch = min(values["batch_size"] for values in runs.values())
-    for axis, (key, title) in zip(axes[0], panels):
+    for axis, (key, title) in zip(axes[0], panels, strict=True):
         group_of = functools.partial(_group_of, runs, key)
         groups = sorted({group_of(run) for run in runs}, key=_natural)
         for run, history in histories.items():

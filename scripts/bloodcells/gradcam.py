@@ -214,7 +214,7 @@ class Selection:
     @property
     def indices(self) -> np.ndarray:
         """All chosen indices, class by class, correct ones first."""
-        parts = [np.concatenate([c, m]) for c, m in zip(self.correct, self.mistakes)]
+        parts = [np.concatenate([c, m]) for c, m in zip(self.correct, self.mistakes, strict=True)]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
@@ -266,7 +266,7 @@ def plot_panels(
     from matplotlib import cm, colors
 
     labels = np.asarray(labels).reshape(-1)
-    heat_of = dict(zip(selection.indices.tolist(), heatmaps))
+    heat_of = dict(zip(selection.indices.tolist(), heatmaps, strict=True))
     n_correct = max([len(c) for c in selection.correct] + [1])
     n_mistakes = max([len(m) for m in selection.mistakes] + [0])
     n_slots = n_correct + n_mistakes

@@ -14,7 +14,11 @@ def accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def mean_ovr_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean over classes of the one-vs-rest ROC AUC (MedMNIST's getAUC); classes absent from labels are skipped."""
+    """Mean over classes of the one-vs-rest ROC AUC, as MedMNIST's getAUC when every class occurs in `labels`.
+
+    A class absent from `labels` has no AUC: getAUC's mean becomes NaN, this one is the mean over the classes that
+    occur (a small test split may lack a rare class; docs/testing.md).
+    """
     aucs = []
     for label in range(probabilities.shape[1]):
         positives = labels == label
@@ -30,7 +34,7 @@ def per_class_report(labels: np.ndarray, predictions: np.ndarray, class_names: S
     )
     return {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
     }
 
 

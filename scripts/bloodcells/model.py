@@ -301,7 +301,7 @@ class FusedAdam(keras.optimizers.Adam):
             beta2=ops.cast(self.beta_2, "float32"),
             epsilon=ops.cast(self.epsilon, "float32"),
         )
-        for gradient, variable in zip(grads, trainable_variables):
+        for gradient, variable in zip(grads, trainable_variables, strict=True):
             index = self._get_variable_index(variable)
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle,

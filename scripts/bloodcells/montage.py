@@ -36,7 +36,7 @@ def make_montage(
     figure, axes = plt.subplots(
         len(class_names), per_class, figsize=(1.3 * per_class + 1.6, 1.3 * len(class_names)), squeeze=False
     )
-    for row, (name, indices) in enumerate(zip(class_names, rows)):
+    for row, (name, indices) in enumerate(zip(class_names, rows, strict=True)):
         for column in range(per_class):
             ax = axes[row, column]
             ax.set_xticks([])

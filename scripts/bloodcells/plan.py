@@ -157,7 +157,9 @@ def run_id(dataset: str, values: dict, defaults: dict, seed: int) -> str:
 def expand_grid(grid: dict, defaults: dict) -> list[dict]:
     """Run values of every combination of the grid's axes, other values from the defaults."""
     axes = [key for key in RUN_KEYS if key in grid]
-    return [{**defaults, **dict(zip(axes, combo))} for combo in itertools.product(*(grid[a] for a in axes))]
+    return [
+        {**defaults, **dict(zip(axes, combo, strict=True))} for combo in itertools.product(*(grid[a] for a in axes))
+    ]
 
 
 def study_values(spec: dict, defaults: dict) -> list[dict]:

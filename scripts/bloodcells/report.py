@@ -79,13 +79,16 @@ def report_figures(texts: dict, paths: dict, values: dict[str, dict], gradcam_ru
     return {
         "montage": figure(paths["montage"], captions["montage"].format(**facts), "montage"),
         "compared": figure(paths["compared"], comparison_note(texts["comparison"], values), "compared"),
-        "curves": [figure(p, captions["curves"].format(run=r), "curves") for r, p in zip(runs, paths["curves"])],
+        "curves": [
+            figure(p, captions["curves"].format(run=r), "curves") for r, p in zip(runs, paths["curves"], strict=True)
+        ],
         "confusion": [
-            figure(p, captions["confusion"].format(run=r), "confusion") for r, p in zip(runs, paths["confusion"])
+            figure(p, captions["confusion"].format(run=r), "confusion")
+            for r, p in zip(runs, paths["confusion"], strict=True)
         ],
         "gradcam": [
             figure(p, captions["gradcam"].format(run=r, **facts), "gradcam")
-            for r, p in zip(gradcam_runs, paths["panels"])
+            for r, p in zip(gradcam_runs, paths["panels"], strict=True)
         ],
     }
 
@@ -229,7 +232,7 @@ def fidelity_notes(config: dict, dataset: str, poster: dict) -> list[dict]:
 def benchmark_rows(runs: Sequence[str], paths: Sequence[str | Path]) -> list[dict]:
     """Wall time (s) and peak resident memory (MiB) of each run's training job, from Snakemake's benchmark files."""
     rows = []
-    for run, path in zip(runs, paths):
+    for run, path in zip(runs, paths, strict=True):
         frame = pd.read_csv(path, sep="\t")
         missing = {"s", "max_rss"} - set(frame.columns)
         if missing:

@@ -119,7 +119,7 @@ def _class_parts(
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         per_class.append(np.split(members, np.cumsum(sizes(len(members)))[:-1]))
-    return [np.concatenate(chunks) for chunks in zip(*per_class)]
+    return [np.concatenate(chunks) for chunks in zip(*per_class, strict=True)]
 
 
 def _fraction_sizes(shares: np.ndarray, n: int) -> list[int]:
@@ -143,7 +143,7 @@ def stratified_split(
         raise ValueError(f"fractions must be {len(SPLITS)} non-negative numbers summing to 1, got {list(fractions)}")
     rng = np.random.default_rng(seed)
     parts = _class_parts(labels, lambda n: _fraction_sizes(shares, n), rng) or [np.empty(0, np.int64)] * len(SPLITS)
-    return {split: rng.permutation(part) for split, part in zip(SPLITS, parts)}
+    return {split: rng.permutation(part) for split, part in zip(SPLITS, parts, strict=True)}
 
 
 def hold_out(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -100,8 +100,8 @@ def verdict(tests: Sequence[dict], a_better_claimed: bool, alpha: float) -> str:
     """
     claimed = [(t["b"] > t["c"]) == a_better_claimed and t["b"] != t["c"] for t in tests]
     significant = [t["p_exact"] < alpha for t in tests]
-    if any(s and not c for s, c in zip(significant, claimed)):
+    if any(s and not c for s, c in zip(significant, claimed, strict=True)):
         return "contradicted"
-    if tests and all(s and c for s, c in zip(significant, claimed)):
+    if tests and all(s and c for s, c in zip(significant, claimed, strict=True)):
         return "supported"
     return "not significant"

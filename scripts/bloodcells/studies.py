@@ -37,9 +37,9 @@ MATCH_EXCLUDED = {"value", "row", "column", "metric", "class"}
 
 
 def lr_label(rate: float) -> str:
-    """'1e-4', '5e-4' as the poster writes learning rates."""
-    mantissa, exponent = f"{rate:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    """'1e-4', '5e-4' as the poster writes learning rates; '2.5e-4' keeps its digits (no rounding to one)."""
+    mantissa, exponent = f"{rate:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
 
 
 def optimizer_label(values: dict) -> str:
@@ -492,7 +492,13 @@ def run_comparisons(
     results = []
     for plan in planned:
         tests = []
-        for ra, rb in zip(plan["a_runs"], plan["b_runs"]):
+        if len(plan["a_runs"]) != len(plan["b_runs"]):
+            raise ValueError(
+                f"comparison {plan['comparison']}: {len(plan['a_runs'])} run(s) of {plan['a']} "
+                f"({', '.join(plan['a_runs'])}) but {len(plan['b_runs'])} of {plan['b']} "
+                f"({', '.join(plan['b_runs'])}); McNemar pairs seed with seed, so both sides need the same seeds"
+            )
+        for ra, rb in zip(plan["a_runs"], plan["b_runs"], strict=True):
             if not np.array_equal(labels[ra], labels[rb]):
                 raise ValueError(f"{ra} and {rb} were not evaluated on the same test images")
             tests.append(
@@ -523,7 +529,7 @@ def bootstrap_frame(runs: Sequence[str], boots: Sequence[dict]) -> pd.DataFrame:
             {"run": run}
             | {f"{metric}_ci95_{end}": boot[metric][end] for metric in ("accuracy", "auc") for end in ("low", "high")}
             | {"n_boot": boot["n_boot"]}
-            for run, boot in zip(runs, boots)
+            for run, boot in zip(runs, boots, strict=True)
         ]
     )
 

@@ -643,7 +643,7 @@ def make_synthetic_dataset(
     """A BloodMNIST-schema dataset of synthetic cells; labels N x 1 uint8, optional bool masks."""
     check_size(size)
     arrays: dict[str, np.ndarray] = {}
-    counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
+    counts = dict(zip(SPLITS, (n_train, n_val, n_test), strict=True))
     # One independent stream per split: a split's images do not depend on the other splits' sizes.
     root = np.random.SeedSequence(seed)
     for index, split in enumerate(SPLITS):
@@ -694,7 +694,7 @@ def write_synthetic_folder(
         folder_labels = np.arange(n) % len(names)
         labels = np.array([label_of[classes[names[k]]] for k in folder_labels])
         images, _ = draw_images(labels, size, np.random.SeedSequence([seed, index]))
-        for number, (k, image) in enumerate(zip(folder_labels, images)):
+        for number, (k, image) in enumerate(zip(folder_labels, images, strict=True)):
             folder = root / split / names[k]
             folder.mkdir(parents=True, exist_ok=True)
             _save_cell(Image.fromarray(image), folder, number, number % 8 if odd_files else 7)

@@ -28,7 +28,7 @@ def read_json(path: str | Path) -> dict:
 def run_records(runs: Sequence[dict], metrics: Sequence[dict], boots: Sequence[dict] | None = None) -> pd.DataFrame:
     """One row per (run, metric): accuracy and auc (with the bootstrap interval if given), the F1 of every class."""
     rows = []
-    for index, (run, result) in enumerate(zip(runs, metrics)):
+    for index, (run, result) in enumerate(zip(runs, metrics, strict=True)):
         base = {key: run[key] for key in CONFIG_KEYS} | {"seed": run["seed"], "run": run["run"]}
         for metric in ("accuracy", "auc"):
             boot = boots[index][metric] if boots else {"low": math.nan, "high": math.nan}
@@ -76,9 +76,9 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, group in records.groupby(CONFIG_KEYS + ["metric", "class"], sort=False):
         values = group["value"].to_numpy(dtype=float)
-        low, high = value_interval(values, list(zip(group["boot_low"], group["boot_high"])))
+        low, high = value_interval(values, list(zip(group["boot_low"], group["boot_high"], strict=True)))
         rows.append(
-            dict(zip(CONFIG_KEYS + ["metric", "class"], key))
+            dict(zip(CONFIG_KEYS + ["metric", "class"], key, strict=True))
             | {
                 "mean": float(values.mean()),
                 "sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
@@ -104,7 +104,8 @@ def compare(summary: pd.DataFrame, poster: pd.DataFrame, metrics: Sequence[str])
     merged = ours.merge(poster, on=CONFIG_KEYS + ["metric", "class"], how="left")
     merged["difference"] = merged["mean"] - merged["poster"]
     merged["poster_outside_ci"] = [
-        outside_interval(p, lo, hi) for p, lo, hi in zip(merged["poster"], merged["ci95_low"], merged["ci95_high"])
+        outside_interval(p, lo, hi)
+        for p, lo, hi in zip(merged["poster"], merged["ci95_low"], merged["ci95_high"], strict=True)
     ]
     return merged[
         CONFIG_KEYS
