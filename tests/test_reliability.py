@@ -361,9 +361,11 @@ def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_th
 
 @pytest.fixture
 def op_determinism_reset():
-    """Switch TensorFlow op determinism off again after the test, so it does not leak into later tests."""
+    """TensorFlow op determinism off before and after the test: an earlier test of the same worker (train_run with
+    training.deterministic) may have left it on, and this one must not leave it on for later tests."""
     from tensorflow.python.framework import config as tf_config
 
+    tf_config.disable_op_determinism()
     yield tf_config
     tf_config.disable_op_determinism()
 
