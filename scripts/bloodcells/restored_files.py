@@ -57,12 +57,17 @@ class ContentError(ValueError):
 
 
 @functools.cache
+def _schema() -> dict:
+    """rules/schema/bundle.schema.yaml, parsed once."""
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+@functools.cache
 def _validator(kind: str):
     """A validator of the bundle schema's definition `kind`."""
     import jsonschema  # here: Snakemake's environment has it, the rule environments that import bundle do not
 
-    schema = yaml.safe_load(SCHEMA.read_text())
-    return jsonschema.Draft202012Validator({**schema, "$ref": f"#/$defs/{kind}"})
+    return jsonschema.Draft202012Validator({**_schema(), "$ref": f"#/$defs/{kind}"})
 
 
 def _field(path) -> str:
