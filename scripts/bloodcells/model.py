@@ -1,4 +1,4 @@
-"""The poster's ResNet classifiers: their layers, how they are built and set up, and loading and prediction.
+"""The poster's ResNet classifiers: their layers, and how they are built, initialised, loaded and run.
 
 Built flat, so that every inner layer stays reachable (Grad-CAM).
 """
