@@ -675,11 +675,11 @@ def write_synthetic_folder(
     classes: dict[str, str],
     n_train: int,
     n_test: int,
-    size: int = 48,
-    seed: int = 0,
-    odd_files: bool = False,
-    train: str = "Train",
-    test: str = "TestA",
+    size: int,
+    seed: int,
+    odd_files: bool,
+    train: str,
+    test: str,
 ) -> dict[str, int]:
     """Synthetic cells of the named classes written as image files in Raabin-WBC's folder layout (tests, demo).
 
