@@ -40,7 +40,7 @@ def fill_defaults(value: Any, schema: dict, validator) -> None:
 
     `validator` is a jsonschema validator of the whole schema: it resolves `$ref`s and decides the branches.
     """
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not isinstance(schema, dict):  # a boolean schema (`true`) has no defaults
         return
     schema = resolve_ref(schema, validator.schema)
     properties = schema.get("properties", {})
