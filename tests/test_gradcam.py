@@ -341,9 +341,7 @@ def test_region_masks_are_the_cells_stored_when_the_dataset_is_prepared(tmp_path
     masks, region = region_masks(source, tmp_path / "data.npz", rendered["test_images"], 0.35)
     assert region == "cell mask" and masks.dtype == bool and np.array_equal(masks, rendered["test_masks"])
     with np.load(tmp_path / "data.npz") as saved:
-        assert sorted(saved.files) == sorted(
-            [f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")] + ["test_masks"]
-        )
+        assert {"test_masks", "test_images"} <= set(saved.files) and "train_masks" not in saved.files
 
     save_dataset(tmp_path / "old.npz", make_synthetic_dataset(32, 8, 8, 16, 5), 8)  # made without masks
     with pytest.raises(ValueError, match=r"old.npz: synthetic data needs 'test_masks'.*prepare_dataset"):
