@@ -17,7 +17,10 @@ def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndar
         # The official file of the smallest size at least `size` px (files.download_file), resized if larger.
         return load_medmnist_npz(Path(inputs[0]), size=size)
     if kind == "synthetic":
-        return make_synthetic_dataset(size, source["n_train"], source["n_val"], source["n_test"], source["seed"])
+        # With the cell masks: save_dataset keeps the test split's, Grad-CAM's focus region.
+        return make_synthetic_dataset(
+            size, source["n_train"], source["n_val"], source["n_test"], source["seed"], with_masks=True
+        )
     if kind == "pbc":
         return import_pbc(Path(source["path"]), size, source["seed"])
     if kind == "folder":
