@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def planned_run(config: dict, arch: str, batch_size: int, seed: int | None) -> tuple[str, dict]:
     """The table3 run of the config with this architecture, batch size and seed."""
-    from bloodcells.plan import plan_runs
+    from bloodcells.runs import plan_runs
 
     runs, studies = plan_runs(config)
     seed = config["seeds"][0] if seed is None else seed
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import yaml
 
-    from bloodcells.plan import validate_config
+    from bloodcells.config import validate_config
 
     config = yaml.safe_load(Path(args.config).read_text())
     validate_config(config, ROOT / "rules/schema/config.schema.yaml")

@@ -12,11 +12,14 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, files, plan, software
+from bloodcells import bundle, download, files, plan, software
+from bloodcells.config import validate_config
+from bloodcells.names import ARCHITECTURES
+from bloodcells.runs import training_priority
 from bloodcells.texts import load_texts, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
-plan.validate_config(config, REPO / "rules/schema/config.schema.yaml")
+validate_config(config, REPO / "rules/schema/config.schema.yaml")
 PLAN = plan.make_plan(config)
 # A results bundle (config key restore) is verified and unpacked now, so that the plan finds its files made.
 RESTORED = bundle.restore_configured(config, PLAN, Path.cwd(), logger.info)
@@ -46,7 +49,7 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     size=r"\d+",
     table="|".join(TABLES) or "(?!)",
-    arch="resnet50|resnet101",
+    arch="|".join(ARCHITECTURES),
 
 
 def paper_file(name: str) -> str:
@@ -61,7 +64,7 @@ def run_values(wildcards) -> dict:
 
 def train_priority(wildcards) -> int:
     """The Snakemake priority of the run's training job: costlier runs first."""
-    return plan.training_priority(RUNS[wildcards.run])
+    return training_priority(RUNS[wildcards.run])
 
 
 def train_input(wildcards) -> dict:

@@ -24,7 +24,7 @@ rule download_medmnist:
 rule download_weights:
     """ImageNet no-top weights of one ResNet from Keras' URL, MD5-checked: fetched once, read by every training job."""
     output:
-        plan.imagenet_weights_pattern(config),
+        download.imagenet_weights_pattern(config),
     log:
         "logs/download/{arch}_imagenet_notop.log",
     conda:

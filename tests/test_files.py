@@ -8,6 +8,7 @@ import yaml
 from conftest import REPO, SCHEMA, TINY
 
 from bloodcells import files, plan
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.names import model_label
 from bloodcells.texts import load_texts, pdf_note, rebuild_commands, row_header, table_notes
 
@@ -16,7 +17,7 @@ PAPER = REPO / "paper"
 
 def validated(path) -> dict:
     """A repository config, validated (defaults filled in)."""
-    return plan.validate_config(yaml.safe_load(path.read_text()), SCHEMA)
+    return validate_config(yaml.safe_load(path.read_text()), SCHEMA)
 
 
 @pytest.fixture(scope="module")
@@ -168,5 +169,5 @@ def test_model_label_has_one_home():
 def test_gradcam_runs_named_in_the_config_are_checked():
     config = copy.deepcopy(validated(TINY))
     config["gradcam"]["runs"] = ["nope"]
-    with pytest.raises(plan.ConfigError, match="'gradcam.runs'"):
+    with pytest.raises(ConfigError, match="'gradcam.runs'"):
         plan.make_plan(config)

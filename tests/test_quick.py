@@ -14,9 +14,10 @@ from conftest import REPO, SCHEMA, run_snakemake
 from PIL import Image
 
 from bloodcells import files
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.dataset import DatasetError
 from bloodcells.download import _medmnist_info
-from bloodcells.plan import ConfigError, report_config, validate_config
+from bloodcells.plan import report_config
 from bloodcells.report import small_scale_note
 from bloodcells.sources import center_crop_resize, list_pbc_images, load_medmnist_npz, resize_images
 from bloodcells.texts import load_texts

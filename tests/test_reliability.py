@@ -23,9 +23,9 @@ from PIL import Image
 
 from bloodcells.atomic import atomic_directory, remove_stale_parts, write_text_atomic
 from bloodcells.checkpoint import SEED_BLOCK, Checkpoint, load_model_weights, reset_seed_generators
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.dataset import BLOODMNIST_CLASSES, DatasetError, load_split, save_dataset
 from bloodcells.model import Augmentation, RandomShearZoomFlip, load_model
-from bloodcells.plan import ConfigError, validate_config
 from bloodcells.predictions import predict_saved_model
 from bloodcells.sources import import_folder
 from bloodcells.synthetic import make_synthetic_dataset, write_synthetic_folder
@@ -118,7 +118,7 @@ def test_truncated_or_corrupted_npz_is_a_dataset_error_naming_the_file(tmp_path,
 
 
 def test_truncated_corrupt_and_non_image_files_are_skipped_counted_and_named(tmp_path):
-    write_synthetic_folder(tmp_path, CLASSES, 12, 6, size=40, seed=0)
+    write_synthetic_folder(tmp_path, CLASSES, 12, 6, size=40, seed=0, odd_files=False, train="Train", test="TestA")
     train = tmp_path / "Train"
     jpeg = next((train / "Basophil").glob("*.jpg")).read_bytes()
     png = tmp_path / "whole.png"
@@ -133,7 +133,17 @@ def test_truncated_corrupt_and_non_image_files_are_skipped_counted_and_named(tmp
     (train / "Lymphocyte" / "notes.txt").write_text("counts were done by hand\n")
     (train / "Lymphocyte" / "empty.jpg").write_bytes(b"")
     messages: list[str] = []
-    arrays = import_folder(tmp_path, 32, CLASSES, log=messages.append)
+    arrays = import_folder(
+        tmp_path,
+        32,
+        CLASSES,
+        train="Train",
+        test="TestA",
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        log=messages.append,
+    )
     log = "\n".join(messages)
     print(log)
     broken = [
@@ -447,7 +457,7 @@ def test_dataset_name_with_shell_metacharacters_is_refused_before_anything_runs(
 
 def test_folder_path_with_shell_metacharacters_is_read_as_a_path(tmp_path):
     folder = tmp_path / f"cells {PAYLOAD}"
-    write_synthetic_folder(folder, CLASSES, 12, 6, size=40, seed=0)
+    write_synthetic_folder(folder, CLASSES, 12, 6, size=40, seed=0, odd_files=False, train="Train", test="TestA")
     config = yaml.safe_load(TINY.read_text())
     config["datasets"]["raabin"] = {"source": "folder", "path": str(folder), "classes": CLASSES}
     path = tmp_path / "weird.yaml"

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from conftest import POSTER, REPO, SCHEMA, load_rule_script, place_raabin_folder, run_snakemake
 
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.dataset import BLOODMNIST_CLASSES
-from bloodcells.plan import ConfigError, configurations, plan_runs, study_values, validate_config
+from bloodcells.runs import configurations, plan_runs, study_values
 from bloodcells.studies import (
     classification_report,
     long_frame,

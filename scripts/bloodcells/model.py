@@ -15,7 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
-ARCHITECTURES = {"resnet50": keras.applications.ResNet50, "resnet101": keras.applications.ResNet101}
+from . import names
+
+ARCHITECTURES = {arch: getattr(keras.applications, spec.keras_class) for arch, spec in names.ARCHITECTURES.items()}
 # Caffe-mode ImageNet means in BGR order, as keras.applications.resnet.preprocess_input uses them.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
