@@ -7,7 +7,6 @@ config values in test_plan.py.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import re
@@ -23,22 +22,14 @@ from keras.src.saving import saving_lib
 from PIL import Image
 
 from bloodcells.atomic import atomic_directory, remove_stale_parts, write_text_atomic
+from bloodcells.checkpoint import SEED_BLOCK, Checkpoint, load_model_weights, reset_seed_generators
 from bloodcells.config import ConfigError, validate_config
 from bloodcells.dataset import BLOODMNIST_CLASSES, DatasetError, load_split, save_dataset
 from bloodcells.model import Augmentation, RandomShearZoomFlip, load_model
 from bloodcells.predictions import predict_saved_model
 from bloodcells.sources import import_folder
 from bloodcells.synthetic import make_synthetic_dataset, write_synthetic_folder
-from bloodcells.training import (
-    SEED_BLOCK,
-    Checkpoint,
-    RunSpec,
-    TrainSettings,
-    configure_tensorflow,
-    load_model_weights,
-    reset_seed_generators,
-    train_run,
-)
+from bloodcells.training import RunSpec, TrainSettings, configure_tensorflow, train_run
 
 CLASSES = {"Basophil": "basophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte"}
 
@@ -269,20 +260,6 @@ def test_folder_output_appears_only_when_complete(tmp_path):
         (folder / "Train" / "00001.jpg").write_bytes(b"jpeg")
     assert [p.relative_to(final).as_posix() for p in sorted(final.rglob("*"))] == ["Train", "Train/00001.jpg"]
     assert no_parts(tmp_path) == []
-
-
-def test_checkpoint_of_the_earlier_layout_still_resumes(tmp_path):
-    # Before state.json named its files, a checkpoint was last.keras + best.weights.h5 + state.json.
-    model = small_trained_model(0)
-    model.save(tmp_path / "last.keras")
-    model.save_weights(tmp_path / "best.weights.h5")
-    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 1, "history": [{"epoch": 1}]}))
-    checkpoint = Checkpoint(tmp_path)
-    state = checkpoint.load_state()
-    assert checkpoint.model_path(state) == tmp_path / "last.keras"
-    assert checkpoint.best_weights_path(state) == tmp_path / "best.weights.h5"
-    checkpoint.save(model, state | {"epochs_done": 2}, improved=False)  # the next epoch moves to the new layout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.weights.h5", "epoch-2.weights.h5", "state.json"]
 
 
 def test_checkpoint_missing_its_model_is_refused_naming_the_file(tmp_path):
