@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 
 
-def load_texts(path: str | Path) -> dict:
-    """One of the paper/ YAML files of titles, notes and captions."""
+def load_paper_yaml(path: str | Path) -> dict:
+    """One of the paper/ YAML files: the poster's values, its conclusions, or the titles, notes and captions."""
     return yaml.safe_load(Path(path).read_text())
 
 
