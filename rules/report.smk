@@ -54,7 +54,7 @@ rule report:
         "../scripts/report.py"
 
 
-# TeX was looked for on the host that runs Snakemake (TEX_FOUND), so the PDF is compiled there, not on a cluster node.
+# TeX is looked for on the host that runs Snakemake (TEX_FOUND), so the PDF is compiled there, not on a cluster node.
 localrules:
     report_pdf,
     report_pdf_not_built,

@@ -1,5 +1,6 @@
-"""Tables of the poster's studies: Table 2, Table 4, the four methods tables and the transfer table. Pure functions
-of the runs' values, metrics, histories and transfer predictions.
+"""Tables of the poster's studies beyond the grid: Table 2, Table 4, the methods tables and the transfer table.
+
+Pure functions of the runs' values, metrics, histories and transfer predictions.
 
 Every table is built as a list of cells {row, column, values (one per seed), poster, poster_row, poster_column},
 then written as a long CSV and through the paper/ templates (the same ones as Tables 1 and 3).

@@ -1,4 +1,7 @@
-"""Tables 1 and 3: reproduced values (mean +- sd over seeds) beside the poster's published ones."""
+"""Tables beside the poster's values: Tables 1 and 3, and the cells and templates every table shares.
+
+A reproduced value is the mean +- sd over seeds, with its 95 % interval.
+"""
 
 from __future__ import annotations
 

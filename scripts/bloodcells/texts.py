@@ -1,4 +1,4 @@
-"""The prose of the tables and the report, kept in paper/tables.yaml and paper/report.yaml, filled in for a build."""
+"""The paper/ YAML files, and the prose of tables and report (paper/tables.yaml, report.yaml) filled in for a build."""
 
 from __future__ import annotations
 
