@@ -7,7 +7,7 @@ paper/poster_values.yaml, the home of every poster number a claim quotes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ from .studies import lr_label, poster_lookup, run_value_matches
 
 Config = tuple[dict, list[str]]  # a configuration's run values and its runs, one per seed
 Studies = dict[str, list[Config]]
+Accuracy = dict[str, float]  # test accuracy by run
 ADAM_1E4 = {"optimizer": "adam", "learning_rate": 1e-4}
 RMSPROP_1E4 = {"optimizer": "rmsprop", "learning_rate": 1e-4}
 
@@ -44,7 +45,7 @@ def config_matching(configs: Sequence[Config], **wanted) -> Config | None:
     return None
 
 
-def mean_accuracy(accuracy: dict[str, float], runs: Sequence[str]) -> float:
+def mean_accuracy(accuracy: Accuracy, runs: Sequence[str]) -> float:
     """The test accuracy of a configuration, averaged over its seeds."""
     return float(np.mean([accuracy[run] for run in runs]))
 
@@ -54,7 +55,7 @@ def poster_values(entries: Sequence[dict], metric: str, *configs: dict) -> list[
     return [f"{poster_lookup(entries, values, metric)['value']:.4f}" for values in configs]
 
 
-def best_vs_second(studies: Studies, accuracy: dict[str, float], poster: dict) -> list[Comparison]:
+def best_vs_second(studies: Studies, accuracy: Accuracy, poster: dict) -> Iterator[Comparison]:
     """The best vs the second-best Table 3 model: the poster's pair where the grid has it, else ours."""
     table3 = studies.get("table3", [])
     ranked = sorted((e for e in poster["table3"]["values"] if e["metric"] == "accuracy"), key=lambda e: -e["value"])
@@ -64,27 +65,17 @@ def best_vs_second(studies: Studies, accuracy: dict[str, float], poster: dict) -
         top = sorted(table3, key=lambda config: -mean_accuracy(accuracy, config[1]))[:2]
         source = "reproduced ranking (the poster's two best models are not in this grid)"
     if len(top) != 2:
-        return []
+        return
     (a, a_runs), (b, b_runs) = top
-    return [
-        Comparison(
-            comparison="table3_best_vs_second",
-            claim=f"Optimal configuration by accuracy: {model_label(a)} beats the second-best, "
-            f"{model_label(b)} ({source})",
-            a=model_label(a),
-            b=model_label(b),
-            a_better_claimed=True,
-            a_runs=tuple(a_runs),
-            b_runs=tuple(b_runs),
-        )
-    ]
+    label_a, label_b = model_label(a), model_label(b)
+    claim = f"Optimal configuration by accuracy: {label_a} beats the second-best, {label_b} ({source})"
+    yield Comparison("table3_best_vs_second", claim, label_a, label_b, True, tuple(a_runs), tuple(b_runs))
 
 
-def batch16_vs_32(studies: Studies, accuracy: dict[str, float], poster: dict) -> list[Comparison]:
+def batch16_vs_32(studies: Studies, accuracy: Accuracy, poster: dict) -> Iterator[Comparison]:
     """Batch 16 vs 32 of each Table 3 model, claimed as the poster's Table 3 ranks them (else its conclusion)."""
     table3 = studies.get("table3", [])
     poster_table3 = poster["table3"]["values"]
-    out = []
     for values, runs in table3:
         if values["batch_size"] != 16:
             continue
@@ -99,24 +90,14 @@ def batch16_vs_32(studies: Studies, accuracy: dict[str, float], poster: dict) ->
         else:
             claim16, evidence = False, "poster conclusion: 'higher batch size improved F-1 scores'"
         model = arch_size_label(values)
-        out.append(
-            Comparison(
-                comparison=f"batch16_vs_32_{values['arch']}_{values['size']}",
-                claim=f"{model}: batch {16 if claim16 else 32} is more accurate ({evidence})",
-                a=f"{model}, batch 16",
-                b=f"{model}, batch 32",
-                a_better_claimed=claim16,
-                a_runs=tuple(runs),
-                b_runs=tuple(other[1]),
-            )
-        )
-    return out
+        name = f"batch16_vs_32_{values['arch']}_{values['size']}"
+        claim = f"{model}: batch {16 if claim16 else 32} is more accurate ({evidence})"
+        yield Comparison(name, claim, f"{model}, batch 16", f"{model}, batch 32", claim16, tuple(runs), tuple(other[1]))
 
 
-def attention_and_weights_vs_neither(studies: Studies, accuracy: dict[str, float], poster: dict) -> list[Comparison]:
+def attention_and_weights_vs_neither(studies: Studies, accuracy: Accuracy, poster: dict) -> Iterator[Comparison]:
     """No attention and an unweighted loss vs each attention layer with a class-weighted loss (any study's runs)."""
     attention = poster["text"]["attention"]
-    out = []
     for values, runs in studies.get("attention", []):
         if values["attention"] == "none" or not values["class_weights"]:
             continue
@@ -125,24 +106,17 @@ def attention_and_weights_vs_neither(studies: Studies, accuracy: dict[str, float
         base = next((match for match in matches if match is not None), None)
         if base is None:
             continue
-        out.append(
-            Comparison(
-                comparison=f"attention_{values['attention']}_cw_vs_none",
-                claim="Attention and class-weighted loss reduce test accuracy (poster: "
-                f"{attention['accuracy_without']} -> {attention['accuracy_with']})",
-                a="no attention, unweighted loss",
-                b=f"attention ({values['attention'].upper()}) + class-weighted loss",
-                a_better_claimed=True,
-                a_runs=tuple(base[1]),
-                b_runs=tuple(runs),
-            )
+        layer = values["attention"]
+        claim = (
+            "Attention and class-weighted loss reduce test accuracy "
+            f"(poster: {attention['accuracy_without']} -> {attention['accuracy_with']})"
         )
-    return out
+        a, b = "no attention, unweighted loss", f"attention ({layer.upper()}) + class-weighted loss"
+        yield Comparison(f"attention_{layer}_cw_vs_none", claim, a, b, True, tuple(base[1]), tuple(runs))
 
 
-def adam_vs_rmsprop(configs: Sequence[Config], study: str, adam_claimed: bool, evidence: str) -> list[Comparison]:
+def adam_vs_rmsprop(configs: Sequence[Config], study: str, adam_claimed: bool, evidence: str) -> Iterator[Comparison]:
     """Adam vs RMSprop at each learning rate of one study where it has both."""
-    out = []
     for values, runs in configs:
         if values["optimizer"] != "adam":
             continue
@@ -150,28 +124,19 @@ def adam_vs_rmsprop(configs: Sequence[Config], study: str, adam_claimed: bool, e
         if other is None:
             continue
         lr = lr_label(values["learning_rate"])
-        out.append(
-            Comparison(
-                comparison=f"{study}_adam_vs_rmsprop_lr{lr}",
-                claim=f"{'Adam' if adam_claimed else 'RMSprop'} at {lr} is more accurate ({evidence})",
-                a=f"Adam {lr}",
-                b=f"RMSprop {lr}",
-                a_better_claimed=adam_claimed,
-                a_runs=tuple(runs),
-                b_runs=tuple(other[1]),
-            )
-        )
-    return out
+        claim = f"{'Adam' if adam_claimed else 'RMSprop'} at {lr} is more accurate ({evidence})"
+        name = f"{study}_adam_vs_rmsprop_lr{lr}"
+        yield Comparison(name, claim, f"Adam {lr}", f"RMSprop {lr}", adam_claimed, tuple(runs), tuple(other[1]))
 
 
-def adam_vs_rmsprop_without_attention(studies: Studies, accuracy: dict[str, float], poster: dict) -> list[Comparison]:
+def adam_vs_rmsprop_without_attention(studies: Studies, accuracy: Accuracy, poster: dict) -> Iterator[Comparison]:
     """Adam vs RMSprop without attention or class weights (the optimizer study): the poster says Adam."""
     adam, rmsprop = poster_values(poster["methods_optimizer"]["values"], "train_accuracy", ADAM_1E4, RMSPROP_1E4)
     evidence = f"poster optimizer table: Adam best (training ACC {adam} vs {rmsprop})"
     return adam_vs_rmsprop(studies.get("optimizer", []), "optimizer", True, evidence)
 
 
-def adam_vs_rmsprop_with_attention(studies: Studies, accuracy: dict[str, float], poster: dict) -> list[Comparison]:
+def adam_vs_rmsprop_with_attention(studies: Studies, accuracy: Accuracy, poster: dict) -> Iterator[Comparison]:
     """Adam vs RMSprop with attention and class weights (Table 2): the poster says RMSprop."""
     adam, rmsprop = poster_values(poster["table2"]["values"], "accuracy", ADAM_1E4, RMSPROP_1E4)
     evidence = f"poster Table 2: RMSprop {rmsprop} vs Adam {adam} at 1e-4"
@@ -179,7 +144,7 @@ def adam_vs_rmsprop_with_attention(studies: Studies, accuracy: dict[str, float],
 
 
 # The comparisons the poster draws its conclusions from, in the order they are reported.
-PLANNED_COMPARISONS: tuple[Callable[[Studies, dict[str, float], dict], list[Comparison]], ...] = (
+PLANNED_COMPARISONS: tuple[Callable[[Studies, Accuracy, dict], Iterable[Comparison]], ...] = (
     best_vs_second,
     batch16_vs_32,
     attention_and_weights_vs_neither,
@@ -188,7 +153,7 @@ PLANNED_COMPARISONS: tuple[Callable[[Studies, dict[str, float], dict], list[Comp
 )
 
 
-def planned_comparisons(studies: Studies, accuracy: dict[str, float], poster: dict) -> list[Comparison]:
+def planned_comparisons(studies: Studies, accuracy: Accuracy, poster: dict) -> list[Comparison]:
     """Every comparison of PLANNED_COMPARISONS that the studies of this build can make."""
     return [comparison for plan in PLANNED_COMPARISONS for comparison in plan(studies, accuracy, poster)]
 
@@ -203,7 +168,7 @@ def run_comparisons(
     planned: Sequence[Comparison],
     correct: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
-    accuracy: dict[str, float],
+    accuracy: Accuracy,
     alpha: float,
 ) -> list[dict]:
     """McNemar tests (seed paired with seed) of each planned comparison and the verdict on the poster's claim."""
