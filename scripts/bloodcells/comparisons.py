@@ -1,6 +1,6 @@
 """The paired comparisons behind the poster's conclusions: which configurations it compares, and their McNemar tests.
 
-Each planned comparison is one function of (studies, accuracy, poster) returning the `Comparison`s it makes;
+Each planned comparison is one function of (studies, accuracy, poster) yielding the `Comparison`s it makes;
 `PLANNED_COMPARISONS` lists them in the order results/stats/significance.json reports them. `poster` is
 paper/poster_values.yaml, the home of every poster number a claim quotes.
 """
