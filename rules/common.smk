@@ -16,7 +16,7 @@ from bloodcells import bundle, download, files, plan, software
 from bloodcells.config import validate_config
 from bloodcells.names import ARCHITECTURES
 from bloodcells.runs import training_priority
-from bloodcells.texts import load_texts, pdf_note
+from bloodcells.texts import load_paper_yaml, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
 validate_config(config, REPO / "rules/schema/config.schema.yaml")
@@ -27,7 +27,7 @@ RUNS, TABLE3_RUNS = PLAN.runs, PLAN.table3
 GRADCAM_RUNS, TABLES = PLAN.gradcam, PLAN.tables
 # report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.
 TEX_FOUND = all(shutil.which(tool) for tool in ("latexmk", "pdflatex"))
-PDF_NOTE = pdf_note(load_texts(REPO / "paper/report.yaml"), TEX_FOUND)
+PDF_NOTE = pdf_note(load_paper_yaml(REPO / "paper/report.yaml"), TEX_FOUND)
 if not TEX_FOUND:
     logger.warning(PDF_NOTE)
 # The config file as the user named it, for the rebuild commands printed in the report.

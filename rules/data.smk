@@ -69,3 +69,17 @@ rule montage:
         source=dataset_config,
     script:
         "../scripts/montage.py"
+
+
+rule synthesize_folder:
+    """Synthetic cells written in a folder dataset's layout (Raabin-WBC's), for tests and the demo."""
+    output:
+        directory("results/folders/{dataset}"),
+    log:
+        "logs/synthesize_folder/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        source=dataset_config,
+    script:
+        "../scripts/synthesize_folder.py"

@@ -23,7 +23,7 @@ TABLE_STUDIES = {
     "methods_dropout": "dropout",
     "transfer": "transfer_source",
 }
-# Studies whose configurations the significance tests compare (bloodcells.studies.planned_comparisons).
+# Studies whose configurations the significance tests compare (bloodcells.comparisons.PLANNED_COMPARISONS).
 COMPARED_STUDIES = ("table3", "table2", "attention", "optimizer", "dropout", "batch")
 
 
