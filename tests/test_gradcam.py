@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
-from conftest import load_rule_script  # noqa: E402
+from conftest import gradcam_job, load_rule_script  # noqa: E402
 
 from bloodcells import gradcam as gc  # noqa: E402
 from bloodcells.dataset import BLOODMNIST_CLASSES, save_dataset  # noqa: E402
@@ -285,32 +284,7 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
         class_names=np.array(BLOODMNIST_CLASSES),
     )
     out = tmp_path / "gradcam"
-    smk = SimpleNamespace(
-        input=SimpleNamespace(
-            model=str(tmp_path / "model.keras"),
-            predictions=str(tmp_path / "predictions.npz"),
-            data=str(tmp_path / "data.npz"),
-        ),
-        output=SimpleNamespace(
-            panel=str(out / "panel.png"),
-            pdf=str(out / "panel.pdf"),
-            heatmaps=str(out / "heatmaps.npz"),
-            focus=str(out / "focus.csv"),
-        ),
-        params=SimpleNamespace(
-            dataset=source,
-            layer="conv3_block4_out",
-            per_class_correct=2,
-            per_class_mistakes=1,
-            batch_size=16,
-            disc_radius=0.35,
-            require_gpu="auto",
-        ),
-        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
-        log=[None],
-        threads=2,
-        resources=SimpleNamespace(gpu=0),
-    )
+    smk = gradcam_job(tmp_path, source, layer="conv3_block4_out", batch_size=16, threads=2)
     load_rule_script("gradcam").main(smk)
 
     assert (out / "panel.png").stat().st_size > 50_000 and (out / "panel.pdf").stat().st_size > 20_000

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import RUN_VALUES
 from sklearn.utils.class_weight import compute_class_weight
 
 from bloodcells.checkpoint import Checkpoint, restore_best_weights
@@ -318,20 +319,7 @@ def test_attention_gates_rescale_the_feature_map():
 
 
 def test_run_spec_carries_attention_and_class_weights_from_plan_values():
-    values = {
-        "arch": "resnet50",
-        "size": 64,
-        "batch_size": 32,
-        "optimizer": "adam",
-        "learning_rate": 1e-4,
-        "momentum": 0.0,
-        "dropout": 0.3,
-        "class_weights": True,
-        "attention": "cbam",
-        "epochs": 10,
-        "dataset": "raabin",
-        "seed": 1,
-    }
+    values = RUN_VALUES | {"class_weights": True, "attention": "cbam", "epochs": 10, "dataset": "raabin", "seed": 1}
     spec = RunSpec.from_values(values, None)
     assert spec.attention == "cbam" and spec.class_weights and spec.seed == 1
 

@@ -11,13 +11,12 @@ import os
 import random
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SCHEMA, TINY, load_rule_script, rule_blocks, run_snakemake
+from conftest import REPO, SCHEMA, TINY, gradcam_job, load_rule_script, rule_blocks, run_snakemake
 from keras.src.saving import saving_lib
 from PIL import Image
 
@@ -314,27 +313,8 @@ def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_th
         labels=labels,
         class_names=np.array(BLOODMNIST_CLASSES),
     )
-    smk = SimpleNamespace(
-        input=SimpleNamespace(
-            model=str(tmp_path / "model.keras"),
-            predictions=str(tmp_path / "predictions.npz"),
-            data=str(tmp_path / "data.npz"),
-        ),
-        output=SimpleNamespace(**{name: str(tmp_path / name) for name in ("panel", "pdf", "heatmaps", "focus")}),
-        params=SimpleNamespace(
-            dataset={"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0},
-            layer="conv5_block3_out",
-            per_class_correct=2,
-            per_class_mistakes=1,
-            batch_size=8,
-            disc_radius=0.35,
-            require_gpu="auto",
-        ),
-        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
-        log=[None],
-        threads=1,
-        resources=SimpleNamespace(gpu=0),
-    )
+    dataset = {"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0}
+    smk = gradcam_job(tmp_path, dataset, layer="conv5_block3_out", batch_size=8, threads=1)
     with pytest.raises(ValueError) as error:
         load_rule_script("gradcam").main(smk)
     print(error.value)

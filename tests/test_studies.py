@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import POSTER, REPO, SCHEMA, load_rule_script, place_raabin_folder, run_snakemake
+from conftest import POSTER, REPO, RUN_VALUES, SCHEMA, load_rule_script, place_raabin_folder, run_snakemake
 
 from bloodcells.comparisons import planned_comparisons, run_comparisons
 from bloodcells.config import ConfigError, validate_config
@@ -49,16 +49,7 @@ def test_full_config_plans_every_study_and_trains_shared_runs_once():
 
 
 def test_study_forms_combine_grids_runs_and_set():
-    defaults = {
-        "arch": "resnet50",
-        "size": 64,
-        "batch_size": 32,
-        "optimizer": "adam",
-        "learning_rate": 1e-4,
-        "momentum": 0.0,
-        "dropout": 0.3,
-        "class_weights": False,
-    }
+    defaults = RUN_VALUES
     values = study_values(
         {
             "set": {"class_weights": True},
@@ -199,19 +190,7 @@ def test_transfer_restricts_predictions_to_the_shared_classes():
 
 def test_planned_comparisons_follow_the_poster_claims():
     def config(**values):
-        base = {
-            "arch": "resnet50",
-            "size": 64,
-            "batch_size": 32,
-            "optimizer": "adam",
-            "learning_rate": 1e-4,
-            "momentum": 0.0,
-            "dropout": 0.3,
-            "class_weights": False,
-            "attention": "none",
-            "dataset": "d",
-        }
-        return base | values
+        return RUN_VALUES | {"attention": "none", "dataset": "d"} | values
 
     table3 = [
         (config(arch=a, size=s, batch_size=b), [f"{a}-{s}-{b}"])
