@@ -40,3 +40,10 @@ def test_readme_links_every_docs_page():
 def test_relative_links_resolve(page: Path):
     broken = [target for target in relative_links(page.read_text()) if not (page.parent / target).exists()]
     assert not broken, f"{page.name}: links to missing files {broken}"
+
+
+def test_package_map_names_every_module_and_only_modules_that_exist():
+    package = REPO / "scripts/bloodcells"
+    named = set(re.findall(r"`(\w+)\.py`", (package / "README.md").read_text()))
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert named == modules, f"scripts/bloodcells/README.md: unnamed {modules - named}, gone {named - modules}"
