@@ -12,14 +12,14 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, files, plan, software
+from bloodcells import bundle, bundle_contents, files, plan, restoring, software
 from bloodcells.texts import load_texts, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
 plan.validate_config(config, REPO / "rules/schema/config.schema.yaml")
 PLAN = plan.make_plan(config)
 # A results bundle (config key restore) is verified and unpacked now, so that the plan finds its files made.
-RESTORED = bundle.restore_configured(config, PLAN, Path.cwd(), logger.info)
+RESTORED = restoring.restore_configured(config, PLAN, Path.cwd(), logger.info)
 RUNS, TABLE3_RUNS = PLAN.runs, PLAN.table3
 GRADCAM_RUNS, TABLES = PLAN.gradcam, PLAN.tables
 # report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.

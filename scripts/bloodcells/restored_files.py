@@ -19,7 +19,7 @@ import yaml
 
 from .download import restore_max_bytes
 from .names import class_names_of
-from .tar_limits import shown
+from .quoting import shown
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules/schema/bundle.schema.yaml"
 CONFIG_SCHEMA = SCHEMA.with_name("config.schema.yaml")
