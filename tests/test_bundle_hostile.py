@@ -361,7 +361,7 @@ def test_a_record_that_cannot_be_written_undoes_the_restore(good, work, monkeypa
 
 
 def test_a_recorded_file_that_no_bundle_carries_stands_for_no_job(good, work):
-    # a record written before names were checked may list a file another rule makes (curves.png): it is ignored,
+    # a record (edited, or of another config) may list a file another rule makes (curves.png): it is ignored,
     # so rule restored never competes with plot_curves ('Rules plot_curves and restored are ambiguous')
     archive, config = good
     restored = restore(work, config, restore=str(archive))
