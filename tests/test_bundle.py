@@ -149,7 +149,7 @@ def test_restore_puts_every_file_in_place_with_one_mtime_and_the_next_parse_read
     def no_reading(*args):
         raise AssertionError("the bundle was read again")
 
-    monkeypatch.setattr(bundle, "verify_bundle", no_reading)
+    monkeypatch.setattr(restoring, "verify_bundle", no_reading)
     assert restore(root, config, restore=str(archive)) == restored
     # a restored file that went missing is restored again (the others are left as they are)
     monkeypatch.undo()

@@ -327,7 +327,7 @@ def test_a_member_that_vanishes_after_verification_leaves_nothing(good, work, tm
         repack(tmp_path, contents).replace(path)
         return checked
 
-    monkeypatch.setattr(bundle, "verify_bundle", verify_then_swap)
+    monkeypatch.setattr(restoring, "verify_bundle", verify_then_swap)
     message = refused(work, config, copy)
     assert f"results/runs/{RUN}/predictions.npz vanished from the bundle since it was verified" in message
 

@@ -1,7 +1,7 @@
-"""The results bundle's archive and its integrity: the manifest, writing the .tar.gz, and verifying every member
-against the manifest before anything is written. It needs no workflow config (bloodcells.restoring decides what a
-config accepts). Imported when the Snakefile is parsed (on a cluster's login node): no numpy, pandas or
-TensorFlow."""
+"""The results bundle's archive and its integrity: the manifest, writing the .tar.gz, verifying it before any write.
+
+It needs no workflow config (bloodcells.restoring decides what a config accepts). Imported when the Snakefile is
+parsed (on a cluster's login node): no numpy, pandas or TensorFlow."""
 
 from __future__ import annotations
 

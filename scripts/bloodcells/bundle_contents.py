@@ -1,5 +1,4 @@
-"""What a results bundle of a config carries: the files rule bundle packs (and a restore accepts), and the config
-it records."""
+"""What a results bundle of a config carries: the files rule bundle packs (and a restore accepts), and its config."""
 
 from __future__ import annotations
 

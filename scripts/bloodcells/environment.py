@@ -1,5 +1,6 @@
-"""The environment check (scripts/check_environment.py, rule check_environment): Python, TensorFlow and its CUDA
-build, the machine's GPUs and free disk, with a warning for each problem found."""
+"""The environment check's report: Python, TensorFlow and its CUDA build, the machine's GPUs, free disk, warnings.
+
+scripts/check_environment.py and rule check_environment print it."""
 
 from __future__ import annotations
 

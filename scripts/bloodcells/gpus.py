@@ -1,5 +1,7 @@
-"""Which NVIDIA GPUs this machine has and which of them TensorFlow sees: device nodes, nvidia-smi, CUDA_VISIBLE_DEVICES,
-TensorFlow's devices and CUDA build. Only the functions that say so import TensorFlow."""
+"""Which NVIDIA GPUs this machine has and which of them TensorFlow sees.
+
+Device nodes, nvidia-smi and CUDA_VISIBLE_DEVICES without TensorFlow; TensorFlow's devices and CUDA build in the
+functions that say they import it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Hardware switches: how 'auto' of mixed precision and XLA resolves, whether a GPU rule may run where TensorFlow
-sees no GPU (training.require_gpu), and TensorFlow's threads and memory."""
+"""Hardware switches: 'auto' of mixed precision and XLA, training.require_gpu, TensorFlow's threads and memory.
+
+A GPU rule stops at its start where training.require_gpu forbids it to run on a CPU."""
 
 from __future__ import annotations
 

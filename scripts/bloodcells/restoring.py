@@ -1,6 +1,7 @@
-"""Restoring a results bundle under this config (config keys restore, restore_sha256, restore_shared_runs): which
-of its runs and files the config accepts, where the bundle comes from (a path or an https:// URL), and the record
-that lets the next parse skip the bundle. Runs when the Snakefile is parsed: no numpy, pandas or TensorFlow."""
+"""Restoring a results bundle under this config: which of its runs and files it accepts, from where, and the record.
+
+Config keys restore (a path or an https:// URL), restore_sha256 and restore_shared_runs; the record (MARKER) lets the
+next parse skip the bundle. Runs when the Snakefile is parsed: no numpy, pandas or TensorFlow."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bundle, download, restored_files
+from . import download, restored_files
 from .atomic import write_text_atomic
-from .bundle import BundleError, file_sha256, json_roundtrip, problem_lines
+from .bundle import BundleError, file_sha256, json_roundtrip, problem_lines, verify_bundle
 from .bundle_contents import BUNDLE_KEYS, bundled_files
 from .plan import Plan
 from .quoting import shown
@@ -128,7 +129,7 @@ def restore_bundle(
     """Verify a bundle against its manifest, this config's runs (config key restore_shared_runs) and the files its
     bundle may carry (`allowed`, path -> run); unpack, check and move its files into place under `root` and
     `record` the restore, all or nothing. A BundleError names each problem."""
-    manifest, bundle_config = bundle.verify_bundle(archive, download.restore_max_bytes(config))
+    manifest, bundle_config = verify_bundle(archive, download.restore_max_bytes(config))
     entries = select_entries(manifest, planned, bool(config.get("restore_shared_runs")), str(archive))
     refusal = f"results bundle {archive} refused, nothing was restored"
     if problems := name_problems(entries, allowed):

@@ -1,5 +1,4 @@
-"""Putting a verified bundle's files in place, all or none: what is already in the working folder, unpacking into a
-staging folder beside results/, moving the files into place, and undoing that on any failure."""
+"""Putting a verified bundle's files in place, all or none: unpacked beside results/, moved, undone on any failure."""
 
 from __future__ import annotations
 
