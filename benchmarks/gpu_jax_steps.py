@@ -3,7 +3,7 @@
 
 For each (arch, size, batch) of the poster's grid (ResNet-50/101 x 64/128/224 px x batch 16/32 by
 default): build_model with the RandomShearZoomFlip augmentation layer, weights=None (ImageNet
-weights change no step time), compile as training.compile_model does (Adam 1e-4, categorical
+weights change no step time), compile as optimizers.compile_model does (Adam 1e-4, categorical
 cross-entropy, accuracy + AUC, jit_compile=True), then
 
   train  an untimed warm-up model.fit of --warmup-steps steps (traces and compiles), then
@@ -189,7 +189,8 @@ def make_data(n: int, size: int, seed: int = 0):
 def build_compiled(cfg, precision: str, with_metrics: bool):
     import keras
 
-    from bloodcells.model import Augmentation, build_model, make_optimizer
+    from bloodcells.model import Augmentation, build_model
+    from bloodcells.optimizers import make_optimizer
 
     arch, size, _ = cfg
     keras.backend.clear_session()

@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def planned_run(config: dict, arch: str, batch_size: int, seed: int | None) -> tuple[str, dict]:
     """The table3 run of the config with this architecture, batch size and seed."""
-    from bloodcells.plan import plan_runs
+    from bloodcells.runs import plan_runs
 
     runs, studies = plan_runs(config)
     seed = config["seeds"][0] if seed is None else seed
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import yaml
 
-    from bloodcells.plan import validate_config
+    from bloodcells.config import validate_config
 
     config = yaml.safe_load(Path(args.config).read_text())
     validate_config(config, ROOT / "rules/schema/config.schema.yaml")
@@ -192,8 +192,10 @@ def main(argv=None) -> None:
         arrays = load_source(dataset, values["size"], [])
     figures["prepare_dataset_s"] = time.perf_counter() - start
 
+    from bloodcells.checkpoint import Checkpoint
     from bloodcells.dataset import class_names_of
-    from bloodcells.training import RunSpec, TrainSettings, inference_model, train_run
+    from bloodcells.model import inference_model
+    from bloodcells.training import RunSpec, TrainSettings, train_run
 
     n_classes = len(class_names_of(dataset))
     spec = RunSpec.from_values(values, None)
@@ -206,9 +208,7 @@ def main(argv=None) -> None:
         scratch = Path(scratch)
         checkpoint_dir = scratch / "checkpoint"
         sizes: dict[str, int] = {}
-        from bloodcells import training as training_module
-
-        original_save = training_module.Checkpoint.save
+        original_save = Checkpoint.save
 
         def save_and_measure(self, model, state, improved, best_weights=None):
             original_save(self, model, state, improved, best_weights)
@@ -218,7 +218,7 @@ def main(argv=None) -> None:
                 if kind == "epoch":
                     sizes["optimizer_in_epoch"] = optimizer_bytes(path)
 
-        training_module.Checkpoint.save = save_and_measure
+        Checkpoint.save = save_and_measure
         try:
             start = time.perf_counter()
             model, history, checkpoint, _ = train_run(
@@ -226,7 +226,7 @@ def main(argv=None) -> None:
             )
             trained = time.perf_counter()
         finally:
-            training_module.Checkpoint.save = original_save
+            Checkpoint.save = original_save
         model_path = scratch / "model.keras"
         inference_model(model).save(model_path)  # as train.py writes model.keras
         saved = time.perf_counter()

@@ -239,7 +239,9 @@ def build(args, keras, augmented: bool, mixed: bool):
 
 
 def run_ours(args, keras, tf, mixed, xla, timer_kwargs, images=None, labels=None, epochs=None):
-    from bloodcells.training import RunSpec, compile_model, epoch_dataset
+    from bloodcells.inputs import epoch_dataset
+    from bloodcells.optimizers import compile_model
+    from bloodcells.training import RunSpec
 
     spec = RunSpec(arch=args.arch, size=args.size, batch_size=args.batch, seed=args.seed)
     model = build(args, keras, augmented=True, mixed=mixed)
@@ -258,7 +260,8 @@ def run_ours(args, keras, tf, mixed, xla, timer_kwargs, images=None, labels=None
 def run_limit(args, keras, tf, mixed, xla):
     import numpy as np
 
-    from bloodcells.training import RunSpec, compile_model
+    from bloodcells.optimizers import compile_model
+    from bloodcells.training import RunSpec
 
     spec = RunSpec(arch=args.arch, size=args.size, batch_size=args.batch, seed=args.seed)
     model = build(args, keras, augmented=False, mixed=mixed)
@@ -283,7 +286,8 @@ def legacy_generator(args, keras):
 def run_legacy(args, keras, tf):
     import numpy as np
 
-    from bloodcells.training import RunSpec, compile_model
+    from bloodcells.optimizers import compile_model
+    from bloodcells.training import RunSpec
 
     spec = RunSpec(arch=args.arch, size=args.size, batch_size=args.batch, seed=args.seed)
     model = build(args, keras, augmented=False, mixed=False)
@@ -301,8 +305,8 @@ def run_legacy(args, keras, tf):
 
 def augment_ours(args, keras, tf, on_gpu: bool) -> dict:
     from bloodcells.hardware import resolve_switch
+    from bloodcells.inputs import epoch_dataset
     from bloodcells.model import RandomShearZoomFlip
-    from bloodcells.training import epoch_dataset
 
     aug = augmentation_config(args)
     # The layer resamples by two 1-D gather passes, which compile with XLA: the same auto rule as --xla.
@@ -364,7 +368,9 @@ def time_epoch(args, keras, tf, mixed, xla, model=None) -> dict:
 
     `model`: the compiled model of the ours variant, reused so that its compiled step is too.
     """
-    from bloodcells.training import RunSpec, compile_model, epoch_dataset, eval_dataset
+    from bloodcells.inputs import epoch_dataset, eval_dataset
+    from bloodcells.optimizers import compile_model
+    from bloodcells.training import RunSpec
 
     images, labels = random_data(args.epoch_images, args.size, args.n_classes, args.seed + 1)
     validation = None

@@ -12,11 +12,14 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, bundle_contents, files, plan, restoring, software
-from bloodcells.texts import load_texts, pdf_note
+from bloodcells import bundle, bundle_contents, download, files, plan, restoring, software
+from bloodcells.config import validate_config
+from bloodcells.names import ARCHITECTURES
+from bloodcells.runs import training_priority
+from bloodcells.texts import load_paper_yaml, pdf_note
 
 # Stops the run before any job starts, naming every bad key.
-plan.validate_config(config, REPO / "rules/schema/config.schema.yaml")
+validate_config(config, REPO / "rules/schema/config.schema.yaml")
 PLAN = plan.make_plan(config)
 # A results bundle (config key restore) is verified and unpacked now, so that the plan finds its files made.
 RESTORED = restoring.restore_configured(config, PLAN, Path.cwd(), logger.info)
@@ -24,7 +27,7 @@ RUNS, TABLE3_RUNS = PLAN.runs, PLAN.table3
 GRADCAM_RUNS, TABLES = PLAN.gradcam, PLAN.tables
 # report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.
 TEX_FOUND = all(shutil.which(tool) for tool in ("latexmk", "pdflatex"))
-PDF_NOTE = pdf_note(load_texts(REPO / "paper/report.yaml"), TEX_FOUND)
+PDF_NOTE = pdf_note(load_paper_yaml(REPO / "paper/report.yaml"), TEX_FOUND)
 if not TEX_FOUND:
     logger.warning(PDF_NOTE)
 # The config file as the user named it, for the rebuild commands printed in the report.
@@ -46,7 +49,7 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     size=r"\d+",
     table="|".join(TABLES) or "(?!)",
-    arch="resnet50|resnet101",
+    arch="|".join(ARCHITECTURES),
 
 
 def paper_file(name: str) -> str:
@@ -61,7 +64,7 @@ def run_values(wildcards) -> dict:
 
 def train_priority(wildcards) -> int:
     """The Snakemake priority of the run's training job: costlier runs first."""
-    return plan.training_priority(RUNS[wildcards.run])
+    return training_priority(RUNS[wildcards.run])
 
 
 def train_input(wildcards) -> dict:

@@ -24,7 +24,7 @@ rule download_medmnist:
 rule download_weights:
     """ImageNet no-top weights of one ResNet from Keras' URL, MD5-checked: fetched once, read by every training job."""
     output:
-        plan.imagenet_weights_pattern(config),
+        download.imagenet_weights_pattern(config),
     log:
         "logs/download/{arch}_imagenet_notop.log",
     conda:
@@ -69,3 +69,17 @@ rule montage:
         source=dataset_config,
     script:
         "../scripts/montage.py"
+
+
+rule synthesize_folder:
+    """Synthetic cells written in a folder dataset's layout (Raabin-WBC's), for tests and the demo."""
+    output:
+        directory("results/folders/{dataset}"),
+    log:
+        "logs/synthesize_folder/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        source=dataset_config,
+    script:
+        "../scripts/synthesize_folder.py"

@@ -1,4 +1,5 @@
-# Evaluation on the test split (read only here), and training curves.
+# Evaluation of each trained run: its predictions of the test split, the bootstrap intervals of its test scores,
+# its predictions of another dataset's test split (transfer), and its training curves. Test splits are read only here.
 
 
 rule evaluate:
@@ -26,6 +27,49 @@ rule evaluate:
         require_gpu=config["training"]["require_gpu"],
     script:
         "../scripts/evaluate.py"
+
+
+rule bootstrap:
+    """Bootstrap 95 % intervals of one run's test accuracy and AUC."""
+    input:
+        "results/runs/{run}/predictions.npz",
+    output:
+        "results/runs/{run}/bootstrap.json",
+    log:
+        "logs/bootstrap/{run}.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        n_boot=config["statistics"]["bootstrap"],
+        seed=config["statistics"]["seed"],
+    script:
+        "../scripts/bootstrap.py"
+
+
+rule transfer:
+    """Predict another dataset's test split with a trained run: cross-dataset transfer accuracy and AUC."""
+    input:
+        model="results/runs/{run}/model.keras",
+        data=transfer_data,
+    output:
+        predictions="results/transfer/{run}/{dataset}/predictions.npz",
+        metrics="results/transfer/{run}/{dataset}/metrics.json",
+    log:
+        "logs/transfer/{run}_{dataset}.log",
+    benchmark:
+        "benchmarks/transfer/{run}_{dataset}.tsv"
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        source=run_dataset_config,
+        target=dataset_config,
+        batch_size=config["evaluation"]["batch_size"],
+        require_gpu=config["training"]["require_gpu"],
+    script:
+        "../scripts/transfer.py"
 
 
 rule plot_curves:

@@ -1,40 +1,4 @@
-# Tables 1 and 3: reproduced values beside the poster's, rendered from templates in paper/.
-
-
-rule tables_grid:
-    """Tables 1 and 3 (class F1; accuracy and AUC of the grid) beside the poster's values: CSV, HTML, LaTeX."""
-    input:
-        metrics=files.run_files(TABLE3_RUNS, "metrics.json"),
-        bootstrap=files.run_files(TABLE3_RUNS, "bootstrap.json"),
-        poster=paper_file("poster_values.yaml"),
-        texts=paper_file("tables.yaml"),
-        templates=files.templates(REPO / "paper", "table"),
-    output:
-        files.table_files(plan.GRID_TABLES, ["csv", "json", "tex"]),
-        table1=report(
-            "results/tables/table1.html",
-            caption="../paper/captions/table.rst",
-            category="Tables",
-            labels={"table": "Table 1"},
-        ),
-        table3=report(
-            "results/tables/table3.html",
-            caption="../paper/captions/table.rst",
-            category="Tables",
-            labels={"table": "Table 3"},
-        ),
-    log:
-        "logs/tables/grid.log",
-    conda:
-        "../envs/report.yaml"
-    params:
-        runs=[RUNS[run] | {"run": run} for run in TABLE3_RUNS],
-        dataset=config["dataset"],
-        source=config["datasets"][config["dataset"]]["source"],
-        synthetic=plan.is_synthetic(config, config["dataset"]),
-        recipe=plan.recipe_facts(config),
-    script:
-        "../scripts/make_tables.py"
+# The report: provenance of the build, every table, figure, statistic and conclusion in HTML and LaTeX, and its PDF.
 
 
 rule provenance:
@@ -90,7 +54,7 @@ rule report:
         "../scripts/report.py"
 
 
-# TeX was looked for on the host that runs Snakemake (TEX_FOUND), so the PDF is compiled there, not on a cluster node.
+# TeX is looked for on the host that runs Snakemake (TEX_FOUND), so the PDF is compiled there, not on a cluster node.
 localrules:
     report_pdf,
     report_pdf_not_built,

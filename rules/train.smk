@@ -14,7 +14,7 @@ rule train:
         "logs/train/{run}.log",
     benchmark:
         "benchmarks/train/{run}.tsv"
-    # Training first, the costliest runs first (bloodcells.plan.training_priority): every later rule waits on one.
+    # Training first, the costliest runs first (bloodcells.runs.training_priority): every later rule waits on one.
     priority: train_priority
     conda:
         "../envs/tensorflow.yaml"

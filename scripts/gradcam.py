@@ -3,7 +3,7 @@
 No `from __future__` import: Snakemake's script: directive puts its preamble above the first line.
 """
 
-from bloodcells.gradcam import GradcamJob, explain_run
+from bloodcells.gradcam_job import GradcamJob, explain_run
 from bloodcells.jobsetup import start_tensorflow_job
 
 

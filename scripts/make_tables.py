@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bloodcells.logs import log_to_file
 from bloodcells.tables import confidence_note, grid_table, read_json, run_records, summarise, write_table_files
-from bloodcells.texts import load_texts, table_notes
+from bloodcells.texts import load_paper_yaml, table_notes
 
 
 def main(smk) -> None:
@@ -12,7 +12,7 @@ def main(smk) -> None:
     log_to_file(smk.log[0])
     metrics = [read_json(path) for path in smk.input.metrics]
     boots = [read_json(path) for path in smk.input.bootstrap]
-    poster, texts = load_texts(smk.input.poster), load_texts(smk.input.texts)
+    poster, texts = load_paper_yaml(smk.input.poster), load_paper_yaml(smk.input.texts)
     summary = summarise(run_records(smk.params.runs, metrics, boots))
     facts = smk.params.recipe | {"dataset": smk.params.dataset, "source": smk.params.source}
     facts["confidence"] = confidence_note(summary["n_seeds"])

@@ -17,9 +17,12 @@ def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndar
         # The official file of the smallest size at least `size` px (files.download_file), resized if larger.
         return load_medmnist_npz(Path(inputs[0]), size=size)
     if kind == "synthetic":
-        return make_synthetic_dataset(size, source["n_train"], source["n_val"], source["n_test"], source.get("seed", 0))
+        # With the cell masks: save_dataset keeps the test split's, Grad-CAM's focus region.
+        return make_synthetic_dataset(
+            size, source["n_train"], source["n_val"], source["n_test"], source["seed"], with_masks=True
+        )
     if kind == "pbc":
-        return import_pbc(Path(source["path"]), size, source.get("seed", 0))
+        return import_pbc(Path(source["path"]), size, source["seed"])
     if kind == "folder":
         # A synthesized folder arrives as this rule's input; otherwise the folder is read from `path`.
         root = Path(inputs[0]) if inputs else Path(source["path"])
@@ -27,11 +30,11 @@ def load_source(source: dict, size: int, inputs: list[str]) -> dict[str, np.ndar
             root,
             size,
             source["classes"],
-            train=source.get("train", "Train"),
-            test=source.get("test", "TestA"),
-            val_fraction=source.get("val_fraction", 0.2),
-            test_fraction=source.get("test_fraction", 0.2),
-            seed=source.get("seed", 0),
+            train=source["train"],
+            test=source["test"],
+            val_fraction=source["val_fraction"],
+            test_fraction=source["test_fraction"],
+            seed=source["seed"],
         )
     raise ValueError(f"source: '{kind}' is not one of ['medmnist', 'synthetic', 'pbc', 'folder']")
 

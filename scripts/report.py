@@ -10,7 +10,7 @@ from bloodcells.conclusions import Evidence, assess
 from bloodcells.history import loss_behaviour
 from bloodcells.logs import log_to_file
 from bloodcells.tables import read_json
-from bloodcells.texts import load_texts, rebuild_commands
+from bloodcells.texts import load_paper_yaml, rebuild_commands
 
 # The report rule's figure inputs.
 FIGURE_INPUTS = ("montage", "compared", "curves", "confusion", "panels")
@@ -20,7 +20,7 @@ def main(smk) -> None:
     """Build the data model from the workflow's outputs and render both report formats."""
     log_to_file(smk.log[0])
     inputs, params = smk.input, smk.params
-    runs, texts = params.table3_runs, load_texts(inputs.texts)
+    runs, texts = params.table3_runs, load_paper_yaml(inputs.texts)
     histories = {run: pd.read_csv(path) for run, path in zip(runs, inputs.histories, strict=True)}
     significance = read_json(inputs.significance)
     focus = {run: pd.read_csv(path) for run, path in zip(params.gradcam_runs, inputs.focus, strict=True)}
@@ -32,7 +32,7 @@ def main(smk) -> None:
         tables={Path(path).stem: pd.read_csv(path) for path in inputs.table_csvs},
         focus=focus,
     )
-    conclusions = assess(load_texts(inputs.conclusions), evidence)
+    conclusions = assess(load_paper_yaml(inputs.conclusions), evidence)
     facts = {"dataset": params.dataset, "layer": params.gradcam_layer}
     figures = paper.report_figures(
         texts, {key: getattr(inputs, key) for key in FIGURE_INPUTS}, params.table3_values, params.gradcam_runs, facts
@@ -51,7 +51,9 @@ def main(smk) -> None:
         "focus": {run: frame.to_dict("records") for run, frame in focus.items()},
         "conclusions": conclusions,
         "verdict_counts": paper.verdict_counts(conclusions),
-        "fidelity": paper.fidelity_notes(params.build, params.dataset, load_texts(inputs.poster)["text"]["recipe"]),
+        "fidelity": paper.fidelity_notes(
+            params.build, params.dataset, load_paper_yaml(inputs.poster)["text"]["recipe"]
+        ),
         "provenance": provenance,
         "training_hosts": paper.training_host_rows(provenance["training_hosts"]),
         "benchmarks": paper.benchmark_rows(params.all_runs, inputs.benchmarks),

@@ -5,16 +5,11 @@ import json
 import numpy as np
 
 from bloodcells.atomic import write_text_atomic
+from bloodcells.comparisons import planned_comparisons, prediction_outcomes, run_comparisons, significance_frame
 from bloodcells.logs import log_to_file
-from bloodcells.studies import (
-    bootstrap_frame,
-    planned_comparisons,
-    prediction_outcomes,
-    run_comparisons,
-    significance_frame,
-)
+from bloodcells.stats import bootstrap_frame
 from bloodcells.tables import read_json
-from bloodcells.texts import load_texts
+from bloodcells.texts import load_paper_yaml
 
 
 def main(smk) -> None:
@@ -28,12 +23,12 @@ def main(smk) -> None:
     boots = [read_json(path) for path in smk.input.bootstrap]
     write_text_atomic(smk.output.bootstrap, bootstrap_frame(smk.params.boot_runs, boots).to_csv(index=False))
 
-    poster = load_texts(smk.input.poster)
+    poster = load_paper_yaml(smk.input.poster)
     studies = {name: [(values, members) for values, members in configs] for name, configs in smk.params.studies.items()}
     results = run_comparisons(
         planned_comparisons(studies, accuracy, poster), correct, labels, accuracy, smk.params.alpha
     )
-    method = load_texts(smk.input.texts)["significance_method"]
+    method = load_paper_yaml(smk.input.texts)["significance_method"]
     summary = {"method": method, "alpha": smk.params.alpha, "comparisons": results}
     write_text_atomic(smk.output.json, json.dumps(summary, indent=1))
     frame = significance_frame(results)

@@ -8,7 +8,7 @@ from bloodcells.history import best_epoch_row
 from bloodcells.logs import log_to_file
 from bloodcells.studies import study_table
 from bloodcells.tables import confidence_note, read_json, write_table_files
-from bloodcells.texts import load_texts, row_header, table_notes
+from bloodcells.texts import load_paper_yaml, row_header, table_notes
 
 # How each kind of per-run input is read; a table's inputs are listed in the order of its runs.
 READERS = {
@@ -28,10 +28,10 @@ def main(smk) -> None:
         for kind, read in READERS.items()
         if hasattr(smk.input, kind)
     }
-    poster = load_texts(smk.input.poster).get(table, {"values": [], "caption": ""})
+    poster = load_paper_yaml(smk.input.poster).get(table, {"values": [], "caption": ""})
     configs = [(values, members) for values, members in spec["configs"]]
     frame, cells = study_table(table, configs, spec["runs"], results, poster["values"])
-    texts = load_texts(smk.input.texts)
+    texts = load_paper_yaml(smk.input.texts)
     facts = smk.params.recipe | {key: spec[key] for key in ("dataset", "source")}
     facts["confidence"] = confidence_note([smk.params.recipe["n_seeds"]])
     context = cells | {

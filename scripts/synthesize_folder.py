@@ -16,11 +16,11 @@ def main(smk) -> None:
             source["classes"],
             spec["n_train"],
             spec["n_test"],
-            spec.get("size", 48),
-            spec.get("seed", 0),
-            spec.get("odd_files", False),
-            source.get("train", "Train"),
-            source.get("test", "TestA"),
+            spec["size"],
+            spec["seed"],
+            spec["odd_files"],
+            source["train"],
+            source["test"],
         )
     print(f"wrote synthetic cells in folder layout to {smk.output[0]}: {counts}")
 

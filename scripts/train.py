@@ -28,7 +28,8 @@ def main(smk) -> None:
     start_tensorflow_job(
         smk.log[0], "train", {"run": smk.wildcards.run}, smk.resources.gpu, smk.params.require_gpu, smk.threads
     )
-    from bloodcells.training import RunSpec, TrainSettings, inference_model, run_epochs, train_run  # TensorFlow
+    from bloodcells.model import inference_model  # TensorFlow
+    from bloodcells.training import RunSpec, TrainSettings, run_epochs, train_run
 
     # Python's default for SIGTERM ends the process at once; as an exception it unwinds through atomic_path.
     signal.signal(signal.SIGTERM, stop_on_sigterm)

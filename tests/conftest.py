@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -20,6 +21,19 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TINY = REPO / "tests/configs/tiny.yaml"  # the end-to-end test config; the tiny_run fixture runs it once per session
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())  # the poster's published values
+
+
+# config.yaml's `defaults`: the values of the baseline run (ResNet-50, 64 px, batch 32, Adam 1e-4, dropout 0.3).
+RUN_VALUES = {
+    "arch": "resnet50",
+    "size": 64,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "learning_rate": 1e-4,
+    "momentum": 0.0,
+    "dropout": 0.3,
+    "class_weights": False,
+}
 
 
 # Every snakemake run of the tests holds this lock shared; a test that edits a file of the repository holds it
@@ -76,6 +90,31 @@ def load_rule_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def gradcam_job(folder: Path, dataset: dict, layer: str, batch_size: int, threads: int) -> SimpleNamespace:
+    """The `snakemake` object of rule gradcam: model.keras, predictions.npz and data.npz in folder as input."""
+    return SimpleNamespace(
+        input=SimpleNamespace(**{name: str(folder / f"{name}.{ext}") for name, ext in GRADCAM_INPUTS.items()}),
+        output=SimpleNamespace(**{name: str(folder / "gradcam" / file) for name, file in GRADCAM_OUTPUTS.items()}),
+        params=SimpleNamespace(
+            dataset=dataset,
+            layer=layer,
+            per_class_correct=2,
+            per_class_mistakes=1,
+            batch_size=batch_size,
+            disc_radius=0.35,
+            require_gpu="auto",
+        ),
+        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
+        log=[None],
+        threads=threads,
+        resources=SimpleNamespace(gpu=0),
+    )
+
+
+GRADCAM_INPUTS = {"model": "keras", "predictions": "npz", "data": "npz"}
+GRADCAM_OUTPUTS = {"panel": "panel.png", "pdf": "panel.pdf", "heatmaps": "heatmaps.npz", "focus": "focus.csv"}
 
 
 @pytest.fixture

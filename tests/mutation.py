@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The modules of the science: metrics, statistics, verdicts, comparison/study tables, the loss-curve summary.
-MODULES = ["metrics", "stats", "conclusions", "studies", "tables", "history"]
+# The modules of the science: metrics, statistics, verdicts, paired comparisons, study tables, the loss-curve summary.
+MODULES = ["metrics", "stats", "conclusions", "comparisons", "studies", "tables", "history"]
 # The fast unit tests that exercise them (no training, no snakemake run, no TensorFlow).
 TESTS = [
     "test_metrics.py",

@@ -22,6 +22,7 @@ from bundles import fake_build, members, relisted, repack
 from conftest import REPO, SCHEMA, TINY, run_snakemake
 
 from bloodcells import bundle, bundle_contents, plan, restoring
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.latex import latex_escape
 
 # Jobs that need a model, the data or the network: none of them may run after a restore.
@@ -40,7 +41,7 @@ EXPENSIVE = {
 def tiny_config(**changes) -> dict:
     """The tiny test config, validated (defaults filled in), with top-level `changes`."""
     config = yaml.safe_load(TINY.read_text()) | changes
-    return plan.validate_config(config, SCHEMA)
+    return validate_config(config, SCHEMA)
 
 
 @pytest.fixture
@@ -235,7 +236,7 @@ def other_runs_config() -> dict:
     config = yaml.safe_load(TINY.read_text())
     del config["studies"]["dropout"]
     config["seeds"] = [0, 1]
-    return plan.validate_config(config, SCHEMA)
+    return validate_config(config, SCHEMA)
 
 
 def test_a_bundle_of_other_runs_is_refused_with_the_runs_that_differ(made, tmp_path):
@@ -336,7 +337,7 @@ def test_a_url_bundle_over_restore_max_bytes_is_refused_unread(served, tmp_path)
     restored = restore(tmp_path, config, restore=server.url, restore_sha256=good, restore_max_bytes=1 << 20)
     assert len(restored.files) == len(manifest["files"])
     for bad in (0, "8GB"):
-        with pytest.raises(plan.ConfigError, match="restore_max_bytes"):
+        with pytest.raises(ConfigError, match="restore_max_bytes"):
             tiny_config(restore_max_bytes=bad)
 
 

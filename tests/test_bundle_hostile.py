@@ -21,6 +21,7 @@ from conftest import REPO, SCHEMA, TINY
 
 from bloodcells import bundle, bundle_contents, plan, restoring, staging, tar_limits
 from bloodcells.bundle_contents import PROVENANCE
+from bloodcells.config import validate_config
 
 RUN = "synthetic-32-resnet50-bs16-s0"
 EXPLAINED = "synthetic-32-resnet101-bs16-s0"
@@ -28,7 +29,7 @@ EXPLAINED = "synthetic-32-resnet101-bs16-s0"
 
 def tiny_config(**changes) -> dict:
     """The tiny test config, validated (defaults filled in), with top-level `changes`."""
-    return plan.validate_config(yaml.safe_load(TINY.read_text()) | changes, SCHEMA)
+    return validate_config(yaml.safe_load(TINY.read_text()) | changes, SCHEMA)
 
 
 @pytest.fixture(scope="module")

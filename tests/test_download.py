@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, TINY, load_rule_script, run_snakemake
 
 from bloodcells import download
+from bloodcells.names import ARCHITECTURES
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "resnet101"])
@@ -49,7 +50,7 @@ def test_hand_placed_file_with_wrong_md5_is_refused_by_name(tmp_path):
     placed.write_bytes(b"not the weights")
     with pytest.raises(download.DownloadError) as error:
         train.verified_weights(str(placed), "resnet50")
-    assert str(placed) in str(error.value) and download.IMAGENET_NOTOP_MD5["resnet50"] in str(error.value)
+    assert str(placed) in str(error.value) and ARCHITECTURES["resnet50"].imagenet_notop_md5 in str(error.value)
     assert train.verified_weights(None, "resnet50") is None
 
 

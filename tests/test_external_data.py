@@ -7,6 +7,7 @@ import yaml
 from conftest import REPO, SCHEMA, run_snakemake
 
 from bloodcells import bundle, plan, restoring
+from bloodcells.config import validate_config
 
 CONFIG = ["--configfile", str(REPO / "config.yaml")]
 RAABIN_MESSAGE = "Dataset 'raabin' is read from data/Raabin-WBC (config key 'datasets.raabin.path')"
@@ -46,7 +47,7 @@ def test_report_of_finished_results_works_without_it(workdir, tmp_path):
 def full_study_runs(**changes) -> dict[str, dict]:
     """The runs config.yaml plans, with some of its keys changed."""
     config = yaml.safe_load((REPO / "config.yaml").read_text()) | changes
-    return plan.make_plan(plan.validate_config(config, SCHEMA)).runs
+    return plan.make_plan(validate_config(config, SCHEMA)).runs
 
 
 def test_a_bundle_built_without_the_external_study_is_refused_naming_external_false():

@@ -8,15 +8,16 @@ import yaml
 from conftest import REPO, SCHEMA, TINY
 
 from bloodcells import files, plan
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.names import model_label
-from bloodcells.texts import load_texts, pdf_note, rebuild_commands, row_header, table_notes
+from bloodcells.texts import load_paper_yaml, pdf_note, rebuild_commands, row_header, table_notes
 
 PAPER = REPO / "paper"
 
 
 def validated(path) -> dict:
     """A repository config, validated (defaults filled in)."""
-    return plan.validate_config(yaml.safe_load(path.read_text()), SCHEMA)
+    return validate_config(yaml.safe_load(path.read_text()), SCHEMA)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_report_config_holds_what_the_fidelity_notes_state(full):
 
 def test_table_notes_come_from_paper_tables_yaml(tiny):
     config, _ = tiny
-    texts = load_texts(PAPER / "tables.yaml")
+    texts = load_paper_yaml(PAPER / "tables.yaml")
     facts = plan.recipe_facts(config) | {"dataset": "synthetic", "source": "synthetic", "confidence": "one seed"}
     grid = table_notes(texts, "table3", facts)
     assert grid[0] == "Data: 'synthetic' (synthetic source); one seed."
@@ -155,7 +156,7 @@ def test_table_notes_come_from_paper_tables_yaml(tiny):
 
 
 def test_report_texts():
-    texts = load_texts(PAPER / "report.yaml")
+    texts = load_paper_yaml(PAPER / "report.yaml")
     assert pdf_note(texts, False).startswith("report.pdf was not built: latexmk and pdflatex were not found")
     assert rebuild_commands(texts, "my.yaml")[0] == "snakemake --cores all --configfile my.yaml --forcerun report"
 
@@ -168,5 +169,5 @@ def test_model_label_has_one_home():
 def test_gradcam_runs_named_in_the_config_are_checked():
     config = copy.deepcopy(validated(TINY))
     config["gradcam"]["runs"] = ["nope"]
-    with pytest.raises(plan.ConfigError, match="'gradcam.runs'"):
+    with pytest.raises(ConfigError, match="'gradcam.runs'"):
         plan.make_plan(config)

@@ -15,18 +15,20 @@ CLASSES = {
     "Monocyte": "monocyte",
     "Neutrophil": "neutrophil",
 }
+# The folder layout and splits of the schema's defaults (rules/schema/config.schema.yaml, datasets.* of a folder).
+LAYOUT = {"train": "Train", "test": "TestA", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
 
 
 @pytest.fixture
 def raabin(tmp_path):
     """Synthetic cells in Raabin's layout: 40 training and 20 test images, with odd modes and one broken file each."""
-    write_synthetic_folder(tmp_path, CLASSES, 40, 20, size=48, seed=0, odd_files=True)
+    write_synthetic_folder(tmp_path, CLASSES, 40, 20, size=48, seed=0, odd_files=True, train="Train", test="TestA")
     return tmp_path
 
 
 def test_folder_becomes_the_npz_schema_with_a_20_percent_validation_split(raabin):
     messages = []
-    arrays = import_folder(raabin, 32, CLASSES, log=messages.append)
+    arrays = import_folder(raabin, 32, CLASSES, **LAYOUT, log=messages.append)
     assert arrays["train_images"].shape == (30, 32, 32, 3) and arrays["train_images"].dtype == np.uint8
     assert len(arrays["val_labels"]) == 10 and len(arrays["test_labels"]) == 20
     assert np.bincount(arrays["val_labels"].ravel()).tolist() == [2] * 5  # stratified
@@ -36,7 +38,7 @@ def test_folder_becomes_the_npz_schema_with_a_20_percent_validation_split(raabin
 
 def test_unreadable_files_are_skipped_and_named_with_a_count(raabin):
     messages = []
-    import_folder(raabin, 32, CLASSES, log=messages.append)
+    import_folder(raabin, 32, CLASSES, **LAYOUT, log=messages.append)
     log = "\n".join(messages)
     assert "skipping unreadable file Basophil/broken.jpg" in log
     assert "Train: skipped 1 unreadable file(s): Basophil/broken.jpg" in log
@@ -82,20 +84,20 @@ def test_class_folders_that_differ_only_in_case_are_an_error_naming_both(raabin)
     for path in sorted((raabin / "Train/Basophil").iterdir())[:3]:
         (twin / path.name).write_bytes(path.read_bytes())
     with pytest.raises(DatasetError) as error:
-        import_folder(raabin, 32, CLASSES, log=lambda _: None)
+        import_folder(raabin, 32, CLASSES, **LAYOUT, log=lambda _: None)
     message = str(error.value)
     assert "'Basophil' and 'basophil'" in message and "differ only in case" in message
     assert str(raabin / "Train") in message
     # folders of no configured class may differ in case: nothing of theirs is read
     twin.rename(raabin / "Train/notes")
     (raabin / "Train/NOTES").mkdir()
-    assert len(import_folder(raabin, 32, CLASSES, log=lambda _: None)["train_labels"]) == 30
+    assert len(import_folder(raabin, 32, CLASSES, **LAYOUT, log=lambda _: None)["train_labels"]) == 30
 
 
 def test_config_classes_that_differ_only_in_case_are_an_error_naming_both(raabin):
     classes = {**CLASSES, "BASOPHIL": "basophil_again"}
     with pytest.raises(DatasetError, match=r"\['Basophil', 'BASOPHIL'\] of the config differ only in case"):
-        import_folder(raabin, 32, classes, log=lambda _: None)
+        import_folder(raabin, 32, classes, **LAYOUT, log=lambda _: None)
 
 
 def test_missing_class_folder_is_an_error_that_names_it(raabin):
@@ -103,25 +105,25 @@ def test_missing_class_folder_is_an_error_that_names_it(raabin):
         path.unlink()
     (raabin / "TestA/Monocyte").rmdir()
     with pytest.raises(DatasetError, match="class folder 'Monocyte' is missing in .*TestA"):
-        import_folder(raabin, 32, CLASSES)
+        import_folder(raabin, 32, CLASSES, **LAYOUT)
 
 
 def test_empty_class_folder_is_an_error_that_names_it(raabin):
     for path in (raabin / "Train/Eosinophil").iterdir():
         path.unlink()
     with pytest.raises(DatasetError, match="Train/Eosinophil is empty"):
-        import_folder(raabin, 32, CLASSES)
+        import_folder(raabin, 32, CLASSES, **LAYOUT)
 
 
 def test_class_folder_of_only_unreadable_files_is_an_error(raabin):
     for path in (raabin / "Train/Lymphocyte").iterdir():
         path.write_bytes(b"junk")
     with pytest.raises(DatasetError, match="Train/Lymphocyte holds no readable image"):
-        import_folder(raabin, 32, CLASSES)
+        import_folder(raabin, 32, CLASSES, **LAYOUT)
 
 
 def test_test_split_is_held_out_where_the_test_folder_is_absent(raabin):
-    arrays = import_folder(raabin, 32, CLASSES, test="TestB", log=lambda _: None)
+    arrays = import_folder(raabin, 32, CLASSES, **(LAYOUT | {"test": "TestB"}), log=lambda _: None)
     assert len(arrays["test_labels"]) == 10 and len(arrays["train_labels"]) + len(arrays["val_labels"]) == 30
 
 
@@ -134,7 +136,7 @@ def test_each_image_gets_the_label_of_its_folders_class(tmp_path):
             (tmp_path / split / folder).mkdir(parents=True)
             for index in range(count):
                 Image.new("RGB", (40, 40), rgb).save(tmp_path / split / folder / f"{index}.png")
-    arrays = import_folder(tmp_path, 32, classes, log=lambda message: None)
+    arrays = import_folder(tmp_path, 32, classes, **LAYOUT, log=lambda message: None)
     names = class_names_of({"source": "folder", "classes": classes})
     assert names == ("monocyte", "basophil", "neutrophil")  # label k is names[k], in the mapping's order
     expected = {names.index(classes[folder]): rgb for folder, rgb in colour.items()}

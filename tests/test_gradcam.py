@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import csv
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
-from conftest import load_rule_script  # noqa: E402
+from conftest import gradcam_job, load_rule_script  # noqa: E402
 
 from bloodcells import gradcam as gc  # noqa: E402
 from bloodcells.dataset import BLOODMNIST_CLASSES, save_dataset  # noqa: E402
+from bloodcells.gradcam_focus import central_disc_mask, focus_scores, focus_table, region_masks  # noqa: E402
+from bloodcells.gradcam_panel import select_examples  # noqa: E402
 from bloodcells.model import build_model  # noqa: E402
 
 # Planted-signal bound. A heatmap spread evenly scores heat share / area share = 1; one that sits
@@ -38,6 +39,11 @@ def tiny_cnn(size: int, n_classes: int, seed: int = 0) -> keras.Model:
     x = keras.layers.Dropout(0.2, name="dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+def heatmaps(model: keras.Model, images: np.ndarray, layer: str, classes: np.ndarray, **options) -> np.ndarray:
+    """Grad-CAM maps upsampled to the image size and each divided by its maximum, as the panel shows them."""
+    return gc.upsample(gc.gradcam_maps(model, images, layer, classes, **options), images.shape[1:3])
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +103,7 @@ def test_gradcam_equals_hand_computation(score):
     maps = gc.gradcam_maps(model, images, "target", classes, batch_size=4, score=score)  # two batches
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6 * expected.max())
     # The map is 8x8 like the image, so upsampling is the identity and only the max-normalisation remains.
-    heat = gc.gradcam(model, images, "target", classes, batch_size=4, score=score)
+    heat = heatmaps(model, images, "target", classes, batch_size=4, score=score)
     np.testing.assert_allclose(heat, expected / expected.max(axis=(1, 2), keepdims=True), atol=1e-5)
 
 
@@ -167,9 +173,9 @@ def test_planted_signal_gets_the_heat():
     assert accuracy > 0.9, f"the planted signal was not learnt (test accuracy {accuracy:.3f})"
 
     with_signal = test_y > 0
-    heat = gc.gradcam(model, test_x[with_signal], "conv3", predicted[with_signal], batch_size=64)
-    in_signal = np.nanmean(gc.focus_scores(heat, signal[with_signal]))
-    in_distractor = np.nanmean(gc.focus_scores(heat, distractor[with_signal]))
+    heat = heatmaps(model, test_x[with_signal], "conv3", predicted[with_signal], batch_size=64)
+    in_signal = np.nanmean(focus_scores(heat, signal[with_signal]))
+    in_distractor = np.nanmean(focus_scores(heat, distractor[with_signal]))
     area = signal[with_signal].mean()
     ratio = in_signal / area
     print(
@@ -185,7 +191,7 @@ def test_planted_signal_gets_the_heat():
 
 def test_unknown_layer_lists_valid_block_names(resnet50_32):
     with pytest.raises(ValueError, match="no layer named 'conv9_block1_out'") as error:
-        gc.gradcam(resnet50_32, np.zeros((1, 32, 32, 3), np.uint8), "conv9_block1_out", np.array([0]))
+        gc.gradcam_maps(resnet50_32, np.zeros((1, 32, 32, 3), np.uint8), "conv9_block1_out", np.array([0]))
     message = str(error.value)
     for name in ("conv1_relu (16x16)", "conv3_block4_out (4x4)", "conv4_block6_out (2x2)", "conv5_block3_out (1x1)"):
         assert name in message
@@ -201,7 +207,7 @@ def test_suggested_layer_has_at_least_four_cells(resnet50_32):
     # At 32 px conv5 is 1x1 and conv4 2x2: the demo uses conv3_block4_out (4x4).
     assert gc.suggest_layer(resnet50_32) == "conv3_block4_out"
     assert gc.resolve_layer(resnet50_32, "auto") == "conv3_block4_out"
-    assert gc.resolve_layer(resnet50_32, gc.DEFAULT_LAYER) == "conv5_block3_out"
+    assert gc.resolve_layer(resnet50_32, "conv5_block3_out") == "conv5_block3_out"
 
 
 # (d) Focus, disc and selection ------------------------------------------------------------------
@@ -212,23 +218,23 @@ def test_focus_score():
     heat[0, 0], heat[3, 3] = 3.0, 1.0
     mask = np.zeros((4, 4), bool)
     mask[:2, :2] = True
-    assert gc.focus_score(heat, mask) == pytest.approx(0.75)
-    assert gc.focus_score(np.ones((4, 4)), mask) == pytest.approx(mask.mean())  # even heat scores the area share
-    assert np.isnan(gc.focus_score(np.zeros((4, 4)), mask))
+    # Even heat scores the area share; a map without heat has no score.
+    batch = focus_scores(np.stack([heat, np.ones((4, 4)), np.zeros((4, 4))]), mask)
+    np.testing.assert_allclose(batch, [0.75, mask.mean(), np.nan])
+    own_masks = np.stack([mask, ~mask])
+    np.testing.assert_allclose(focus_scores(np.stack([heat, heat]), own_masks), [0.75, 0.25])
     with pytest.raises(ValueError, match="shape"):
-        gc.focus_score(heat, np.ones((3, 3), bool))
-    batch = gc.focus_scores(np.stack([heat, np.ones((4, 4)), np.zeros((4, 4))]), mask)
-    np.testing.assert_allclose(batch, [0.75, 0.25, np.nan])
+        focus_scores(heat[None], np.ones((3, 3), bool))
 
 
 def test_central_disc_mask():
-    mask = gc.central_disc_mask(64, 0.35)
+    mask = central_disc_mask(64, 0.35)
     assert mask.shape == (64, 64) and mask.dtype == bool
     assert mask[31:33, 31:33].all() and not mask[0, 0] and not mask[0, 31]
     assert mask.mean() == pytest.approx(np.pi * 0.35**2, rel=0.03)
     np.testing.assert_array_equal(mask, mask[::-1])
     np.testing.assert_array_equal(mask, mask.T)
-    assert gc.central_disc_mask(32, 0.35).sum() < gc.central_disc_mask(32, 0.45).sum()
+    assert central_disc_mask(32, 0.35).sum() < central_disc_mask(32, 0.45).sum()
 
 
 def test_select_examples():
@@ -244,7 +250,7 @@ def test_select_examples():
             [0.3, 0.7],  # 1 correct, tie with index 4
         ]
     )
-    chosen = gc.select_examples(labels, probabilities, per_class_correct=2, per_class_mistakes=1)
+    chosen = select_examples(labels, probabilities, per_class_correct=2, per_class_mistakes=1)
     assert [c.tolist() for c in chosen.correct] == [[0, 1], [5, 4]]
     assert [m.tolist() for m in chosen.mistakes] == [[2], []]  # class 1 has no mistakes
     assert chosen.indices.tolist() == [0, 1, 2, 5, 4]
@@ -254,7 +260,7 @@ def test_focus_table():
     labels = np.array([0, 0, 1])
     masks = np.zeros((3, 2, 2), bool)
     masks[:, 0, 0] = True
-    rows = gc.focus_table(labels, np.array([0.5, 0.25, np.nan]), masks, ["a", "b"], "cell mask")
+    rows = focus_table(labels, np.array([0.5, 0.25, np.nan]), masks, ["a", "b"], "cell mask")
     assert [r["class"] for r in rows] == ["a", "b", "all"]
     assert rows[0]["n_images"] == 2 and rows[0]["focus_mean"] == 0.375 and rows[0]["focus_ratio"] == 1.5
     assert rows[1]["n_images"] == 0 and rows[1]["n_empty_maps"] == 1 and np.isnan(rows[1]["focus_mean"])
@@ -264,10 +270,8 @@ def test_focus_table():
 
 
 def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
-    from bloodcells.synthetic import make_synthetic_dataset
-
     source = {"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 24, "seed": 3}
-    arrays = make_synthetic_dataset(32, 8, 8, 24, 3)
+    arrays = load_rule_script("prepare_dataset").load_source(source, 32, [])
     save_dataset(tmp_path / "data.npz", arrays, 8)
     resnet50_32.save(tmp_path / "model.keras")  # the adapter reloads it with safe_mode=True
     labels = arrays["test_labels"].reshape(-1).astype(np.int64)
@@ -280,32 +284,7 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
         class_names=np.array(BLOODMNIST_CLASSES),
     )
     out = tmp_path / "gradcam"
-    smk = SimpleNamespace(
-        input=SimpleNamespace(
-            model=str(tmp_path / "model.keras"),
-            predictions=str(tmp_path / "predictions.npz"),
-            data=str(tmp_path / "data.npz"),
-        ),
-        output=SimpleNamespace(
-            panel=str(out / "panel.png"),
-            pdf=str(out / "panel.pdf"),
-            heatmaps=str(out / "heatmaps.npz"),
-            focus=str(out / "focus.csv"),
-        ),
-        params=SimpleNamespace(
-            dataset=source,
-            layer="conv3_block4_out",
-            per_class_correct=2,
-            per_class_mistakes=1,
-            batch_size=16,
-            disc_radius=0.35,
-            require_gpu="auto",
-        ),
-        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
-        log=[None],
-        threads=2,
-        resources=SimpleNamespace(gpu=0),
-    )
+    smk = gradcam_job(tmp_path, source, layer="conv3_block4_out", batch_size=16, threads=2)
     load_rule_script("gradcam").main(smk)
 
     assert (out / "panel.png").stat().st_size > 50_000 and (out / "panel.pdf").stat().st_size > 20_000
@@ -326,18 +305,24 @@ def test_adapter_writes_panels_heatmaps_and_focus(tmp_path, resnet50_32):
     assert not list(out.glob(".part-*"))  # atomic writes leave no temporaries
 
 
-def test_region_masks_refuse_a_changed_dataset():
+def test_region_masks_are_the_cells_stored_when_the_dataset_is_prepared(tmp_path):
     from bloodcells.synthetic import make_synthetic_dataset
 
     source = {"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 16, "seed": 5}
-    arrays = make_synthetic_dataset(32, 8, 8, 16, 5, with_masks=True)
-    masks, region = gc.region_masks(source, arrays["test_images"], 0.35)
-    assert region == "cell mask" and np.array_equal(masks, arrays["test_masks"])
-    with pytest.raises(ValueError, match="differ from the prepared dataset"):
-        gc.region_masks({**source, "seed": 6}, arrays["test_images"], 0.35)
-    masks, region = gc.region_masks({"source": "medmnist"}, arrays["test_images"], 0.35)
+    arrays = load_rule_script("prepare_dataset").load_source(source, 32, [])
+    save_dataset(tmp_path / "data.npz", arrays, 8)
+    rendered = make_synthetic_dataset(32, 8, 8, 16, 5, with_masks=True)
+    masks, region = region_masks(source, tmp_path / "data.npz", rendered["test_images"], 0.35)
+    assert region == "cell mask" and masks.dtype == bool and np.array_equal(masks, rendered["test_masks"])
+    with np.load(tmp_path / "data.npz") as saved:
+        assert {"test_masks", "test_images"} <= set(saved.files) and "train_masks" not in saved.files
+
+    save_dataset(tmp_path / "old.npz", make_synthetic_dataset(32, 8, 8, 16, 5), 8)  # made without masks
+    with pytest.raises(ValueError, match=r"old.npz: synthetic data needs 'test_masks'.*prepare_dataset"):
+        region_masks(source, tmp_path / "old.npz", rendered["test_images"], 0.35)
+    masks, region = region_masks({"source": "medmnist"}, tmp_path / "old.npz", rendered["test_images"], 0.35)
     assert region == "centred disc r=0.35 x side" and masks.shape == (16, 32, 32)
-    assert np.array_equal(masks[0], gc.central_disc_mask(32, 0.35))
+    assert np.array_equal(masks[0], central_disc_mask(32, 0.35))
 
 
 # (f) Mixed precision ----------------------------------------------------------------------------
@@ -356,7 +341,7 @@ def test_mixed_precision_matches_float32():
     mixed.set_weights(weights)
     assert mixed.get_layer("conv3").compute_dtype == "float16"
     classes = reference.predict(images, verbose=0).argmax(axis=1)
-    expected = gc.gradcam(reference, images, "conv2", classes, batch_size=4)
-    heat = gc.gradcam(mixed, images, "conv2", classes, batch_size=4)
+    expected = heatmaps(reference, images, "conv2", classes, batch_size=4)
+    heat = heatmaps(mixed, images, "conv2", classes, batch_size=4)
     assert heat.dtype == np.float32 and np.isfinite(heat).all()
     np.testing.assert_allclose(heat, expected, atol=0.02)

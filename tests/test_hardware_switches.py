@@ -80,7 +80,7 @@ def test_settings_resolve_every_auto_switch_on_the_host_that_trains():
     import yaml
     from conftest import REPO, SCHEMA
 
-    from bloodcells.plan import validate_config
+    from bloodcells.config import validate_config
     from bloodcells.training import TrainSettings
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bloodcells.model import FusedAdam
+from bloodcells.optimizers import FusedAdam
 
 INITIAL_SCALE = 2.0**15  # Keras' LossScaleOptimizer starts here
 
@@ -68,7 +68,8 @@ def test_fused_adam_under_loss_scaling_follows_keras_adam_including_skipped_step
 
 
 def test_mixed_precision_wraps_the_runs_fused_adam_in_a_loss_scale_optimizer():
-    from bloodcells.training import RunSpec, compile_model, loss_scale
+    from bloodcells.optimizers import compile_model, loss_scale
+    from bloodcells.training import RunSpec
 
     def compiled(policy: str):
         keras.mixed_precision.set_global_policy(policy)

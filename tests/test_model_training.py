@@ -11,32 +11,22 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import RUN_VALUES
 from sklearn.utils.class_weight import compute_class_weight
 
+from bloodcells.checkpoint import Checkpoint, restore_best_weights
+from bloodcells.inputs import balanced_class_weights, epoch_dataset, eval_dataset
 from bloodcells.model import (
     Augmentation,
     CaffePreprocess,
-    FusedAdam,
     RandomShearZoomFlip,
     build_model,
-    load_model,
-    make_optimizer,
-)
-from bloodcells.synthetic import make_synthetic_dataset
-from bloodcells.training import (
-    Checkpoint,
-    RunSpec,
-    TrainSettings,
-    balanced_class_weights,
-    epoch_dataset,
-    eval_dataset,
     inference_model,
-    learning_rate_schedule,
-    make_epoch_callback,
-    restore_best_weights,
-    start_session,
-    train_run,
+    load_model,
 )
+from bloodcells.optimizers import FusedAdam, learning_rate_schedule, make_optimizer
+from bloodcells.synthetic import make_synthetic_dataset
+from bloodcells.training import RunSpec, TrainSettings, make_epoch_callback, train_run
 
 
 def test_balanced_class_weights_match_scikit_learn():
@@ -156,12 +146,6 @@ def test_training_resumes_after_the_last_finished_epoch_and_keeps_optimizer_stat
     assert np.allclose(
         load_model(tmp_path / "model.keras").predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
     )
-
-
-def test_a_checkpoint_from_before_sessions_were_recorded_gets_an_unrecorded_entry():
-    state = {"epochs_done": 3}
-    start_session(state, {"hostname": "node-b"})
-    assert state["sessions"] == [{"hostname": "unrecorded", "epochs": [1, 2, 3]}, {"hostname": "node-b", "epochs": []}]
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, tiny_data):
@@ -335,20 +319,7 @@ def test_attention_gates_rescale_the_feature_map():
 
 
 def test_run_spec_carries_attention_and_class_weights_from_plan_values():
-    values = {
-        "arch": "resnet50",
-        "size": 64,
-        "batch_size": 32,
-        "optimizer": "adam",
-        "learning_rate": 1e-4,
-        "momentum": 0.0,
-        "dropout": 0.3,
-        "class_weights": True,
-        "attention": "cbam",
-        "epochs": 10,
-        "dataset": "raabin",
-        "seed": 1,
-    }
+    values = RUN_VALUES | {"class_weights": True, "attention": "cbam", "epochs": 10, "dataset": "raabin", "seed": 1}
     spec = RunSpec.from_values(values, None)
     assert spec.attention == "cbam" and spec.class_weights and spec.seed == 1
 
@@ -430,7 +401,7 @@ def weight_groups(h5: h5py.File) -> set[str]:
 
 @pytest.mark.parametrize("arch, blocks", [("resnet50", 3 + 4 + 6 + 3), ("resnet101", 3 + 4 + 23 + 3)])
 def test_zero_init_residual_sets_the_last_batch_norm_of_every_block_to_zero(arch, blocks):
-    from bloodcells.training import zero_init_residual_branches
+    from bloodcells.model import zero_init_residual_branches
 
     model = build_model(arch, 32, 8)
     assert zero_init_residual_branches(model) == blocks

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
+from bloodcells.inputs import epoch_dataset, eval_dataset
 from bloodcells.model import RandomShearZoomFlip, predict_probabilities
-from bloodcells.training import epoch_dataset, eval_dataset
 
 N, CLASSES, BATCH = 23, 5, 4  # 23 images in batches of 4: five full batches and a partial one of 3
 

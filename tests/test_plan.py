@@ -7,15 +7,9 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMA, place_raabin_folder, run_snakemake
 
-from bloodcells.plan import (
-    ConfigError,
-    expand_grid,
-    gradcam_runs,
-    plan_runs,
-    run_id,
-    training_priority,
-    validate_config,
-)
+from bloodcells.config import ConfigError, validate_config
+from bloodcells.plan import gradcam_runs
+from bloodcells.runs import expand_grid, plan_runs, run_id, training_priority
 
 
 def load(name: str) -> dict:

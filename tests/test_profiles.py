@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMA, rule_blocks
 
-from bloodcells.plan import validate_config
+from bloodcells.config import validate_config
 
 PROFILES = {name: REPO / f"profiles/{name}/config.yaml" for name in ("local-gpu", "slurm")}
 

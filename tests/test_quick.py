@@ -14,12 +14,13 @@ from conftest import REPO, SCHEMA, run_snakemake
 from PIL import Image
 
 from bloodcells import files
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.dataset import DatasetError
 from bloodcells.download import _medmnist_info
-from bloodcells.plan import ConfigError, report_config, validate_config
+from bloodcells.plan import report_config
 from bloodcells.report import small_scale_note
 from bloodcells.sources import center_crop_resize, list_pbc_images, load_medmnist_npz, resize_images
-from bloodcells.texts import load_texts
+from bloodcells.texts import load_paper_yaml
 
 QUICK = REPO / "config.quick.yaml"
 PBC_SAMPLE = REPO.parent / "shared/data/pbc_sample"  # real PBC cells beside the clone; never copied into the repo
@@ -155,7 +156,7 @@ def test_quick_study_downloads_prepares_trains_and_reports_real_cells(tmp_path, 
 def scope_of(name: str) -> str | None:
     """The report's opening scope note for a shipped config."""
     config = validate_config(yaml.safe_load((REPO / name).read_text()), SCHEMA)
-    return small_scale_note(load_texts(REPO / "paper/report.yaml"), report_config(config), config["dataset"])
+    return small_scale_note(load_paper_yaml(REPO / "paper/report.yaml"), report_config(config), config["dataset"])
 
 
 def test_the_quick_report_says_what_it_is_and_names_the_medmnist_reference():

@@ -7,38 +7,28 @@ config values in test_plan.py.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SCHEMA, TINY, load_rule_script, rule_blocks, run_snakemake
+from conftest import REPO, SCHEMA, TINY, gradcam_job, load_rule_script, rule_blocks, run_snakemake
 from keras.src.saving import saving_lib
 from PIL import Image
 
 from bloodcells.atomic import atomic_directory, remove_stale_parts, write_text_atomic
+from bloodcells.checkpoint import SEED_BLOCK, Checkpoint, load_model_weights, reset_seed_generators
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.dataset import BLOODMNIST_CLASSES, DatasetError, load_split, save_dataset
 from bloodcells.model import Augmentation, RandomShearZoomFlip, load_model
-from bloodcells.plan import ConfigError, validate_config
 from bloodcells.predictions import predict_saved_model
 from bloodcells.sources import import_folder
 from bloodcells.synthetic import make_synthetic_dataset, write_synthetic_folder
-from bloodcells.training import (
-    SEED_BLOCK,
-    Checkpoint,
-    RunSpec,
-    TrainSettings,
-    configure_tensorflow,
-    load_model_weights,
-    reset_seed_generators,
-    train_run,
-)
+from bloodcells.training import RunSpec, TrainSettings, configure_tensorflow, train_run
 
 CLASSES = {"Basophil": "basophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte"}
 
@@ -127,7 +117,7 @@ def test_truncated_or_corrupted_npz_is_a_dataset_error_naming_the_file(tmp_path,
 
 
 def test_truncated_corrupt_and_non_image_files_are_skipped_counted_and_named(tmp_path):
-    write_synthetic_folder(tmp_path, CLASSES, 12, 6, size=40, seed=0)
+    write_synthetic_folder(tmp_path, CLASSES, 12, 6, size=40, seed=0, odd_files=False, train="Train", test="TestA")
     train = tmp_path / "Train"
     jpeg = next((train / "Basophil").glob("*.jpg")).read_bytes()
     png = tmp_path / "whole.png"
@@ -142,7 +132,17 @@ def test_truncated_corrupt_and_non_image_files_are_skipped_counted_and_named(tmp
     (train / "Lymphocyte" / "notes.txt").write_text("counts were done by hand\n")
     (train / "Lymphocyte" / "empty.jpg").write_bytes(b"")
     messages: list[str] = []
-    arrays = import_folder(tmp_path, 32, CLASSES, log=messages.append)
+    arrays = import_folder(
+        tmp_path,
+        32,
+        CLASSES,
+        train="Train",
+        test="TestA",
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        log=messages.append,
+    )
     log = "\n".join(messages)
     print(log)
     broken = [
@@ -261,20 +261,6 @@ def test_folder_output_appears_only_when_complete(tmp_path):
     assert no_parts(tmp_path) == []
 
 
-def test_checkpoint_of_the_earlier_layout_still_resumes(tmp_path):
-    # Before state.json named its files, a checkpoint was last.keras + best.weights.h5 + state.json.
-    model = small_trained_model(0)
-    model.save(tmp_path / "last.keras")
-    model.save_weights(tmp_path / "best.weights.h5")
-    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 1, "history": [{"epoch": 1}]}))
-    checkpoint = Checkpoint(tmp_path)
-    state = checkpoint.load_state()
-    assert checkpoint.model_path(state) == tmp_path / "last.keras"
-    assert checkpoint.best_weights_path(state) == tmp_path / "best.weights.h5"
-    checkpoint.save(model, state | {"epochs_done": 2}, improved=False)  # the next epoch moves to the new layout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.weights.h5", "epoch-2.weights.h5", "state.json"]
-
-
 def test_checkpoint_missing_its_model_is_refused_naming_the_file(tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.save(small_trained_model(0), {"epochs_done": 1, "files": {}}, improved=False)
@@ -327,27 +313,8 @@ def test_gradcam_layer_that_does_not_exist_names_the_config_key_the_model_and_th
         labels=labels,
         class_names=np.array(BLOODMNIST_CLASSES),
     )
-    smk = SimpleNamespace(
-        input=SimpleNamespace(
-            model=str(tmp_path / "model.keras"),
-            predictions=str(tmp_path / "predictions.npz"),
-            data=str(tmp_path / "data.npz"),
-        ),
-        output=SimpleNamespace(**{name: str(tmp_path / name) for name in ("panel", "pdf", "heatmaps", "focus")}),
-        params=SimpleNamespace(
-            dataset={"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0},
-            layer="conv5_block3_out",
-            per_class_correct=2,
-            per_class_mistakes=1,
-            batch_size=8,
-            disc_radius=0.35,
-            require_gpu="auto",
-        ),
-        wildcards=SimpleNamespace(run="synthetic-32-resnet50-bs32-s0"),
-        log=[None],
-        threads=1,
-        resources=SimpleNamespace(gpu=0),
-    )
+    dataset = {"source": "synthetic", "n_train": 8, "n_val": 8, "n_test": 8, "seed": 0}
+    smk = gradcam_job(tmp_path, dataset, layer="conv5_block3_out", batch_size=8, threads=1)
     with pytest.raises(ValueError) as error:
         load_rule_script("gradcam").main(smk)
     print(error.value)
@@ -470,7 +437,7 @@ def test_dataset_name_with_shell_metacharacters_is_refused_before_anything_runs(
 
 def test_folder_path_with_shell_metacharacters_is_read_as_a_path(tmp_path):
     folder = tmp_path / f"cells {PAYLOAD}"
-    write_synthetic_folder(folder, CLASSES, 12, 6, size=40, seed=0)
+    write_synthetic_folder(folder, CLASSES, 12, 6, size=40, seed=0, odd_files=False, train="Train", test="TestA")
     config = yaml.safe_load(TINY.read_text())
     config["datasets"]["raabin"] = {"source": "folder", "path": str(folder), "classes": CLASSES}
     path = tmp_path / "weird.yaml"

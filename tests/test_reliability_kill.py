@@ -29,7 +29,7 @@ import pytest
 import yaml
 from conftest import REPO, SNAKEMAKE, TINY, run_snakemake
 
-from bloodcells.training import Checkpoint
+from bloodcells.checkpoint import Checkpoint
 
 RUN = "synthetic-32-resnet50-bs16-s0"
 MODEL = f"results/runs/{RUN}/model.keras"

@@ -25,10 +25,11 @@ from PIL import Image
 
 from bloodcells import files
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
+from bloodcells.config import validate_config
 from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import loss_behaviour
 from bloodcells.latex import allowed_control_words, compile_pdf, unexpected_commands
-from bloodcells.plan import config_hash, report_config, validate_config
+from bloodcells.plan import config_hash, report_config
 from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts, training_session
 from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, recipe_note, tex_name, training_host_rows
 from bloodcells.tables import compare, poster_frame, run_records, summarise, table_cells
@@ -73,6 +74,17 @@ def fake_metrics(accuracy: float, recall: dict[str, float]) -> dict:
     }
 
 
+def supported_comparison(name: str, a: tuple[str, float], b: tuple[str, float], p_exact: float) -> dict:
+    """A significance record of one seed whose verdict is 'supported': (label, accuracy) of its two sides."""
+    return {
+        "comparison": name,
+        "verdict": "supported",
+        "a": a[0],
+        "b": b[0],
+        "tests": [{"a_accuracy": a[1], "b_accuracy": b[1], "p_exact": p_exact}],
+    }
+
+
 def grid_evidence(**overrides) -> Evidence:
     """The grid with ResNet-101 224 bs16 best, monocyte and IG weakest, 224 px runs spiky, ResNet-50 steady."""
     metrics, behaviour = {}, {}
@@ -87,13 +99,7 @@ def grid_evidence(**overrides) -> Evidence:
         if v["arch"] == "resnet101":
             losses = [1.0, 0.5, 0.95, 0.45]
         behaviour[run] = loss_behaviour(losses)
-    comparison = {
-        "comparison": "table3_best_vs_second",
-        "verdict": "supported",
-        "a": "R101",
-        "b": "R50",
-        "tests": [{"a_accuracy": 0.99, "b_accuracy": 0.975, "p_exact": 0.001}],
-    }
+    comparison = supported_comparison("table3_best_vs_second", ("R101", 0.99), ("R50", 0.975), p_exact=0.001)
     defaults = {"grid": GRID, "metrics": metrics, "behaviour": behaviour, "comparisons": [comparison]}
     return Evidence(**(defaults | overrides))
 
@@ -147,13 +153,7 @@ def test_study_conclusions_read_the_study_tables_and_tests():
         }
     )
     table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [0.93], "poster": [0.93]})
-    attention = {
-        "comparison": "attention_se_cw_vs_none",
-        "verdict": "supported",
-        "a": "none",
-        "b": "SE",
-        "tests": [{"a_accuracy": 0.978, "b_accuracy": 0.955, "p_exact": 0.01}],
-    }
+    attention = supported_comparison("attention_se_cw_vs_none", ("none", 0.978), ("SE", 0.955), p_exact=0.01)
     focus = focus_frame(2.5, {c: 2.0 for c in CLASSES})
     evidence = grid_evidence(
         tables={"methods_dropout": dropout, "table4": table4}, comparisons=[attention], focus={"r": focus}

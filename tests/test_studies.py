@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import POSTER, REPO, SCHEMA, load_rule_script, place_raabin_folder, run_snakemake
+from conftest import POSTER, REPO, RUN_VALUES, SCHEMA, load_rule_script, place_raabin_folder, run_snakemake
 
+from bloodcells.comparisons import planned_comparisons, run_comparisons
+from bloodcells.config import ConfigError, validate_config
 from bloodcells.dataset import BLOODMNIST_CLASSES
-from bloodcells.plan import ConfigError, configurations, plan_runs, study_values, validate_config
+from bloodcells.runs import configurations, plan_runs, study_values
 from bloodcells.studies import (
     classification_report,
     long_frame,
     methods_cells,
-    planned_comparisons,
-    run_comparisons,
     table2_cells,
     table4_cells,
     template_cells,
@@ -49,16 +49,7 @@ def test_full_config_plans_every_study_and_trains_shared_runs_once():
 
 
 def test_study_forms_combine_grids_runs_and_set():
-    defaults = {
-        "arch": "resnet50",
-        "size": 64,
-        "batch_size": 32,
-        "optimizer": "adam",
-        "learning_rate": 1e-4,
-        "momentum": 0.0,
-        "dropout": 0.3,
-        "class_weights": False,
-    }
+    defaults = RUN_VALUES
     values = study_values(
         {
             "set": {"class_weights": True},
@@ -199,19 +190,7 @@ def test_transfer_restricts_predictions_to_the_shared_classes():
 
 def test_planned_comparisons_follow_the_poster_claims():
     def config(**values):
-        base = {
-            "arch": "resnet50",
-            "size": 64,
-            "batch_size": 32,
-            "optimizer": "adam",
-            "learning_rate": 1e-4,
-            "momentum": 0.0,
-            "dropout": 0.3,
-            "class_weights": False,
-            "attention": "none",
-            "dataset": "d",
-        }
-        return base | values
+        return RUN_VALUES | {"attention": "none", "dataset": "d"} | values
 
     table3 = [
         (config(arch=a, size=s, batch_size=b), [f"{a}-{s}-{b}"])
@@ -230,18 +209,18 @@ def test_planned_comparisons_follow_the_poster_claims():
         "batch": [(config(), ["resnet50-64-32"])],
     }
     accuracy = {run: 0.9 for _, configs in studies.items() for _, runs in configs for run in runs}
-    planned = {p["comparison"]: p for p in planned_comparisons(studies, accuracy, POSTER)}
+    planned = {p.comparison: p for p in planned_comparisons(studies, accuracy, POSTER)}
     best = planned["table3_best_vs_second"]
-    assert best["a_runs"] == ["resnet101-224-16"] and best["b_runs"] == ["resnet50-128-32"] and best["a_better_claimed"]
-    assert planned["batch16_vs_32_resnet50_128"]["a_better_claimed"] is False  # poster: 0.9687 vs 0.9860
-    assert planned["batch16_vs_32_resnet101_224"]["a_better_claimed"] is True  # poster: 0.9880 vs 0.9848
-    assert planned["attention_cbam_cw_vs_none"]["a_runs"] == ["resnet50-64-32"]
-    assert planned["optimizer_adam_vs_rmsprop_lr1e-4"]["a_better_claimed"] is True
-    assert planned["table2_adam_vs_rmsprop_lr1e-4"]["a_better_claimed"] is False
+    assert best.a_runs == ("resnet101-224-16",) and best.b_runs == ("resnet50-128-32",) and best.a_better_claimed
+    assert planned["batch16_vs_32_resnet50_128"].a_better_claimed is False  # poster: 0.9687 vs 0.9860
+    assert planned["batch16_vs_32_resnet101_224"].a_better_claimed is True  # poster: 0.9880 vs 0.9848
+    assert planned["attention_cbam_cw_vs_none"].a_runs == ("resnet50-64-32",)
+    assert planned["optimizer_adam_vs_rmsprop_lr1e-4"].a_better_claimed is True
+    assert planned["table2_adam_vs_rmsprop_lr1e-4"].a_better_claimed is False
     # the poster numbers a claim quotes come from paper/poster_values.yaml
-    assert "(poster: 0.978 -> 0.955)" in planned["attention_cbam_cw_vs_none"]["claim"]
-    assert "training ACC 0.9856 vs 0.9839" in planned["optimizer_adam_vs_rmsprop_lr1e-4"]["claim"]
-    assert "RMSprop 0.9737 vs Adam 0.9553 at 1e-4" in planned["table2_adam_vs_rmsprop_lr1e-4"]["claim"]
+    assert "(poster: 0.978 -> 0.955)" in planned["attention_cbam_cw_vs_none"].claim
+    assert "training ACC 0.9856 vs 0.9839" in planned["optimizer_adam_vs_rmsprop_lr1e-4"].claim
+    assert "RMSprop 0.9737 vs Adam 0.9553 at 1e-4" in planned["table2_adam_vs_rmsprop_lr1e-4"].claim
 
     labels = {run: np.zeros(100, int) for run in accuracy}
     correct = {run: np.ones(100, bool) for run in accuracy}

@@ -25,12 +25,13 @@ def test_same_seed_same_images_and_different_seed_different_images() -> None:
     assert not np.array_equal(first["train_images"], other["train_images"])
 
 
-def test_draw_cell_is_deterministic_and_typed() -> None:
-    image, mask = synthetic.draw_cell(EOSINOPHIL, 48, np.random.default_rng(11))
-    image_again, mask_again = synthetic.draw_cell(EOSINOPHIL, 48, np.random.default_rng(11))
-    other, _ = synthetic.draw_cell(EOSINOPHIL, 48, np.random.default_rng(12))
-    assert image.shape == (48, 48, 3) and image.dtype == np.uint8
-    assert mask.shape == (48, 48) and mask.dtype == bool
+def test_draw_images_is_deterministic_and_typed() -> None:
+    labels = np.array([EOSINOPHIL])
+    image, mask = synthetic.draw_images(labels, 48, np.random.SeedSequence(11))
+    image_again, mask_again = synthetic.draw_images(labels, 48, np.random.SeedSequence(11))
+    other, _ = synthetic.draw_images(labels, 48, np.random.SeedSequence(12))
+    assert image.shape == (1, 48, 48, 3) and image.dtype == np.uint8
+    assert mask.shape == (1, 48, 48) and mask.dtype == bool
     np.testing.assert_array_equal(image, image_again)
     np.testing.assert_array_equal(mask, mask_again)
     assert not np.array_equal(image, other)
@@ -41,12 +42,12 @@ def test_too_small_sizes_are_rejected_naming_the_size(size: int) -> None:
     with pytest.raises(ValueError, match=str(size)):
         synthetic.make_synthetic_dataset(size, 8, 8, 8, seed=0)
     with pytest.raises(ValueError, match=str(size)):
-        synthetic.draw_cell(NEUTROPHIL, size, np.random.default_rng(0))
+        synthetic.draw_images(np.array([NEUTROPHIL]), size, np.random.SeedSequence(0))
 
 
 def test_bad_label_is_rejected() -> None:
     with pytest.raises(ValueError, match="label 8"):
-        synthetic.draw_cell(8, 64, np.random.default_rng(0))
+        synthetic.sample_scene(8, 1, np.random.default_rng(0))
 
 
 def test_dataset_follows_the_bloodmnist_schema(small: dict[str, np.ndarray]) -> None:

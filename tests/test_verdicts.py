@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from test_report import CLASSES, CONCLUSIONS, GRID, focus_frame, grid_evidence
 
+from bloodcells.comparisons import Comparison, run_comparisons
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
 from bloodcells.history import loss_behaviour
 from bloodcells.stats import mcnemar_counts, verdict
-from bloodcells.studies import lr_label, run_comparisons
+from bloodcells.studies import lr_label
 
 R50_224_16, R50_224_32 = "bloodmnist-224-resnet50-bs16-s0", "bloodmnist-224-resnet50-bs32-s0"
 R101_224_16, R50_64_32 = "bloodmnist-224-resnet101-bs16-s0", "bloodmnist-64-resnet50-bs32-s0"
@@ -389,16 +390,16 @@ def test_verdict_alpha_is_strict():
     assert verdict([test], True, test["p_exact"] * 1.0001) == "supported"
 
 
-def comparison_plan(a_runs: list[str], b_runs: list[str]) -> dict:
-    return {
-        "comparison": "batch16_vs_32_resnet50_64",
-        "claim": "batch 16 is more accurate",
-        "a": "batch 16",
-        "b": "batch 32",
-        "a_better_claimed": True,
-        "a_runs": a_runs,
-        "b_runs": b_runs,
-    }
+def comparison_plan(a_runs: list[str], b_runs: list[str]) -> Comparison:
+    return Comparison(
+        comparison="batch16_vs_32_resnet50_64",
+        claim="batch 16 is more accurate",
+        a="batch 16",
+        b="batch 32",
+        a_better_claimed=True,
+        a_runs=tuple(a_runs),
+        b_runs=tuple(b_runs),
+    )
 
 
 def outcomes(runs: list[str], misses: dict[str, int]) -> tuple[dict, dict, dict]:

@@ -16,6 +16,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 MIN_SIZE = 32  # smallest input the Keras ResNets accept
+TEST_MASKS = "test_masks"  # synthetic data only: the cell of each test image (N x H x W bool), for Grad-CAM
 
 
 class DatasetError(ValueError):
@@ -98,6 +99,14 @@ def save_dataset(path: str | os.PathLike, arrays: dict[str, np.ndarray], n_class
         for key, value in arrays.items()
         if key in _expected_keys()
     }
+    if TEST_MASKS in arrays:
+        normalised[TEST_MASKS] = np.asarray(arrays[TEST_MASKS], bool)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **normalised)
+
+
+def load_test_masks(path: str | os.PathLike) -> np.ndarray | None:
+    """The cell masks of the test images stored in a dataset npz, None where it holds none."""
+    with np.load(path) as data:
+        return data[TEST_MASKS] if TEST_MASKS in data.files else None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from .atomic import atomic_path
+from .names import ARCHITECTURES
 from .quoting import shown
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -338,27 +339,35 @@ def medmnist_url_and_md5(flag: str, size: int) -> tuple[str, str]:
 
 # --- Keras' ImageNet weights -----------------------------------------------------------------------
 
-# Where keras.applications.ResNet50/101(weights="imagenet", include_top=False) fetch their weights, and the MD5
-# Keras checks them against (keras/src/applications/resnet.py, BASE_WEIGHTS_PATH and WEIGHTS_HASHES[arch][1]).
-# Copied here so the download runs without Keras (on a login node); tests/test_download.py compares them with Keras.
+# Where keras.applications.ResNet50/101(weights="imagenet", include_top=False) fetch their weights
+# (keras/src/applications/resnet.py, BASE_WEIGHTS_PATH); their MD5s are names.ARCHITECTURES'.
 KERAS_RESNET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 IMAGENET_NOTOP_NAME = "{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_NOTOP_MD5 = {
-    "resnet50": "4d473c1dd8becc155b73f8504c6f6626",
-    "resnet101": "88cf7a10940856eca736dc7b7e228a21",
-}
 
 
 def imagenet_weights_name(arch: str) -> str:
     """Keras' file name of the ImageNet weights of `arch` without the classifier top."""
-    if arch not in IMAGENET_NOTOP_MD5:
-        raise ValueError(f"arch: no ImageNet weights known for '{arch}'; known: {sorted(IMAGENET_NOTOP_MD5)}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch: no ImageNet weights known for '{arch}'; known: {sorted(ARCHITECTURES)}")
     return IMAGENET_NOTOP_NAME.format(arch=arch)
 
 
 def imagenet_weights_url_and_md5(arch: str) -> tuple[str, str]:
     """The URL and MD5 of the ImageNet no-top weights of `arch`, as Keras records them."""
-    return KERAS_RESNET_WEIGHTS_URL + imagenet_weights_name(arch), IMAGENET_NOTOP_MD5[arch]
+    return KERAS_RESNET_WEIGHTS_URL + imagenet_weights_name(arch), ARCHITECTURES[arch].imagenet_notop_md5
+
+
+def imagenet_weights_pattern(config: dict) -> str:
+    """The path of the ImageNet weights files with an {arch} wildcard (the output of rule download_weights)."""
+    return str(Path(config["training"]["weights_dir"]) / IMAGENET_NOTOP_NAME)
+
+
+def imagenet_weights_file(config: dict, arch: str) -> str | None:
+    """The ImageNet weights file a run of `arch` starts from, or None when training starts from random weights."""
+    training = config["training"]
+    if training["weights"] != "imagenet":
+        return None
+    return str(Path(training["weights_dir"]) / imagenet_weights_name(arch))
 
 
 def check_file_md5(path: str | Path, md5: str, what: str) -> None:
@@ -376,7 +385,7 @@ def verified_weights(path: str | None, arch: str, md5: str | None = None) -> str
     Keras' (None: random initialisation)."""
     if path is not None:
         if md5 is None:
-            check_file_md5(path, IMAGENET_NOTOP_MD5[arch], f"Keras' ImageNet no-top weights of {arch}")
+            check_file_md5(path, ARCHITECTURES[arch].imagenet_notop_md5, f"Keras' ImageNet no-top weights of {arch}")
         else:
             check_file_md5(path, md5, f"the {arch} weights file that config key training.weights_md5.{arch} names")
     return path

@@ -7,15 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .plan import (
-    GRID_TABLES,
-    TABLE_STUDIES,
-    Plan,
-    imagenet_weights_file,
-    missing_folder_message,
-    synthesized_datasets,
-    user_folders,
-)
+from .download import imagenet_weights_file
+from .plan import GRID_TABLES, TABLE_STUDIES, Plan, synthesized_datasets
+from .user_folders import missing_folder_message, user_folders
 
 TABLE_FORMATS = ("csv", "html", "tex")
 

@@ -1,9 +1,13 @@
-"""The poster's ResNet classifiers, built flat so that every inner layer stays reachable (Grad-CAM)."""
+"""The poster's ResNet classifiers: their layers, and how they are built, initialised, loaded and run.
+
+Built flat, so that every inner layer stays reachable (Grad-CAM).
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 
@@ -11,10 +15,11 @@ import keras
 import numpy as np
 from keras import ops
 
-ARCHITECTURES = {"resnet50": keras.applications.ResNet50, "resnet101": keras.applications.ResNet101}
+from . import names
+
+ARCHITECTURES = {arch: getattr(keras.applications, spec.keras_class) for arch, spec in names.ARCHITECTURES.items()}
 # Caffe-mode ImageNet means in BGR order, as keras.applications.resnet.preprocess_input uses them.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-LAST_BLOCK = "conv5_block3_out"
 
 
 @dataclass(frozen=True)
@@ -275,59 +280,41 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"{arch}_{size}px")
 
 
-@keras.saving.register_keras_serializable(package="bloodcells")
-class FusedAdam(keras.optimizers.Adam):
-    """keras.optimizers.Adam whose update of each variable is TensorFlow's one fused ResourceApplyAdam kernel.
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """Set the moving-average momentum of every BatchNormalization layer.
 
-    The update is Keras' own: m += (g - m)(1 - beta_1), v += (g^2 - v)(1 - beta_2),
-    w -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + epsilon), t = iterations + 1. Keras writes it as about
-    ten graph ops per variable; one kernel per variable makes the first training step's graph about 3x faster to
-    build and each CPU step read and write the weights once instead of about ten times. Other backends, and amsgrad,
-    keep Keras' update, as does a distribution strategy (the workflow trains each run on one device).
+    Trained from scratch on a few hundred steps, Keras' 0.99 leaves the moving statistics far
+    from the batch statistics, so validation accuracy lags training accuracy by epochs.
     """
-
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        import tensorflow as tf
-
-        if self.amsgrad or keras.backend.backend() != "tensorflow" or tf.distribute.has_strategy():
-            return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        # The step's scalars once for all variables, instead of once per variable as Keras' update_step does.
-        local_step = ops.cast(self.iterations + 1, "float32")
-        scalars = dict(
-            beta1_power=ops.power(ops.cast(self.beta_1, "float32"), local_step),
-            beta2_power=ops.power(ops.cast(self.beta_2, "float32"), local_step),
-            lr=ops.cast(learning_rate, "float32"),
-            beta1=ops.cast(self.beta_1, "float32"),
-            beta2=ops.cast(self.beta_2, "float32"),
-            epsilon=ops.cast(self.epsilon, "float32"),
-        )
-        for gradient, variable in zip(grads, trainable_variables, strict=True):
-            index = self._get_variable_index(variable)
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle,
-                m=self._momentums[index].handle,
-                v=self._velocities[index].handle,
-                grad=ops.cast(gradient, variable.dtype),
-                **{name: ops.cast(value, variable.dtype) for name, value in scalars.items()},
-            )
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
 
 
-def make_optimizer(name: str, learning_rate, momentum: float = 0.0) -> keras.optimizers.Optimizer:
-    """Adam, RMSprop or SGD with momentum, as the poster's optimizer study compares them (rate: float or schedule)."""
-    if name == "adam":
-        return FusedAdam(learning_rate)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum)
-    raise ValueError(f"optimizer: '{name}' is not one of ['adam', 'rmsprop', 'sgd']")
+def zero_init_residual_branches(model: keras.Model) -> int:
+    """Set the scale (gamma) of the last batch norm of every residual branch to 0; returns how many were set.
+
+    Each block then starts as the identity, so a ResNet trained from random weights starts stable (Goyal et al. 2017,
+    "Accurate, large minibatch SGD", section 5.1). Keras names these layers conv{stage}_block{n}_3_bn.
+    """
+    count = 0
+    for layer in model.layers:
+        if re.fullmatch(r"conv\d_block\d+_3_bn", layer.name):
+            layer.gamma.assign(np.zeros(layer.gamma.shape, layer.gamma.dtype))
+            count += 1
+    return count
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The same layers and weights as a model of their own, without the optimizer: what a run's model.keras holds."""
+    return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int, log=print) -> np.ndarray:
     """The model's class probabilities of uint8 images, batch by batch in inference mode, as float32.
 
     Eager on purpose: Keras' predict() traces the ResNet into a graph first, which on a CPU costs more than it saves
-    for a test split (measured: 400 images at 32 px, ResNet-101, 4.7 s eager against 10.3 s).
+    for a test split (docs/performance.md).
     """
     as_inputs = (lambda batch: [batch]) if isinstance(model.input, list) else (lambda batch: batch)  # loaded: a list
     batches = []

@@ -93,7 +93,7 @@ def checked_json(data: bytes, kind: str):
 
 def check_bundle_config(config: dict) -> None:
     """A bundle's config.json: a config this workflow accepts (rules/schema/config.schema.yaml)."""
-    from .plan import ConfigError, validate_config  # here: rule bundle imports this module, and never validates
+    from .config import ConfigError, validate_config  # here: rule bundle imports this module, and never validates
 
     try:
         validate_config(copy.deepcopy(config), CONFIG_SCHEMA)

@@ -284,11 +284,11 @@ def import_folder(
     size: int,
     classes: dict[str, str],
     *,
-    train: str = "Train",
-    test: str = "TestA",
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    seed: int = 0,
+    train: str,
+    test: str,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
     log: Callable[[str], None] = print,
 ) -> dict[str, np.ndarray]:
     """A one-folder-per-class image set (Raabin-WBC: Train/ and TestA/) as BloodMNIST-schema arrays.

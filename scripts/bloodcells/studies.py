@@ -1,5 +1,6 @@
-"""Tables of the poster's studies (Table 2, Table 4, the four methods tables, the transfer table) and the paired
-comparisons behind its conclusions. Pure functions of the runs' values, metrics, histories and predictions.
+"""Tables of the poster's studies beyond the grid: Table 2, Table 4, the methods tables and the transfer table.
+
+Pure functions of the runs' values, metrics, histories and transfer predictions.
 
 Every table is built as a list of cells {row, column, values (one per seed), poster, poster_row, poster_column},
 then written as a long CSV and through the paper/ templates (the same ones as Tables 1 and 3).
@@ -13,8 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .names import RUN_KEYS, arch_label, arch_size_label, model_label
-from .stats import mcnemar, verdict
+from .names import RUN_KEYS, arch_label
 from .tables import EMPTY_CELL, any_outside, format_cell, outside_interval, value_interval
 
 OPTIMIZER_LABELS = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}
@@ -88,13 +88,13 @@ def varying_keys(configs: Sequence[dict]) -> list[str]:
     return keys
 
 
-def _equal(a, b) -> bool:
+def run_value_matches(value, wanted) -> bool:
     """Run values equal (floats to rounding); the poster's 'attention: any' matches every attention layer."""
-    if b == "any":
-        return a not in (None, "none")
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9)
-    return a == b
+    if wanted == "any":
+        return value not in (None, "none")
+    if isinstance(value, float) or isinstance(wanted, float):
+        return value is not None and wanted is not None and math.isclose(float(value), float(wanted), rel_tol=1e-9)
+    return value == wanted
 
 
 def poster_lookup(entries: Sequence[dict], values: dict, metric: str, class_name: str = "") -> dict | None:
@@ -102,12 +102,12 @@ def poster_lookup(entries: Sequence[dict], values: dict, metric: str, class_name
     for entry in entries:
         if entry.get("metric") != metric or entry.get("class", "") != class_name:
             continue
-        if all(_equal(values.get(key), want) for key, want in entry.items() if key not in MATCH_EXCLUDED):
+        if all(run_value_matches(values.get(key), want) for key, want in entry.items() if key not in MATCH_EXCLUDED):
             return entry
     return None
 
 
-def cell(
+def table_cell(
     row: str,
     column: str,
     values: Sequence[float],
@@ -185,9 +185,6 @@ def template_cells(
     return {"columns": list(column_order), "rows": rows, "any_outside": any_outside(rows)}
 
 
-# --- the tables -----------------------------------------------------------------------------------------
-
-
 def table2_cells(
     configs: Sequence[tuple[dict, list[str]]], metrics: dict[str, dict], boot: dict[str, dict], poster: Sequence[dict]
 ) -> tuple[list[dict], list[str], list[str]]:
@@ -199,7 +196,7 @@ def table2_cells(
         rates += [values["learning_rate"]] if values["learning_rate"] not in rates else []
         entry = poster_lookup(poster, values, "accuracy")
         cells.append(
-            cell(
+            table_cell(
                 row,
                 lr_label(values["learning_rate"]),
                 [metrics[r]["accuracy"] for r in runs],
@@ -236,7 +233,7 @@ def methods_cells(
                 name = metric[len("test_") :]
                 per_seed = [metrics[r][name] for r in runs]
                 ci = [(boot[r][name]["low"], boot[r][name]["high"]) for r in runs if r in boot]
-            cells.append(cell(row, column, per_seed, poster_lookup(poster, values, metric), runs, ci))
+            cells.append(table_cell(row, column, per_seed, poster_lookup(poster, values, metric), runs, ci))
     return cells, list(METHODS_ROWS.values()), columns
 
 
@@ -275,7 +272,7 @@ def table4_cells(
             if metric not in reports[0][row]:
                 continue
             entry = poster_lookup(poster, {}, metric, row)
-            cells.append(cell(row, column, [report[row][metric] for report in reports], entry, runs))
+            cells.append(table_cell(row, column, [report[row][metric] for report in reports], entry, runs))
     return cells, row_order, list(TABLE4_COLUMNS.values())
 
 
@@ -322,7 +319,8 @@ def transfer_cells(results: Sequence[tuple[str, dict]]) -> tuple[list[dict], lis
     }
     column = results[0][0]
     cells = [
-        cell(row, column, [r[key] for _, r in results], None, [run for run, _ in results]) for key, row in names.items()
+        table_cell(row, column, [r[key] for _, r in results], None, [run for run, _ in results])
+        for key, row in names.items()
     ]
     return cells, list(names.values()), [column]
 
@@ -346,205 +344,3 @@ def study_table(
         cells, rows, columns = methods_cells(configs, *args)
     frame = long_frame(table, cells)
     return frame, template_cells(frame, rows, columns)
-
-
-# --- paired comparisons behind the poster's conclusions ---------------------------------------------------------
-
-
-def _find(configs: Sequence[tuple[dict, list[str]]], **wanted) -> tuple[dict, list[str]] | None:
-    for values, runs in configs:
-        if all(_equal(values.get(k), v) for k, v in wanted.items()):
-            return values, runs
-    return None
-
-
-def _poster_values(entries: Sequence[dict], metric: str, *configs: dict) -> list[str]:
-    """The poster's values of one metric for each configuration, as printed ('0.9856')."""
-    return [f"{poster_lookup(entries, values, metric)['value']:.4f}" for values in configs]
-
-
-def planned_comparisons(
-    studies: dict[str, list[tuple[dict, list[str]]]],
-    accuracy: dict[str, float],
-    poster: dict,
-) -> list[dict]:
-    """The comparisons the poster draws conclusions from, as pairs of configurations (runs per seed) with the
-    direction the poster claims (a_better_claimed: the poster says configuration A is more accurate). `poster` is
-    paper/poster_values.yaml, the home of every poster number a claim quotes."""
-    out: list[dict] = []
-    poster_table3 = poster["table3"]["values"]
-    attention = poster["text"]["attention"]
-    adam, rmsprop = {"optimizer": "adam", "learning_rate": 1e-4}, {"optimizer": "rmsprop", "learning_rate": 1e-4}
-    optimizer_adam, optimizer_rmsprop = _poster_values(
-        poster["methods_optimizer"]["values"], "train_accuracy", adam, rmsprop
-    )
-    table2_adam, table2_rmsprop = _poster_values(poster["table2"]["values"], "accuracy", adam, rmsprop)
-    mean_acc = lambda runs: float(np.mean([accuracy[r] for r in runs]))  # noqa: E731
-    table3 = studies.get("table3", [])
-    # 1. the best vs the second-best Table 3 model (the poster's pair where the grid has it, else ours)
-    ranked = sorted((e for e in poster_table3 if e["metric"] == "accuracy"), key=lambda e: -e["value"])
-    top = [_find(table3, arch=e["arch"], size=e["size"], batch_size=e["batch_size"]) for e in ranked[:2]]
-    source = "poster's ranking"
-    if None in top:
-        top = sorted(table3, key=lambda config: -mean_acc(config[1]))[:2]
-        source = "reproduced ranking (the poster's two best models are not in this grid)"
-    if len(top) == 2:
-        (a, ra), (b, rb) = top
-        out.append(
-            {
-                "comparison": "table3_best_vs_second",
-                "a": model_label(a),
-                "b": model_label(b),
-                "a_runs": ra,
-                "b_runs": rb,
-                "a_better_claimed": True,
-                "claim": f"Optimal configuration by accuracy: {model_label(a)} beats the second-best, "
-                f"{model_label(b)} ({source})",
-            }
-        )
-    # 2. batch 16 vs 32 for each model
-    for values, runs in table3:
-        if values["batch_size"] != 16:
-            continue
-        other = _find(table3, **{**{k: values[k] for k in ("arch", "size")}, "batch_size": 32})
-        if other is None:
-            continue
-        p16 = poster_lookup(poster_table3, values, "accuracy")
-        p32 = poster_lookup(poster_table3, other[0], "accuracy")
-        if p16 and p32:
-            claim16 = p16["value"] > p32["value"]
-            evidence = f"poster Table 3: {p16['value']:.4f} vs {p32['value']:.4f}"
-        else:
-            claim16, evidence = False, "poster conclusion: 'higher batch size improved F-1 scores'"
-        model = arch_size_label(values)
-        out.append(
-            {
-                "comparison": f"batch16_vs_32_{values['arch']}_{values['size']}",
-                "a": f"{model}, batch 16",
-                "b": f"{model}, batch 32",
-                "a_runs": runs,
-                "b_runs": other[1],
-                "a_better_claimed": claim16,
-                "claim": f"{model}: batch {16 if claim16 else 32} is more accurate ({evidence})",
-            }
-        )
-    # 3. with vs without attention and class weights
-    for values, runs in studies.get("attention", []):
-        if values["attention"] == "none" or not values["class_weights"]:
-            continue
-        plain = {**values, "attention": "none", "class_weights": False}
-        base = None
-        for configs in studies.values():
-            base = base or _find(configs, **plain)
-        if base is None:
-            continue
-        out.append(
-            {
-                "comparison": f"attention_{values['attention']}_cw_vs_none",
-                "a": "no attention, unweighted loss",
-                "b": f"attention ({values['attention'].upper()}) + class-weighted loss",
-                "a_runs": base[1],
-                "b_runs": runs,
-                "a_better_claimed": True,
-                "claim": "Attention and class-weighted loss reduce test accuracy (poster: "
-                f"{attention['accuracy_without']} -> {attention['accuracy_with']})",
-            }
-        )
-    # 4. Adam vs RMSprop at the same learning rate: without (optimizer study) and with attention + weights (Table 2)
-    for study, claim_adam, evidence in (
-        (
-            "optimizer",
-            True,
-            f"poster optimizer table: Adam best (training ACC {optimizer_adam} vs {optimizer_rmsprop})",
-        ),
-        ("table2", False, f"poster Table 2: RMSprop {table2_rmsprop} vs Adam {table2_adam} at 1e-4"),
-    ):
-        configs = studies.get(study, [])
-        for values, runs in configs:
-            if values["optimizer"] != "adam":
-                continue
-            other = _find(configs, **{**values, "optimizer": "rmsprop"})
-            if other is None:
-                continue
-            lr = lr_label(values["learning_rate"])
-            out.append(
-                {
-                    "comparison": f"{study}_adam_vs_rmsprop_lr{lr}",
-                    "a": f"Adam {lr}",
-                    "b": f"RMSprop {lr}",
-                    "a_runs": runs,
-                    "b_runs": other[1],
-                    "a_better_claimed": claim_adam,
-                    "claim": f"{'Adam' if claim_adam else 'RMSprop'} at {lr} is more accurate ({evidence})",
-                }
-            )
-    return out
-
-
-def run_comparisons(
-    planned: Sequence[dict],
-    correct: dict[str, np.ndarray],
-    labels: dict[str, np.ndarray],
-    accuracy: dict[str, float],
-    alpha: float,
-) -> list[dict]:
-    """McNemar tests (seed paired with seed) of each planned comparison and the verdict on the poster's claim."""
-    results = []
-    for plan in planned:
-        tests = []
-        if len(plan["a_runs"]) != len(plan["b_runs"]):
-            raise ValueError(
-                f"comparison {plan['comparison']}: {len(plan['a_runs'])} run(s) of {plan['a']} "
-                f"({', '.join(plan['a_runs'])}) but {len(plan['b_runs'])} of {plan['b']} "
-                f"({', '.join(plan['b_runs'])}); McNemar pairs seed with seed, so both sides need the same seeds"
-            )
-        for ra, rb in zip(plan["a_runs"], plan["b_runs"], strict=True):
-            if not np.array_equal(labels[ra], labels[rb]):
-                raise ValueError(f"{ra} and {rb} were not evaluated on the same test images")
-            tests.append(
-                mcnemar(correct[ra], correct[rb])
-                | {"a_run": ra, "b_run": rb, "a_accuracy": accuracy[ra], "b_accuracy": accuracy[rb]}
-            )
-        results.append(
-            {
-                **{k: plan[k] for k in ("comparison", "claim", "a", "b", "a_better_claimed")},
-                "alpha": alpha,
-                "tests": tests,
-                "verdict": verdict(tests, plan["a_better_claimed"], alpha),
-            }
-        )
-    return results
-
-
-def prediction_outcomes(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A run's test labels (flat) and whether each image's argmax prediction is right, for the McNemar tests."""
-    labels = np.asarray(labels).reshape(-1)
-    return labels, np.argmax(probabilities, axis=1) == labels
-
-
-def bootstrap_frame(runs: Sequence[str], boots: Sequence[dict]) -> pd.DataFrame:
-    """One row per run: the bootstrap 95 % intervals of its test ACC and AUC (results/stats/bootstrap.csv)."""
-    return pd.DataFrame(
-        [
-            {"run": run}
-            | {f"{metric}_ci95_{end}": boot[metric][end] for metric in ("accuracy", "auc") for end in ("low", "high")}
-            | {"n_boot": boot["n_boot"]}
-            for run, boot in zip(runs, boots, strict=True)
-        ]
-    )
-
-
-def significance_frame(results: Sequence[dict]) -> pd.DataFrame:
-    """One row per paired test (results/stats/significance.csv); McNemar's b and c are the discordant counts, the
-    models' labels go under model_a / model_b."""
-    return pd.DataFrame(
-        [
-            {"comparison": r["comparison"], "claim": r["claim"], "model_a": r["a"], "model_b": r["b"]}
-            | {key: t[key] for key in ("a_run", "b_run", "a_accuracy", "b_accuracy")}
-            | {"only_a_correct": t["b"], "only_b_correct": t["c"]}
-            | {key: t[key] for key in ("p_exact", "chi2", "p_chi2")}
-            | {"verdict": r["verdict"]}
-            for r in results
-            for t in r["tests"]
-        ]
-    )

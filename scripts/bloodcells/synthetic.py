@@ -592,19 +592,6 @@ def pick_looks(label: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return looks
 
 
-def draw_cell(label: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one image of class `label`: uint8 H x W x 3 image and bool H x W mask of the central cell."""
-    check_size(size)
-    if not 0 <= label < N_CLASSES:
-        raise ValueError(f"label {label} is outside 0..{N_CLASSES - 1}")
-    look = int(pick_looks(label, 1, rng)[0])
-    scene = sample_scene(look, 1, rng)
-    # Noise gets its own stream so the parameters drawn next do not depend on the image size.
-    noise_rng = np.random.default_rng(rng.integers(2**63))
-    images, masks = render_scene(look, scene, size, noise_rng)
-    return images[0], masks[0]
-
-
 def _take(s: Scene, index: slice | np.ndarray) -> Scene:
     """The parameters of a subset of images."""
     return {key: value[index] for key, value in s.items()}
@@ -675,11 +662,11 @@ def write_synthetic_folder(
     classes: dict[str, str],
     n_train: int,
     n_test: int,
-    size: int = 48,
-    seed: int = 0,
-    odd_files: bool = False,
-    train: str = "Train",
-    test: str = "TestA",
+    size: int,
+    seed: int,
+    odd_files: bool,
+    train: str,
+    test: str,
 ) -> dict[str, int]:
     """Synthetic cells of the named classes written as image files in Raabin-WBC's folder layout (tests, demo).
 

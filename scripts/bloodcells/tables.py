@@ -1,4 +1,7 @@
-"""Tables 1 and 3: reproduced values (mean +- sd over seeds) beside the poster's published ones."""
+"""Tables beside the poster's values: Tables 1 and 3, and the cells and templates every table shares.
+
+A reproduced value is the mean +- sd over seeds, with its 95 % interval.
+"""
 
 from __future__ import annotations
 
@@ -126,7 +129,7 @@ def compare(summary: pd.DataFrame, poster: pd.DataFrame, metrics: Sequence[str])
     ]
 
 
-def format_value(mean: float, sd: float, n_seeds: int) -> str:
+def format_mean_sd(mean: float, sd: float, n_seeds: int) -> str:
     """'0.9812' for one seed, '0.9812 ± 0.0031' for several."""
     return f"{mean:.4f}" if n_seeds < 2 or math.isnan(sd) else f"{mean:.4f} ± {sd:.4f}"
 
@@ -144,7 +147,7 @@ def format_cell(line: pd.Series) -> dict:
     poster, diff = format_poster(line["poster"], line["difference"])
     ci = "" if math.isnan(line["ci95_low"]) else f"[{line['ci95_low']:.3f}, {line['ci95_high']:.3f}]"
     return {
-        "ours": format_value(line["mean"], line["sd"], int(line["n_seeds"])),
+        "ours": format_mean_sd(line["mean"], line["sd"], int(line["n_seeds"])),
         "ci": ci,
         "poster": poster,
         "diff": diff,
@@ -153,10 +156,6 @@ def format_cell(line: pd.Series) -> dict:
 
 
 EMPTY_CELL = {"ours": "–", "ci": "", "poster": "–", "diff": "–", "outside": False}
-OUTSIDE_NOTE = (
-    "‡ = the poster's value lies outside our 95 % interval (Student's t over seeds with several seeds; "
-    "the bootstrap interval of the test set with one seed)."
-)
 
 
 def table_cells(compared: pd.DataFrame, column_key: str, column_order: Sequence[str]) -> dict:

@@ -1,4 +1,4 @@
-"""The prose of the tables and the report, kept in paper/tables.yaml and paper/report.yaml, filled in for a build."""
+"""The paper/ YAML files, and the prose of tables and report (paper/tables.yaml, report.yaml) filled in for a build."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 
 
-def load_texts(path: str | Path) -> dict:
-    """One of the paper/ YAML files of titles, notes and captions."""
+def load_paper_yaml(path: str | Path) -> dict:
+    """One of the paper/ YAML files: the poster's values, its conclusions, or the titles, notes and captions."""
     return yaml.safe_load(Path(path).read_text())
 
 

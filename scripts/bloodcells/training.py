@@ -1,23 +1,21 @@
-"""Resumable training of one run: tf.data input, per-epoch checkpoints, early stopping on validation loss."""
+"""Training one run: its settings, the epoch loop with early stopping, and resuming it from its checkpoint."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import re
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .atomic import atomic_path, write_text_atomic
-from .model import Augmentation
+from .checkpoint import Checkpoint, CheckpointError, reset_seed_generators, restore_best_weights
+from .inputs import balanced_class_weights, epoch_dataset, eval_dataset
+from .model import Augmentation, set_batchnorm_momentum, zero_init_residual_branches
+from .optimizers import compile_model, learning_rate_schedule, loss_scale
 
 
 @dataclass(frozen=True)
@@ -82,17 +80,8 @@ class TrainSettings:
             lr_schedule=training["lr_schedule"],
             warmup_epochs=training["warmup_epochs"],
             zero_init_residual=training["zero_init_residual"],
-            checkpoint_interval_s=training.get("checkpoint_interval_s", 0),  # absent in configs older than the key
+            checkpoint_interval_s=training.get("checkpoint_interval_s", 0),  # no schema default: absent is 0
         )
-
-
-def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Inverse-frequency weights n / (k * count), as scikit-learn's 'balanced' mode computes them."""
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    present = counts > 0
-    weights = np.zeros(n_classes)
-    weights[present] = len(labels) / (present.sum() * counts[present])
-    return {label: float(weight) for label, weight in enumerate(weights)}
 
 
 def run_epochs(training: dict, epochs: int | None) -> dict:
@@ -110,8 +99,7 @@ def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
     from .hardware import set_threads_and_memory
 
     set_threads_and_memory(settings.threads, min(2, settings.threads))  # kept as they are once TensorFlow has started
-    # On a CPU, Grappler's rewrites of a ResNet training graph cost more to make than they save (2-core AMD EPYC,
-    # ResNet-101 at 32 px: first step 15.6 s -> 13.2 s, steady step 385 -> 358 ms with it off).
+    # On a CPU, Grappler's rewrites of a ResNet training graph cost more to make than they save (docs/performance.md).
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not settings.grappler})
     keras.utils.set_random_seed(seed)
     if settings.deterministic:
@@ -119,198 +107,42 @@ def configure_tensorflow(settings: TrainSettings, seed: int) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
 
 
-def epoch_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    batch_size: int,
-    seed: int,
-    first_epoch: int,
-    last_epoch: int,
-):
-    """Batches of epochs first_epoch..last_epoch-1, shuffled by (seed, epoch) so a resumed run sees the same order."""
-    import tensorflow as tf
+def compiled_model(spec: RunSpec, settings: TrainSettings, n_classes: int, steps: int, weights_file=None):
+    """The run's model as its first epoch starts: built (from `weights_file` or at random), set up and compiled."""
+    from .model import build_model  # looked up per call, so that a test's stand-in for it takes effect
 
-    with tf.device("/CPU:0"):
-        # A variable is captured by reference; a constant this large would be copied into the graph.
-        image_store = tf.Variable(images, trainable=False)
-        label_store = tf.constant(labels, tf.int32)
-    n = len(labels)
-
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    def gather(indices):
-        return tf.gather(image_store, indices), tf.one_hot(tf.gather(label_store, indices), n_classes)
-
-    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
-    return without_autotune(epochs.flat_map(one_epoch).map(gather, num_parallel_calls=2).prefetch(2))
+    model = build_model(
+        spec.arch,
+        spec.size,
+        n_classes,
+        weights=weights_file,
+        dropout=spec.dropout,
+        augmentation=settings.augmentation,
+        seed=spec.seed,
+        attention=spec.attention,
+    )
+    if settings.bn_momentum is not None:
+        set_batchnorm_momentum(model, settings.bn_momentum)
+    if settings.zero_init_residual and spec.weights is None:
+        zero_init_residual_branches(model)
+    compile_model(model, spec, settings.xla, learning_rate_schedule(spec.learning_rate, settings, steps))
+    return model
 
 
-def without_autotune(dataset):
-    """The dataset with tf.data's autotuning off: a gather from memory needs no tuning, and on a CPU the tuning
-    thread held up the end of training. Its wait grows with the iterator's age (to about a minute), and deleting
-    the iterator waits for it: 25-40 s of idling after the last epoch in about half of the demo's training jobs."""
-    import tensorflow as tf
+def resumed_model(path: Path, spec: RunSpec, settings: TrainSettings, n_classes: int, steps: int):
+    """The checkpointed model: rebuilt and compiled as at the start, then its weights and optimizer state loaded."""
+    import h5py
 
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
-
-
-def eval_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int):
-    """Unshuffled batches for validation."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, tf.one_hot(labels, n_classes)))
-    return without_autotune(ds.batch(batch_size).prefetch(2))
+    if not h5py.is_hdf5(path):  # Keras reports a damaged file as a bare OSError from h5py, naming no file
+        raise ValueError(f"{path}: not a readable weights file (not HDF5: truncated or damaged)")
+    model = compiled_model(spec, settings, n_classes, steps)  # no ImageNet file: every weight is loaded below
+    model.load_weights(path)
+    return model
 
 
-def optimizer_of(model) -> list:
-    """The model's optimizer as a list of objects to skip when its weights are saved or loaded (none if uncompiled)."""
-    optimizer = getattr(model, "optimizer", None)
-    return [optimizer] if optimizer is not None else []
-
-
-def load_model_weights(model, path: str | os.PathLike) -> None:
-    """Read a checkpoint's weights into the model, leaving its optimizer's state as it is."""
-    model.load_weights(path, objects_to_skip=optimizer_of(model))
-
-
-def inference_model(model):
-    """The same layers and weights as a model of their own, without the optimizer: what a run's model.keras holds."""
-    import keras
-
-    return keras.Model(model.inputs, model.outputs, name=model.name)
-
-
-@contextlib.contextmanager
-def weights_set(model, weights: list) -> Iterator[None]:
-    """The model holds `weights` inside the block, its own weights again after it."""
-    own = model.get_weights()
-    model.set_weights(weights)
-    try:
-        yield
-    finally:
-        model.set_weights(own)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory that cannot be resumed from."""
-
-
-# Files of checkpoints written before state.json named its files (resumable after an upgrade).
-LEGACY_FILES = {"model": "last.keras", "best_weights": "best.weights.h5"}
-
-
-class Checkpoint:
-    """The resumable state of a run: the last epoch's weights (with optimizer), best weights, early-stopping counters.
-
-    Each epoch writes one new weights file, then replaces state.json, which names it: that one rename commits the
-    epoch, so a job killed (or out of disk space) anywhere in between resumes from a consistent earlier epoch. An
-    epoch that improves is also the best one so far: state.json names its file for both, so no second file is written
-    (the best epoch's file stays until a later epoch improves). Weights, not a .keras model: the model is rebuilt
-    from the run's spec, and a .keras file would copy the same bytes once more through memory into its zip.
-    """
-
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
-        self.state_path = self.directory / "state.json"
-
-    def load_state(self) -> dict | None:
-        """The committed state (its files checked), or None when no epoch was committed; removes uncommitted files."""
-        if not self.state_path.exists():
-            return None
-        try:
-            state = json.loads(self.state_path.read_text())
-        except (OSError, ValueError) as error:
-            raise CheckpointError(
-                f"{self.state_path}: unreadable checkpoint state ({error}); "
-                f"delete {self.directory} to train this run from the start"
-            ) from error
-        if "files" not in state:
-            state["files"] = {key: name for key, name in LEGACY_FILES.items() if (self.directory / name).exists()}
-        files = state["files"]
-        missing = sorted({"model", *files} - {key for key, name in files.items() if (self.directory / name).is_file()})
-        if missing:
-            raise CheckpointError(
-                f"{self.state_path}: the checkpoint's {' and '.join(missing)} file is missing "
-                f"(files {files}); delete {self.directory} to train this run from the start"
-            )
-        self.remove_unreferenced(state)
-        return state
-
-    def model_path(self, state: dict) -> Path:
-        """The weights file (with optimizer state) of the last committed epoch; a .keras model in older checkpoints."""
-        return self.directory / state["files"]["model"]
-
-    def best_weights_path(self, state: dict) -> Path | None:
-        """The weights of the best epoch so far, or None before any epoch improved."""
-        name = state["files"].get("best_weights")
-        return self.directory / name if name else None
-
-    def save(self, model, state: dict, improved: bool, best_weights: list | None = None) -> None:
-        """Write this epoch's weights and optimizer state under a new name, then commit it by replacing state.json.
-
-        `best_weights`: the weights of the best epoch (state["best_epoch"]) where no earlier commit wrote them.
-        """
-        from keras.src.saving import saving_lib
-
-        files = dict(state.get("files", {}))
-        if best_weights is not None and not improved:
-            best = f"best-epoch-{state['best_epoch']}.weights.h5"
-            with atomic_path(self.directory / best) as tmp, weights_set(model, best_weights):
-                saving_lib.save_weights_only(model, tmp, objects_to_skip=optimizer_of(model))
-            files["best_weights"] = best
-        name = f"epoch-{state['epochs_done']}.weights.h5"
-        with atomic_path(self.directory / name) as tmp:
-            saving_lib.save_weights_only(model, tmp)  # the optimizer's state too: a resumed run continues it
-        state["files"] = {**files, "model": name, **({"best_weights": name} if improved else {})}
-        write_text_atomic(self.state_path, json.dumps(state, indent=1))
-        self.remove_unreferenced(state)
-
-    def remove_unreferenced(self, state: dict) -> None:
-        """Delete files the committed state does not name: older epochs, and temporaries a killed job left."""
-        keep = {self.state_path.name, *state["files"].values()}
-        for path in self.directory.iterdir():
-            if path.name not in keep and path.is_file():
-                path.unlink(missing_ok=True)
-
-    def remove(self) -> None:
-        """Delete the checkpoint once the final model is written (state.json first: half-deleted is no checkpoint)."""
-        self.state_path.unlink(missing_ok=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-# Counter values reserved for one seed generator in one epoch; an epoch draws a few per training step.
-SEED_BLOCK = 1 << 20
-
-
-def seed_generators(model) -> list:
-    """The keras.random.SeedGenerator of every layer (augmentation, dropout), in layer order."""
-    import keras
-
-    return [
-        value
-        for layer in model.layers
-        for value in vars(layer).values()
-        if isinstance(value, keras.random.SeedGenerator)
-    ]
-
-
-def reset_seed_generators(model, seed: int, epoch: int) -> None:
-    """Set each seed generator's state from (seed, epoch, its index) alone, as at the start of `epoch` (0-based).
-
-    Keras does not save SeedGenerator states in .keras files, so a reloaded model would restart its augmentation
-    and dropout streams from their first draw; derived per epoch, a resumed run draws what an uninterrupted one does.
-    """
-    from keras import ops
-
-    generators = seed_generators(model)
-    for index, generator in enumerate(generators):
-        counter = (epoch * len(generators) + index) * SEED_BLOCK  # disjoint blocks: no two streams overlap
-        generator.state.assign(ops.convert_to_tensor([seed, counter], dtype=generator.state.dtype))
+def start_session(state: dict, session: dict | None) -> None:
+    """Append this job's session (where it runs) to the state's list, with the epochs it will train (none yet)."""
+    state.setdefault("sessions", []).append(dict(session or {}) | {"epochs": []})
 
 
 def make_epoch_callback(
@@ -366,120 +198,6 @@ def make_epoch_callback(
     return EpochCheckpoint()
 
 
-def set_batchnorm_momentum(model, momentum: float) -> None:
-    """Set the moving-average momentum of every BatchNormalization layer.
-
-    Trained from scratch on a few hundred steps, Keras' 0.99 leaves the moving statistics far
-    from the batch statistics, so validation accuracy lags training accuracy by epochs.
-    """
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
-
-
-def learning_rate_schedule(learning_rate: float, settings: TrainSettings, steps_per_epoch: int):
-    """The run's learning rate as the optimizer takes it: a float (constant) or a Keras schedule over the steps."""
-    import keras
-
-    if settings.lr_schedule == "constant":
-        return learning_rate
-    if settings.lr_schedule != "cosine":
-        raise ValueError(f"training.lr_schedule: '{settings.lr_schedule}' is not 'constant' or 'cosine'")
-    total = settings.max_epochs * steps_per_epoch
-    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total - 1)
-    if warmup == 0:
-        return keras.optimizers.schedules.CosineDecay(learning_rate, total)
-    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=learning_rate, warmup_steps=warmup)
-
-
-def zero_init_residual_branches(model) -> int:
-    """Set the scale (gamma) of the last batch norm of every residual branch to 0; returns how many were set.
-
-    Each block then starts as the identity, so a ResNet trained from random weights starts stable (Goyal et al. 2017,
-    "Accurate, large minibatch SGD", section 5.1). Keras names these layers conv{stage}_block{n}_3_bn.
-    """
-    count = 0
-    for layer in model.layers:
-        if re.fullmatch(r"conv\d_block\d+_3_bn", layer.name):
-            layer.gamma.assign(np.zeros(layer.gamma.shape, layer.gamma.dtype))
-            count += 1
-    return count
-
-
-def compile_model(model, spec: RunSpec, xla: bool, learning_rate=None) -> None:
-    """Compile with the run's optimizer (at `learning_rate`, a float or schedule, else the run's), categorical
-    cross-entropy, accuracy and AUC."""
-    import keras
-
-    from .model import make_optimizer
-
-    model.compile(
-        optimizer=make_optimizer(
-            spec.optimizer, spec.learning_rate if learning_rate is None else learning_rate, spec.momentum
-        ),
-        loss="categorical_crossentropy",
-        metrics=["accuracy", keras.metrics.AUC(name="auc")],
-        jit_compile=xla,
-    )
-    # Built eagerly now: built lazily inside the first training step's graph, its slot variables take ~10x longer.
-    model.optimizer.build(model.trainable_variables)
-
-
-def compiled_model(spec: RunSpec, settings: TrainSettings, n_classes: int, steps: int, weights_file=None):
-    """The run's model as its first epoch starts: built (from `weights_file` or at random), set up and compiled."""
-    from .model import build_model
-
-    model = build_model(
-        spec.arch,
-        spec.size,
-        n_classes,
-        weights=weights_file,
-        dropout=spec.dropout,
-        augmentation=settings.augmentation,
-        seed=spec.seed,
-        attention=spec.attention,
-    )
-    if settings.bn_momentum is not None:
-        set_batchnorm_momentum(model, settings.bn_momentum)
-    if settings.zero_init_residual and spec.weights is None:
-        zero_init_residual_branches(model)
-    compile_model(model, spec, settings.xla, learning_rate_schedule(spec.learning_rate, settings, steps))
-    return model
-
-
-def resumed_model(path: Path, spec: RunSpec, settings: TrainSettings, n_classes: int, steps: int):
-    """The checkpointed model: rebuilt and compiled as at the start, then its weights and optimizer state loaded."""
-    if path.suffix == ".keras":  # a checkpoint written before checkpoints held weights only
-        from .model import load_model
-
-        return load_model(path)
-    import h5py
-
-    if not h5py.is_hdf5(path):  # Keras reports a damaged file as a bare OSError from h5py, naming no file
-        raise ValueError(f"{path}: not a readable weights file (not HDF5: truncated or damaged)")
-    model = compiled_model(spec, settings, n_classes, steps)  # no ImageNet file: every weight is loaded below
-    model.load_weights(path)
-    return model
-
-
-def loss_scale(model) -> float | None:
-    """The dynamic loss scale of a model compiled under mixed precision (its LossScaleOptimizer's), else None."""
-    scale = getattr(getattr(model, "optimizer", None), "dynamic_scale", None)
-    return None if scale is None else float(scale)
-
-
-def restore_best_weights(model, state: dict, checkpoint: Checkpoint, in_memory: list | None) -> None:
-    """Give the model the best epoch's weights: from memory, else the checkpoint; kept if its last epoch was best."""
-    if state["best_epoch"] == state["epochs_done"]:
-        return
-    if in_memory is not None:
-        model.set_weights(in_memory)
-    elif checkpoint.best_weights_path(state) is not None:  # None: no epoch ever improved (all NaN)
-        load_model_weights(model, checkpoint.best_weights_path(state))
-
-
 class TrainedRun(NamedTuple):
     """What train_run returns: the model with its best weights, the history rows, the checkpoint and the sessions."""
 
@@ -487,18 +205,6 @@ class TrainedRun(NamedTuple):
     history: list[dict]
     checkpoint: Checkpoint
     sessions: list[dict]
-
-
-def start_session(state: dict, session: dict | None) -> None:
-    """Append this job's session (where it runs) to the state's list, with the epochs it will train (none yet).
-
-    A checkpoint from before sessions were recorded gets one entry for its epochs, from an unrecorded host.
-    """
-    sessions = state.setdefault("sessions", [])
-    recorded = sum(len(item["epochs"]) for item in sessions)
-    if state["epochs_done"] > recorded:
-        sessions.append({"hostname": "unrecorded", "epochs": list(range(recorded + 1, state["epochs_done"] + 1))})
-    sessions.append(dict(session or {}) | {"epochs": []})
 
 
 def train_run(
