@@ -34,9 +34,7 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -118,35 +116,6 @@ def cpu_info() -> dict:
     except OSError:
         load = None
     return {"model": model, "cores": os.cpu_count(), "usable_cores": usable, "load_average": load}
-
-
-def gpu_info(tf) -> list[dict]:
-    gpus = []
-    for device in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(device)
-        gpus.append(
-            {
-                "tf_device": device.name,
-                "name": details.get("device_name"),
-                "compute_capability": details.get("compute_capability"),
-            }
-        )
-    return gpus
-
-
-def nvidia_smi() -> list[str] | None:
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return [line.strip() for line in out.stdout.splitlines() if line.strip()] or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def versions(tf, keras, np) -> dict:
@@ -453,6 +422,7 @@ def main(argv=None) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from bloodcells.gpus import gpu_details, nvidia_smi_gpus
     from bloodcells.hardware import resolve_switch
     from bloodcells.training import TrainSettings, configure_tensorflow
 
@@ -471,8 +441,8 @@ def main(argv=None) -> dict:
         "command": [sys.executable, *sys.argv],
         "hardware": {
             "cpu": cpu_info(),
-            "gpus": gpu_info(tf),
-            "nvidia_smi": nvidia_smi(),
+            "gpus": [gpu_details(tf, device) for device in tf_gpus],
+            "nvidia_smi": nvidia_smi_gpus(("name", "memory.total", "driver_version")),
             "device_used": device,
             "hostname": platform.node(),
         },

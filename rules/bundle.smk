@@ -1,9 +1,9 @@
 # Results bundles: `snakemake bundle` packs what the tables, figures and report are made from into one verified file;
-# config key restore unpacks one before planning (bloodcells.bundle.restore_configured, called in common.smk), and
+# config key restore unpacks one before planning (bloodcells.restoring.restore_configured, called in common.smk), and
 # rule restored then stands for the restored files, so no job that made them (train, evaluate, ...) is planned.
 
 # What `snakemake bundle` packs, path -> run: each run's results, Grad-CAM, transfer, benchmarks; montage, provenance.
-BUNDLED = bundle.bundled_files(config, PLAN, config.get("bundle_models", False))
+BUNDLED = bundle_contents.bundled_files(config, PLAN, config.get("bundle_models", False))
 
 
 localrules:
@@ -24,7 +24,7 @@ rule bundle:
     params:
         files=BUNDLED,
         runs=RUNS,
-        config=bundle.results_config(config),
+        config=bundle_contents.results_config(config),
         repo=str(REPO),
         models=config.get("bundle_models", False),
     script:
@@ -49,11 +49,11 @@ rule restored:
     log:
         "logs/restored/{restored}.log",
     wildcard_constraints:
-        restored=bundle.restored_pattern(RESTORED),
+        restored=restoring.restored_pattern(RESTORED),
     conda:
         "../envs/report.yaml"
     params:
-        marker=bundle.MARKER,
+        marker=restoring.MARKER,
     # A shell action, not a script: a script counts as code newer than the restored files and Snakemake would
     # delete and rebuild them (tests/test_bundle.py). Every value reaches the shell quoted (:q).
     shell:

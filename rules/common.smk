@@ -12,7 +12,7 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, download, files, plan, software
+from bloodcells import bundle, bundle_contents, download, files, plan, restoring, software
 from bloodcells.config import validate_config
 from bloodcells.names import ARCHITECTURES
 from bloodcells.runs import training_priority
@@ -22,7 +22,7 @@ from bloodcells.texts import load_paper_yaml, pdf_note
 validate_config(config, REPO / "rules/schema/config.schema.yaml")
 PLAN = plan.make_plan(config)
 # A results bundle (config key restore) is verified and unpacked now, so that the plan finds its files made.
-RESTORED = bundle.restore_configured(config, PLAN, Path.cwd(), logger.info)
+RESTORED = restoring.restore_configured(config, PLAN, Path.cwd(), logger.info)
 RUNS, TABLE3_RUNS = PLAN.runs, PLAN.table3
 GRADCAM_RUNS, TABLES = PLAN.gradcam, PLAN.tables
 # report.pdf needs a TeX installation (not a conda package here); without one the workflow says so and finishes.

@@ -16,7 +16,7 @@ rule provenance:
         repo=str(REPO),
         snakemake_version=SNAKEMAKE_VERSION,
         # a changed config reruns this rule, so the hash in the report is the config that built it
-        config_hash=plan.config_hash(bundle.results_config(config)),
+        config_hash=plan.config_hash(bundle_contents.results_config(config)),
         runs=list(RUNS),
     script:
         "../scripts/provenance.py"

@@ -10,7 +10,7 @@ was built with, what the machine itself shows (nvidia-smi, /dev/nvidia*), and th
 where results/ lives; and a WARNING when the machine has a GPU that TensorFlow does not see, so
 the GPU rules (train, evaluate, gradcam, transfer) would run on the CPU (with training.require_gpu:
 auto they stop with the same diagnosis instead). --strict exits 1 on warnings.
-The checks themselves are bloodcells.hardware.environment_report.
+The checks themselves are bloodcells.environment.environment_report.
 
 No `from __future__` import: Snakemake's script: directive puts its preamble above the first line.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bloodcells, when run directly
 
-from bloodcells.hardware import environment_report  # noqa: E402
+from bloodcells.environment import environment_report  # noqa: E402
 
 
 def command_line(argv: list[str] | None = None) -> int:

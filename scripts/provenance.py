@@ -5,7 +5,7 @@ import json
 from datetime import UTC, datetime
 
 from bloodcells.atomic import write_text_atomic
-from bloodcells.hardware import machine_gpus, tensorflow_info
+from bloodcells.gpus import machine_gpus, tensorflow_info
 from bloodcells.logs import log_to_file
 from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts
 

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from bloodcells import bundle, plan, restored_files
+from bloodcells import bundle, bundle_contents, plan, restored_files
 from bloodcells.names import class_names_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -95,7 +95,7 @@ def file_content(path: str, config: dict, runs: dict[str, dict]) -> bytes:
         return buffer.getvalue()
     if name.endswith(".npz"):
         return npz(labels=np.arange(4) % max(len(classes), 1), tag=np.array([tag]))
-    if path == bundle.PROVENANCE:
+    if path == bundle_contents.PROVENANCE:
         record = provenance(runs)
     elif path.startswith("results/transfer/"):
         target = class_names_of(config["datasets"][PurePosixPath(path).parts[3]])
@@ -140,7 +140,7 @@ def file_content(path: str, config: dict, runs: dict[str, dict]) -> bytes:
 def fake_build(root: Path, config: dict, models: bool = False) -> dict[str, str | None]:
     """The files of a finished build of `config` under `root`, with content of their kind; path -> run."""
     made = plan.make_plan(config)
-    paths = bundle.bundled_files(config, made, models)
+    paths = bundle_contents.bundled_files(config, made, models)
     for path in paths:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(file_content(path, config, made.runs))

@@ -21,7 +21,7 @@ import yaml
 from bundles import fake_build, members, relisted, repack
 from conftest import REPO, SCHEMA, TINY, run_snakemake
 
-from bloodcells import bundle, plan
+from bloodcells import bundle, bundle_contents, plan, restoring
 from bloodcells.config import ConfigError, validate_config
 from bloodcells.latex import latex_escape
 
@@ -53,7 +53,7 @@ def made(tmp_path) -> tuple[Path, dict, dict]:
     archive = tmp_path / "results-bundle.tar.gz"
     git = {"commit": "0" * 40, "dirty": False}
     manifest = bundle.write_bundle(
-        archive, source, paths, plan.make_plan(config).runs, bundle.results_config(config), git, False
+        archive, source, paths, plan.make_plan(config).runs, bundle_contents.results_config(config), git, False
     )
     return archive, config, manifest
 
@@ -66,9 +66,9 @@ def with_manifest_entry(contents: dict[str, bytes], name: str, data: bytes) -> d
     return contents | {bundle.MANIFEST: json.dumps(manifest).encode(), name: data}
 
 
-def restore(root: Path, config: dict, **keys) -> bundle.Restored:
+def restore(root: Path, config: dict, **keys) -> restoring.Restored:
     """Run the parse-time hook for `config` with config keys `keys` into `root`."""
-    return bundle.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
+    return restoring.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
 
 
 def written(root: Path) -> list[str]:
@@ -83,30 +83,30 @@ def test_bundle_holds_every_file_the_tables_and_report_need_and_a_manifest(made)
     archive, config, manifest = made
     names = set(members(archive))
     run = "synthetic-32-resnet101-bs16-s0"  # the explained run, the tiny config's poster model
-    expected = {f"results/runs/{run}/{name}" for name in bundle.RUN_FILES}
-    expected |= {f"results/gradcam/{run}/{name}" for name in bundle.GRADCAM_FILES}
-    expected |= {f"benchmarks/train/{run}.tsv", bundle.PROVENANCE, "results/figures/montage_synthetic.png"}
+    expected = {f"results/runs/{run}/{name}" for name in bundle_contents.RUN_FILES}
+    expected |= {f"results/gradcam/{run}/{name}" for name in bundle_contents.GRADCAM_FILES}
+    expected |= {f"benchmarks/train/{run}.tsv", bundle_contents.PROVENANCE, "results/figures/montage_synthetic.png"}
     expected |= {"results/transfer/synthetic-32-resnet50-bs16-s0/raabin/metrics.json", bundle.MANIFEST, bundle.CONFIG}
     assert expected <= names
     assert not any(name.endswith("model.keras") for name in names)  # models only with bundle_models
-    assert manifest["runs"] == bundle.plain(plan.make_plan(config).runs) and len(manifest["runs"]) == 11
+    assert manifest["runs"] == bundle.json_roundtrip(plan.make_plan(config).runs) and len(manifest["runs"]) == 11
     assert manifest["git"]["commit"] == "0" * 40
     assert [entry["path"] for entry in manifest["files"]] == sorted(names - {bundle.MANIFEST, bundle.CONFIG})
     with tarfile.open(archive, "r:gz") as tar:
         assert tar.getmembers()[0].name == bundle.MANIFEST  # read first, whatever the bundle's size
-    assert json.loads(members(archive)[bundle.CONFIG]) == bundle.results_config(config)
+    assert json.loads(members(archive)[bundle.CONFIG]) == bundle_contents.results_config(config)
 
 
 def test_models_are_bundled_with_the_switch():
     config = tiny_config(bundle_models=True)
-    paths = bundle.bundled_files(config, plan.make_plan(config), models=True)
+    paths = bundle_contents.bundled_files(config, plan.make_plan(config), models=True)
     assert sum(path.endswith("/model.keras") for path in paths) == 11
     # the bundle keys change neither the config a bundle records nor the hash in the provenance
     plain_config = tiny_config()
     with_keys = tiny_config(
         bundle_models=True, restore="b.tar.gz", restore_sha256="0" * 64, restore_shared_runs=True, restore_max_bytes=9
     )
-    assert bundle.results_config(with_keys) == bundle.results_config(plain_config) == plain_config
+    assert bundle_contents.results_config(with_keys) == bundle_contents.results_config(plain_config) == plain_config
 
 
 def test_a_missing_result_is_named_and_no_bundle_is_written(tmp_path):
@@ -145,12 +145,12 @@ def test_restore_puts_every_file_in_place_with_one_mtime_and_the_next_parse_read
     for entry in manifest["files"]:
         assert hashlib.sha256((root / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
     assert len({(root / path).stat().st_mtime for path in restored.files}) == 1
-    assert (root / bundle.MARKER).is_file()
+    assert (root / restoring.MARKER).is_file()
 
     def no_reading(*args):
         raise AssertionError("the bundle was read again")
 
-    monkeypatch.setattr(bundle, "verify_bundle", no_reading)
+    monkeypatch.setattr(restoring, "verify_bundle", no_reading)
     assert restore(root, config, restore=str(archive)) == restored
     # a restored file that went missing is restored again (the others are left as they are)
     monkeypatch.undo()
@@ -159,8 +159,8 @@ def test_restore_puts_every_file_in_place_with_one_mtime_and_the_next_parse_read
     assert restore(root, config, restore=str(archive)) == restored and lost.is_file()
     # a command without the key keeps the restored files standing for their jobs, until the record is deleted
     assert restore(root, config) == restored
-    (root / bundle.MARKER).unlink()
-    assert restore(root, config) == bundle.Restored()
+    (root / restoring.MARKER).unlink()
+    assert restore(root, config) == restoring.Restored()
 
 
 @pytest.mark.parametrize(
@@ -259,7 +259,7 @@ def test_with_restore_shared_runs_the_runs_both_plan_are_restored(made, tmp_path
     assert not (tmp_path / "results/runs/synthetic-32-resnet50-bs16-do0.5-s0").exists()
     assert (tmp_path / "results/runs/synthetic-32-resnet50-bs16-s0/predictions.npz").is_file()
     # this config plans runs the bundle lacks: provenance and the montage are made here, with them
-    assert not (tmp_path / bundle.PROVENANCE).exists()
+    assert not (tmp_path / bundle_contents.PROVENANCE).exists()
 
 
 # --- restoring from a URL ---------------------------------------------------------------------------
@@ -423,7 +423,7 @@ def test_restored_files_older_than_every_script_are_not_rebuilt(made, tmp_path):
     args = ["-n", "--configfile", str(TINY), "--config", f"restore={archive}"]
     assert not EXPENSIVE & set(job_counts(run_snakemake(fresh, *args)))
     oldest = min(path.stat().st_mtime for path in (REPO / "scripts").rglob("*.py")) - 3600
-    for path in json.loads((fresh / bundle.MARKER).read_text())["files"]:
+    for path in json.loads((fresh / restoring.MARKER).read_text())["files"]:
         os.utime(fresh / path, (oldest, oldest))
     planned = job_counts(run_snakemake(fresh, *args))
     assert "restored" not in planned and not EXPENSIVE & set(planned), planned
@@ -481,7 +481,7 @@ def test_a_bundle_planting_tex_in_every_text_field_leaks_nothing_into_the_report
     secret.write_text(token)
     texts = payloads(secret)
     contents = members(tiny_bundle)
-    provenance = json.loads(contents[bundle.PROVENANCE])
+    provenance = json.loads(contents[bundle_contents.PROVENANCE])
     # every field of the provenance whose schema allows text; digests, counts and times only pass as what they are
     changed = {"git": {"commit": texts[0], "dirty": None}, "versions": planted(provenance["versions"], texts, [0])}
     changed["data_files"] = [entry | {"path": texts[1]} for entry in provenance["data_files"]]
@@ -498,7 +498,8 @@ def test_a_bundle_planting_tex_in_every_text_field_leaks_nothing_into_the_report
     config = json.loads(contents[bundle.CONFIG])
     config["gradcam"] = planted(config["gradcam"], texts, [0])  # the bundle's config is only compared, never shown
     bad = repack(
-        tmp_path, relisted(contents | {bundle.CONFIG: json.dumps(config).encode()}, {bundle.PROVENANCE: record})
+        tmp_path,
+        relisted(contents | {bundle.CONFIG: json.dumps(config).encode()}, {bundle_contents.PROVENANCE: record}),
     )
     fresh = tmp_path / "fresh"
     fresh.mkdir()

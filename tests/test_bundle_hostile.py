@@ -19,7 +19,8 @@ import yaml
 from bundles import fake_build, members, npz, relisted, repack, tree_hash
 from conftest import REPO, SCHEMA, TINY
 
-from bloodcells import bundle, plan, tar_limits
+from bloodcells import bundle, bundle_contents, plan, restoring, staging, tar_limits
+from bloodcells.bundle_contents import PROVENANCE
 from bloodcells.config import validate_config
 
 RUN = "synthetic-32-resnet50-bs16-s0"
@@ -40,7 +41,7 @@ def good(tmp_path_factory) -> tuple[Path, dict]:
     archive = folder / "results-bundle.tar.gz"
     git = {"commit": "0" * 40, "dirty": False}
     runs = plan.make_plan(config).runs
-    bundle.write_bundle(archive, folder / "source", paths, runs, bundle.results_config(config), git, False)
+    bundle.write_bundle(archive, folder / "source", paths, runs, bundle_contents.results_config(config), git, False)
     return archive, config
 
 
@@ -55,9 +56,9 @@ def work(tmp_path) -> Path:
     return root
 
 
-def restore(root: Path, config: dict, **keys) -> bundle.Restored:
+def restore(root: Path, config: dict, **keys) -> restoring.Restored:
     """Run the parse-time hook for `config` with config keys `keys` into `root`."""
-    return bundle.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
+    return restoring.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
 
 
 def refused(root: Path, config: dict, archive: Path, **keys) -> str:
@@ -84,7 +85,7 @@ def test_the_good_bundle_restores(good, work):
     "name",
     [
         f"results/runs/{RUN}/curves.png",  # a file another rule makes: 'Rules plot_curves and restored are ambiguous'
-        bundle.MARKER,  # the restore's own record
+        restoring.MARKER,  # the restore's own record
         "results/zeros.bin",
         f"results/runs/{'a' * 300}/metrics.json",  # a folder name over the file system's limit
         f"results/runs/{RUN}/model.keras.tmp",
@@ -168,19 +169,19 @@ def json_with(contents: dict[str, bytes], name: str, change) -> dict[str, bytes]
 @pytest.mark.parametrize(
     "name, change, named",
     [
-        (bundle.PROVENANCE, lambda r: r.update(config_sha256=EXFILTRATE), "config_sha256"),
-        (bundle.PROVENANCE, lambda r: r["data_files"][0].update(md5=r"\input{/etc/hostname}"), "data_files[0].md5"),
-        (bundle.PROVENANCE, lambda r: r["data_files"][0].update(bytes=r"\input{/etc/hostname}"), "data_files[0].bytes"),
-        (bundle.PROVENANCE, lambda r: r["report_assembled_on"].update(cpus="\\input x"), "report_assembled_on.cpus"),
+        (PROVENANCE, lambda r: r.update(config_sha256=EXFILTRATE), "config_sha256"),
+        (PROVENANCE, lambda r: r["data_files"][0].update(md5=r"\input{/etc/hostname}"), "data_files[0].md5"),
+        (PROVENANCE, lambda r: r["data_files"][0].update(bytes=r"\input{/etc/hostname}"), "data_files[0].bytes"),
+        (PROVENANCE, lambda r: r["report_assembled_on"].update(cpus="\\input x"), "report_assembled_on.cpus"),
         (
-            bundle.PROVENANCE,
+            PROVENANCE,
             lambda r: r["report_assembled_on"].update(memory_gib="1"),
             "report_assembled_on.memory_gib",
         ),
-        (bundle.PROVENANCE, lambda r: r["training_hosts"][RUN][0].update(epochs=[EXFILTRATE]), "epochs[0]"),
-        (bundle.PROVENANCE, lambda r: r["training_hosts"][RUN][0].update(hostname="x" * 5000), "hostname"),
-        (bundle.PROVENANCE, lambda r: r["training_hosts"].update(other=[]), "training_hosts"),
-        (bundle.PROVENANCE, lambda r: r.update(extra="x"), "<top level>"),
+        (PROVENANCE, lambda r: r["training_hosts"][RUN][0].update(epochs=[EXFILTRATE]), "epochs[0]"),
+        (PROVENANCE, lambda r: r["training_hosts"][RUN][0].update(hostname="x" * 5000), "hostname"),
+        (PROVENANCE, lambda r: r["training_hosts"].update(other=[]), "training_hosts"),
+        (PROVENANCE, lambda r: r.update(extra="x"), "<top level>"),
         (f"results/runs/{RUN}/metrics.json", lambda r: r["class_names"].__setitem__(0, EXFILTRATE), "class_names"),
         (f"results/runs/{RUN}/metrics.json", lambda r: r.update(accuracy=1.5), "accuracy"),
         (f"results/runs/{RUN}/metrics.json", lambda r: r["confusion_matrix"].pop(), "confusion_matrix"),
@@ -327,7 +328,7 @@ def test_a_member_that_vanishes_after_verification_leaves_nothing(good, work, tm
         repack(tmp_path, contents).replace(path)
         return checked
 
-    monkeypatch.setattr(bundle, "verify_bundle", verify_then_swap)
+    monkeypatch.setattr(restoring, "verify_bundle", verify_then_swap)
     message = refused(work, config, copy)
     assert f"results/runs/{RUN}/predictions.npz vanished from the bundle since it was verified" in message
 
@@ -336,7 +337,7 @@ def test_a_member_that_vanishes_after_verification_leaves_nothing(good, work, tm
 def test_a_full_disk_while_unpacking_or_placing_leaves_nothing(good, work, monkeypatch, failing, after):
     # utime runs once per file unpacked into the staging folder, replace once per file moved into place
     archive, config = good
-    real, calls = getattr(bundle.os, failing), []
+    real, calls = getattr(staging.os, failing), []
 
     def full_disk(*args, **kwargs):
         calls.append(args)
@@ -344,10 +345,10 @@ def test_a_full_disk_while_unpacking_or_placing_leaves_nothing(good, work, monke
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bundle.os, failing, full_disk)
+    monkeypatch.setattr(staging.os, failing, full_disk)
     message = refused(work, config, archive)
     assert "No space left on device" in message and len(calls) == after
-    assert not list(work.glob(bundle.STAGING_PREFIX + "*"))
+    assert not list(work.glob(staging.STAGING_PREFIX + "*"))
 
 
 def test_a_record_that_cannot_be_written_undoes_the_restore(good, work, monkeypatch):
@@ -356,20 +357,20 @@ def test_a_record_that_cannot_be_written_undoes_the_restore(good, work, monkeypa
     def no_record(*args, **kwargs):
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
 
-    monkeypatch.setattr(bundle, "record_restore", no_record)
+    monkeypatch.setattr(restoring, "record_restore", no_record)
     assert "Disk quota exceeded" in refused(work, config, archive)
 
 
 def test_a_recorded_file_that_no_bundle_carries_stands_for_no_job(good, work):
-    # a record written before names were checked may list a file another rule makes (curves.png): it is ignored,
+    # a record (edited, or of another config) may list a file another rule makes (curves.png): it is ignored,
     # so rule restored never competes with plot_curves ('Rules plot_curves and restored are ambiguous')
     archive, config = good
     restored = restore(work, config, restore=str(archive))
-    marker = json.loads((work / bundle.MARKER).read_text())
+    marker = json.loads((work / restoring.MARKER).read_text())
     marker["files"][f"results/runs/{RUN}/curves.png"] = 9
-    (work / bundle.MARKER).write_text(json.dumps(marker))
+    (work / restoring.MARKER).write_text(json.dumps(marker))
     assert restore(work, config) == restored
-    assert "curves.png" not in bundle.restored_pattern(restore(work, config))
+    assert "curves.png" not in restoring.restored_pattern(restore(work, config))
 
 
 def test_a_file_larger_than_its_kind_is_refused_before_anything_is_unpacked(good, work, tmp_path, monkeypatch):
@@ -378,6 +379,6 @@ def test_a_file_larger_than_its_kind_is_refused_before_anything_is_unpacked(good
     name = f"results/runs/{RUN}/predictions.npz"
     bad = repack(tmp_path, relisted(members(archive), {name: bytes(300 << 20)}))
     assert bad.stat().st_size < 1_000_000
-    monkeypatch.setattr(bundle, "extract", lambda *args: pytest.fail("unpacked"))
+    monkeypatch.setattr(staging, "extract", lambda *args: pytest.fail("unpacked"))
     message = refused(work, config, bad)
     assert f"{name}: 314572800 bytes, more than the 268435456 a .npz file of a bundle may have" in message

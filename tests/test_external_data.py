@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMA, run_snakemake
 
-from bloodcells import bundle, plan
+from bloodcells import bundle, plan, restoring
 from bloodcells.config import validate_config
 
 CONFIG = ["--configfile", str(REPO / "config.yaml")]
@@ -51,18 +51,18 @@ def full_study_runs(**changes) -> dict[str, dict]:
 
 
 def test_a_bundle_built_without_the_external_study_is_refused_naming_external_false():
-    bundle_runs = bundle.plain(full_study_runs(external=False))
+    bundle_runs = bundle.json_roundtrip(full_study_runs(external=False))
     manifest = {"runs": bundle_runs, "files": []}
     with pytest.raises(bundle.BundleError) as error:
-        bundle.select_entries(manifest, full_study_runs(), shared=False, name="results-bundle.tar.gz")
+        restoring.select_entries(manifest, full_study_runs(), shared=False, name="results-bundle.tar.gz")
     message = str(error.value)
     assert "raabin-64-resnet50-bs32-e10-s0: planned by this config, not in the bundle" in message
     assert "all on other datasets (raabin)" in message and "Add --config external=False" in message
 
 
 def test_other_differences_get_no_external_advice():
-    bundle_runs = bundle.plain(full_study_runs(external=False))
-    assert bundle.external_advice(bundle_runs, full_study_runs(seeds=[0, 1])) == ""  # more BloodMNIST runs
-    assert bundle.external_advice(bundle_runs, full_study_runs(external=False)) == ""  # nothing differs
+    bundle_runs = bundle.json_roundtrip(full_study_runs(external=False))
+    assert restoring.external_advice(bundle_runs, full_study_runs(seeds=[0, 1])) == ""  # more BloodMNIST runs
+    assert restoring.external_advice(bundle_runs, full_study_runs(external=False)) == ""  # nothing differs
     more = bundle_runs | {"extra-run": next(iter(bundle_runs.values()))}
-    assert bundle.external_advice(more, full_study_runs()) == ""  # the bundle has a run this config lacks
+    assert restoring.external_advice(more, full_study_runs()) == ""  # the bundle has a run this config lacks

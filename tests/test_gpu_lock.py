@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bloodcells import gpu_lock
+from bloodcells import gpu_lock, gpus
 
 # One job: claim a card among four faked ones, say so, hold it until the test releases every job, record
 # (card, start, end). Events, not sleeps, order the jobs: a loaded machine changes nothing the test asserts.
@@ -56,6 +56,11 @@ def job_env(lock_dir: Path, cards: str) -> dict:
         gpu_lock.LOCK_DIR_VARIABLE: str(lock_dir),
         "PYTHONPATH": str(REPO / "scripts"),
     }
+
+
+def release(claim: gpu_lock.GpuClaim) -> None:
+    """Drop a claim's lock, as the end of the process that holds it does (closing its only descriptor)."""
+    os.close(claim.fd)
 
 
 def wait_for(path: Path, seconds: float = 20) -> str:
@@ -137,10 +142,10 @@ def test_release_and_reclaim_in_one_process(tmp_path):
     second = gpu_lock.try_claim(["0", "1"], tmp_path)
     assert (claim.card, second.card) == ("0", "1")
     assert gpu_lock.try_claim(["0", "1"], tmp_path) is None
-    claim.release()
+    release(claim)
     again = gpu_lock.try_claim(["0", "1"], tmp_path)
     assert again.card == "0"
-    again.release(), second.release()
+    release(again), release(second)
 
 
 def test_claim_times_out_when_every_card_stays_held(tmp_path):
@@ -151,7 +156,7 @@ def test_claim_times_out_when_every_card_stays_held(tmp_path):
         with pytest.raises(TimeoutError):
             gpu_lock.claim_gpu(environ=environ, poll_seconds=0.05, timeout=0.3, log=messages.append)
     finally:
-        held.release()
+        release(held)
     # (an earlier test may have started TensorFlow in this process: then a warning says so first)
     assert environ["CUDA_VISIBLE_DEVICES"] == "3" and any("waiting for one to be free" in m for m in messages)
 
@@ -178,23 +183,23 @@ def test_inside_a_slurm_gpu_job_slurm_decides(tmp_path):
 
 
 def test_card_discovery(tmp_path):
-    assert gpu_lock.parse_visible_devices("0, 2,3") == ["0", "2", "3"]
-    assert gpu_lock.parse_visible_devices("GPU-3f2c1a,GPU-77") == ["GPU-3f2c1a", "GPU-77"]
-    assert gpu_lock.parse_visible_devices("1,-1,2") == ["1"]
+    assert gpus.parse_visible_devices("0, 2,3") == ["0", "2", "3"]
+    assert gpus.parse_visible_devices("GPU-3f2c1a,GPU-77") == ["GPU-3f2c1a", "GPU-77"]
+    assert gpus.parse_visible_devices("1,-1,2") == ["1"]
     listing = (
         "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaa)\n"
         "  MIG 1g.10gb     Device  0: (UUID: MIG-bbb)\n"
         "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-ccc)\n"
     )
-    assert gpu_lock.parse_nvidia_smi(listing) == ["0", "1"]
+    assert gpus.parse_nvidia_smi(listing) == ["0", "1"]
     for name in ("nvidia0", "nvidia1", "nvidia10", "nvidiactl", "nvidia-uvm", "nvidia-modeset"):
         (tmp_path / name).touch()
-    assert gpu_lock.device_node_ids(tmp_path) == ["0", "1", "10"]
+    assert gpus.device_node_ids(tmp_path) == ["0", "1", "10"]
     # CUDA_VISIBLE_DEVICES wins, then nvidia-smi, then the device nodes
     assert gpu_lock.candidate_cards({"CUDA_VISIBLE_DEVICES": "3"}, smi=lambda: ["0"], devices=tmp_path) == ["3"]
     assert gpu_lock.candidate_cards({}, smi=lambda: ["0", "1"], devices=tmp_path) == ["0", "1"]
     assert gpu_lock.candidate_cards({}, smi=lambda: None, devices=tmp_path) == ["0", "1", "10"]
-    assert gpu_lock.nvidia_smi_ids(run=lambda command: listing) == ["0", "1"]
+    assert gpus.nvidia_smi_ids(run=lambda command: listing) == ["0", "1"]
 
 
 def test_pin_job_to_gpu_only_for_gpu_rules(monkeypatch, tmp_path):
@@ -210,4 +215,5 @@ def test_pin_job_to_gpu_only_for_gpu_rules(monkeypatch, tmp_path):
         assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
         assert "rule train (run=r1)" in (tmp_path / "gpu0.lock").read_text()
     finally:
-        gpu_lock.release_gpu()
+        if gpu_lock._HELD is not None:
+            release(gpu_lock._HELD)

@@ -5,7 +5,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from bloodcells.hardware import has_gpu, resolve_switch
+from bloodcells.gpus import has_gpu
+from bloodcells.hardware import resolve_switch
 
 
 def test_auto_is_off_without_a_gpu_and_on_with_one():

@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import REPO, TINY, run_snakemake
 
-from bloodcells import hardware
+from bloodcells import gpus, hardware
 from bloodcells.hardware import GpuRequiredError, enforce_gpu_requirement, gpu_requirement_error
 
 GPU_MACHINE = {
@@ -85,16 +85,16 @@ def test_enforce_looks_only_as_far_as_it_must(monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("called")
 
-    monkeypatch.setattr(hardware, "machine_gpus", must_not_run)
+    monkeypatch.setattr(gpus, "machine_gpus", must_not_run)
     enforce_gpu_requirement(False, "train")  # false: not even nvidia-smi runs
-    monkeypatch.setattr(hardware, "machine_gpus", lambda devices="/dev": CPU_MACHINE)
-    monkeypatch.setattr(hardware, "tensorflow_info", must_not_run)
+    monkeypatch.setattr(gpus, "machine_gpus", lambda devices="/dev": CPU_MACHINE)
+    monkeypatch.setattr(gpus, "tensorflow_info", must_not_run)
     enforce_gpu_requirement("auto", "train")  # auto on a CPU machine: TensorFlow is not imported for the check
-    monkeypatch.setattr(hardware, "machine_gpus", lambda devices="/dev": GPU_MACHINE)
-    monkeypatch.setattr(hardware, "tensorflow_info", lambda: TF_NO_GPU)
+    monkeypatch.setattr(gpus, "machine_gpus", lambda devices="/dev": GPU_MACHINE)
+    monkeypatch.setattr(gpus, "tensorflow_info", lambda: TF_NO_GPU)
     with pytest.raises(GpuRequiredError, match=r"^evaluate: this machine has a GPU \(GPU 0: NVIDIA H100"):
         enforce_gpu_requirement("auto", "evaluate", environ={})
-    monkeypatch.setattr(hardware, "tensorflow_info", lambda: TF_GPU)
+    monkeypatch.setattr(gpus, "tensorflow_info", lambda: TF_GPU)
     enforce_gpu_requirement("auto", "evaluate", environ={})
 
 

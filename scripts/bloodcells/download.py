@@ -19,6 +19,7 @@ from typing import IO
 
 from .atomic import atomic_path
 from .names import ARCHITECTURES
+from .quoting import shown
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CHUNK_BYTES = 1 << 20
@@ -29,7 +30,6 @@ PROGRESS_BYTES = 10 * 1000 * 1000
 MAX_BYTES = 8 << 30
 # A 3.4 GB bundle at 0.5 MB/s; a server that sends one byte every few seconds is cut off here, not after days.
 DEADLINE_S = 2 * 3600.0
-QUOTE_CHARS = 200
 
 
 class DownloadError(RuntimeError):
@@ -47,7 +47,7 @@ def restore_max_bytes(config: dict) -> int:
     if value is None:
         return MAX_BYTES
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config key restore_max_bytes: {quoted(str(value))} is not a positive number of bytes")
+        raise ValueError(f"config key restore_max_bytes: {shown(str(value))} is not a positive number of bytes")
     return value
 
 
@@ -60,11 +60,6 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def quoted(text: str) -> str:
-    """`text` as repr quotes it, cut to its first QUOTE_CHARS characters (a URL a server chose may be huge)."""
-    return repr(text) if len(text) <= QUOTE_CHARS else repr(text[:QUOTE_CHARS]) + f"... ({len(text)} characters)"
-
-
 def _check_url(url: str) -> bool:
     """Raise ValueError unless `url` is https (or http to loopback); return whether it is loopback."""
     parts = urllib.parse.urlsplit(url)
@@ -72,7 +67,7 @@ def _check_url(url: str) -> bool:
     if parts.scheme == "https" or (parts.scheme == "http" and loopback):
         return loopback
     raise ValueError(
-        f"refusing to download {quoted(url)}: only https:// URLs (or http:// to loopback for tests) are allowed"
+        f"refusing to download {shown(url)}: only https:// URLs (or http:// to loopback for tests) are allowed"
     )
 
 
@@ -92,7 +87,7 @@ def check_redirect(old: str, new: str, cross_host: bool) -> None:
         if not cross_host and _host_and_port(before) != _host_and_port(after):
             raise ValueError("it goes to another host or port")
     except ValueError as error:
-        raise DownloadError(f"{quoted(old)} redirects to {quoted(new)}, which was not requested: {error}") from None
+        raise DownloadError(f"{shown(old)} redirects to {shown(new)}, which was not requested: {error}") from None
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
@@ -201,7 +196,7 @@ def _limit_from_length(url: str, length: str | None, max_bytes: int) -> int | No
     total = int(length) if length and length.isdigit() else None
     if total is not None and total > max_bytes:
         raise DownloadTooLarge(
-            f"{quoted(url)}: refused, its Content-Length of {total:,} bytes is over the limit of {max_bytes:,} "
+            f"{shown(url)}: refused, its Content-Length of {total:,} bytes is over the limit of {max_bytes:,} "
             "bytes; nothing was read"
         )
     return total
@@ -242,8 +237,8 @@ def stream_to(
         if deadline.expired:
             raise _too_slow(url, deadline, progress) from None
         if not progress.opened:
-            raise DownloadError(f"{quoted(url)}: could not download ({error})") from error
-        raise DownloadError(f"{quoted(url)}: connection lost after {progress.done} bytes ({error})") from error
+            raise DownloadError(f"{shown(url)}: could not download ({error})") from error
+        raise DownloadError(f"{shown(url)}: connection lost after {progress.done} bytes ({error})") from error
     finally:
         deadline.timer.cancel()
     # A socket shut down by the deadline reads as a clean end of file.
@@ -251,7 +246,7 @@ def stream_to(
         raise _too_slow(url, deadline, progress)
     # http.client reads a short body as a clean end of file, so the length has to be checked here.
     if progress.total is not None and progress.done != progress.total:
-        raise DownloadError(f"{quoted(url)}: connection closed after {progress.done} of {progress.total} bytes")
+        raise DownloadError(f"{shown(url)}: connection closed after {progress.done} of {progress.total} bytes")
     return digest
 
 
@@ -259,7 +254,7 @@ def _too_slow(url: str, deadline: _Deadline, progress: _Progress) -> DownloadErr
     """The error of a download cut off at its deadline, with what had arrived."""
     of_total = f" of {progress.total:,}" if progress.total is not None else ""
     return DownloadError(
-        f"{quoted(url)}: stopped after {deadline.elapsed():.1f} s (the deadline is {deadline.seconds:g} s) with "
+        f"{shown(url)}: stopped after {deadline.elapsed():.1f} s (the deadline is {deadline.seconds:g} s) with "
         f"{progress.done:,}{of_total} bytes received: the server is too slow or has stalled"
     )
 
@@ -286,7 +281,7 @@ def _copy(
             progress.done += len(chunk)
             if progress.done > max_bytes:
                 raise DownloadTooLarge(
-                    f"{quoted(url)}: stopped reading after {progress.done:,} bytes, over the limit of "
+                    f"{shown(url)}: stopped reading after {progress.done:,} bytes, over the limit of "
                     f"{max_bytes:,} bytes (the server gave no Content-Length)"
                 )
             out.write(chunk)

@@ -24,14 +24,14 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import gpus
 
 LOCK_DIR_VARIABLE = "BLOODCELLS_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/bloodcells-gpu-locks"
@@ -49,12 +49,6 @@ class GpuClaim:
     path: Path
     fd: int
 
-    def release(self) -> None:
-        """Give the card back (also happens by itself when the process ends)."""
-        if self.fd >= 0:
-            os.close(self.fd)  # closing the only descriptor of the open file drops the flock
-            self.fd = -1
-
 
 def lock_dir(environ: dict | None = None) -> Path:
     """Where the per-card lock files live."""
@@ -62,55 +56,17 @@ def lock_dir(environ: dict | None = None) -> Path:
     return Path(environ.get(LOCK_DIR_VARIABLE) or DEFAULT_LOCK_DIR)
 
 
-def parse_visible_devices(value: str) -> list[str]:
-    """The card ids of a CUDA_VISIBLE_DEVICES value ("0,1", "GPU-3f2c...", ""); "-1" or "" means none."""
-    ids = [part.strip() for part in value.split(",") if part.strip()]
-    # CUDA ignores everything from the first invalid index on; "-1" is the usual way to hide all cards.
-    cards = []
-    for card in ids:
-        if card.startswith("-"):
-            break
-        cards.append(card)
-    return cards
-
-
-def parse_nvidia_smi(listing: str) -> list[str]:
-    """Card indices from `nvidia-smi -L` ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-...)"); MIG lines are skipped."""
-    return [match.group(1) for match in re.finditer(r"^GPU (\d+):", listing, flags=re.MULTILINE)]
-
-
-def device_node_ids(devices: str | Path = "/dev") -> list[str]:
-    """Card indices from the device nodes /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm)."""
-    found = [path.name[len("nvidia") :] for path in Path(devices).glob("nvidia[0-9]*")]
-    return sorted((name for name in found if name.isdigit()), key=int)
-
-
-def nvidia_smi_ids(run: Callable[[Sequence[str]], str] | None = None) -> list[str] | None:
-    """Card indices that `nvidia-smi -L` lists, or None when nvidia-smi is missing or fails."""
-    if run is None:
-        if shutil.which("nvidia-smi") is None:
-            return None
-
-        def run(command):
-            return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
-
-    try:
-        return parse_nvidia_smi(run(["nvidia-smi", "-L"]))
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def candidate_cards(
-    environ: dict | None = None, smi: Callable[[], list[str] | None] = nvidia_smi_ids, devices: str | Path = "/dev"
+    environ: dict | None = None, smi: Callable[[], list[str] | None] = gpus.nvidia_smi_ids, devices: str | Path = "/dev"
 ) -> list[str]:
     """The cards a job may be pinned to, in the order they are tried."""
     environ = os.environ if environ is None else environ
     if "CUDA_VISIBLE_DEVICES" in environ:
-        return parse_visible_devices(environ["CUDA_VISIBLE_DEVICES"])
+        return gpus.parse_visible_devices(environ["CUDA_VISIBLE_DEVICES"])
     listed = smi()
     if listed:
         return listed
-    return device_node_ids(devices)
+    return gpus.device_node_ids(devices)
 
 
 def slurm_assigned_gpus(environ: dict | None = None) -> str | None:
@@ -152,6 +108,7 @@ def _note_holder(fd: int, label: str) -> None:
 
 
 def _holder_of(path: Path) -> str:
+    """Who holds a card, as its lock file says ('?' where it cannot be read)."""
     try:
         return path.read_text().strip() or "?"
     except OSError:
@@ -198,7 +155,7 @@ def claim_gpu(
     poll_seconds: float = 2.0,
     timeout: float | None = None,
     log: Callable[[str], None] | None = None,
-    smi: Callable[[], list[str] | None] = nvidia_smi_ids,
+    smi: Callable[[], list[str] | None] = gpus.nvidia_smi_ids,
     devices: str | Path = "/dev",
 ) -> str | None:
     """Pin this process to a free GPU: wait for a card no other job holds, lock it, set CUDA_VISIBLE_DEVICES.
@@ -210,7 +167,7 @@ def claim_gpu(
     global _HELD
     environ = os.environ if environ is None else environ
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    if _HELD is not None and _HELD.fd >= 0:
+    if _HELD is not None:
         return _HELD.card
     slurm = slurm_assigned_gpus(environ)
     if slurm is not None:
@@ -253,14 +210,6 @@ def claim_gpu(
     _HELD = claim
     log(f"gpu_lock: {label} pinned to GPU {claim.card} (CUDA_VISIBLE_DEVICES={claim.card}, lock {claim.path})")
     return claim.card
-
-
-def release_gpu() -> None:
-    """Give back the card this process holds, if any (it is given back at exit anyway)."""
-    global _HELD
-    if _HELD is not None:
-        _HELD.release()
-        _HELD = None
 
 
 def job_label(rule: str, wildcards: Mapping[str, str]) -> str:

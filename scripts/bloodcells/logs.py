@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .hardware import has_gpu, machine_gpus, machine_has_gpu
+from .gpus import has_gpu, machine_gpus, machine_has_gpu
 
 # What TensorFlow prints on a machine without NVIDIA GPU, which reads like a failure but only says "no GPU here":
 #   I... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.  (twice, at import)

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .download import file_md5
-from .hardware import nvidia_smi_gpus, tensorflow_info
+from .gpus import nvidia_smi_gpus, tensorflow_info
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "matplotlib", "jinja2")
 

@@ -19,7 +19,7 @@ import yaml
 
 from .download import restore_max_bytes
 from .names import class_names_of
-from .tar_limits import shown
+from .quoting import shown
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules/schema/bundle.schema.yaml"
 CONFIG_SCHEMA = SCHEMA.with_name("config.schema.yaml")
@@ -271,7 +271,7 @@ def check_file(file: Path, path: str, config: dict, planned: dict[str, dict]) ->
         if unknown := sorted(set(record["training_hosts"]) - set(planned)):
             raise ContentError(f"training_hosts names runs this config does not plan: {shown(', '.join(unknown))}")
     elif run not in planned:
-        raise ContentError("a file of a run this config does not plan")  # bundle.name_problems admits none
+        raise ContentError("a file of a run this config does not plan")  # restoring.name_problems admits none
     else:
         classes = class_names_of(config["datasets"][planned[run]["dataset"]])
         if parts[1] == "transfer" and name == "metrics.json":
@@ -286,7 +286,7 @@ def check_file(file: Path, path: str, config: dict, planned: dict[str, dict]) ->
         elif name == "focus.csv":
             check_focus(_read(file), classes)
         else:
-            raise ContentError("no check is known for this file")  # bundle.name_problems admits no other name
+            raise ContentError("no check is known for this file")  # restoring.name_problems admits no other name
 
 
 def _check_run(record: dict, run: str | None) -> None:

@@ -17,17 +17,10 @@ MAX_MEMBERS = 20_000
 METADATA_TYPES = {b"x": "PAX header", b"g": "PAX global header", b"L": "GNU long name", b"K": "GNU long link name"}
 # GNU sparse files chain extension blocks that no size field covers; a bundle never holds one.
 REFUSED_TYPES = {b"S": "GNU sparse file", b"V": "GNU volume header", b"M": "GNU multi-volume continuation"}
-NAME_SHOWN = 200
 
 
 class TarLimitError(ValueError):
     """A tar archive over a limit, or with a header that cannot be read."""
-
-
-def shown(name: str, limit: int = NAME_SHOWN) -> str:
-    """A name from outside as a message quotes it: its first `limit` characters, and its length if it is longer."""
-    name = name.encode("unicode_escape", "backslashreplace").decode("ascii")  # no control characters in messages
-    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
 
 
 def member_size(header: bytes) -> int:
