@@ -3,7 +3,9 @@
 # rule restored then stands for the restored files, so no job that made them (train, evaluate, ...) is planned.
 
 # What `snakemake bundle` packs, path -> run: each run's results, Grad-CAM, transfer, benchmarks; montage, provenance.
-BUNDLED = bundle_contents.bundled_files(config, PLAN, config.get("bundle_models", False))
+BUNDLED = bundle_contents.bundled_files(
+    config, PLAN, config.get("bundle_models", False)
+)
 
 
 localrules:

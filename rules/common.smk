@@ -12,7 +12,15 @@ from snakemake.logging import logger
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bloodcells import bundle, bundle_contents, download, files, plan, restoring, software
+from bloodcells import (
+    bundle,
+    bundle_contents,
+    download,
+    files,
+    plan,
+    restoring,
+    software,
+)
 from bloodcells.config import validate_config
 from bloodcells.names import ARCHITECTURES
 from bloodcells.runs import training_priority

@@ -36,6 +36,24 @@ RUN_VALUES = {
 }
 
 
+# What bloodcells.gpus reports of a machine with one NVIDIA GPU, of one without, and of TensorFlow on each.
+GPU_MACHINE = {
+    "nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)"],
+    "device_nodes": ["/dev/nvidia0"],
+    "nvidia_smi_found": True,
+}
+CPU_MACHINE = {"nvidia_smi": [], "device_nodes": [], "nvidia_smi_found": False}
+TF_GPU = {
+    "version": "2.21.0",
+    "gpus": ["/physical_device:GPU:0"],
+    "built_with_cuda": True,
+    "cuda_version": "12.5.1",
+    "cudnn_version": "9",
+    "cuda_packages": ["nvidia-cudnn-cu12"],
+}
+TF_NO_GPU = TF_GPU | {"gpus": []}
+
+
 # Every snakemake run of the tests holds this lock shared; a test that edits a file of the repository holds it
 # alone (editing_repository), so that no run on another xdist worker plans (or records) jobs from the edited file.
 REPO_LOCK = Path(tempfile.gettempdir()) / f"bloodcells-tests-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}.lock"

@@ -120,19 +120,6 @@ def test_a_missing_result_is_named_and_no_bundle_is_written(tmp_path):
     assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
 
 
-def test_bundle_code_imports_nothing_heavy():
-    # bloodcells.bundle runs when the Snakefile is parsed, on a login node
-    import ast
-    import sys
-
-    tree = ast.parse((REPO / "scripts/bloodcells/bundle.py").read_text())
-    imported = {
-        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-    }
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
-
-
 # --- restoring --------------------------------------------------------------------------------------
 
 

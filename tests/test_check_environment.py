@@ -2,26 +2,12 @@
 found" problem gets (no TensorFlow import here)."""
 
 import pytest
-from conftest import load_rule_script
+from conftest import CPU_MACHINE, GPU_MACHINE, TF_GPU, TF_NO_GPU, load_rule_script
 
 from bloodcells import environment, gpus
 
 check_environment = load_rule_script("check_environment")
 
-GPU_MACHINE = {
-    "nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaa)"],
-    "device_nodes": ["/dev/nvidia0"],
-    "nvidia_smi_found": True,
-}
-CPU_MACHINE = {"nvidia_smi": [], "device_nodes": [], "nvidia_smi_found": False}
-TF_GPU = {
-    "version": "2.21.0",
-    "gpus": ["/physical_device:GPU:0"],
-    "built_with_cuda": True,
-    "cuda_version": "12.5.1",
-    "cudnn_version": "9",
-}
-TF_NO_GPU = TF_GPU | {"gpus": []}
 PLENTY = 100 * 1024**3
 
 

@@ -1,6 +1,7 @@
 """The login node of a cluster: a venv with only requirements-login.txt parses the full study and plans it
 through profiles/slurm, and the workflow's own code imports none of the jobs' scientific stack while parsing."""
 
+import json
 import os
 import re
 import subprocess
@@ -190,3 +191,22 @@ def test_login_venv_without_conda_stops_before_submitting(cluster, login_venv, t
     assert "lacks h5py, keras, matplotlib, PIL, scipy, sklearn, tensorflow" in output
     assert "--software-deployment-method conda" in output and "requirements-gpu.lock" in output
     assert "has been submitted" not in output and not (tmp_path / "results").exists()
+
+
+def test_the_modules_the_rules_import_load_none_of_the_jobs_packages():
+    # Without a login venv or a cluster: every bloodcells module the Snakefile and rules import, and what they import.
+    rules = "".join(path.read_text() for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))])
+    modules = set()
+    for module, names in re.findall(r"^from bloodcells(?:\.(\w+))? import ([\w, ]+)$", rules, re.M):
+        modules |= {module} if module else {name.strip() for name in names.split(",")}
+    probe = (
+        "import json, sys\n"
+        + "".join(f"import bloodcells.{m}\n" for m in modules)
+        + "print(json.dumps(list(sys.modules)))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO / "scripts", capture_output=True, text=True, check=True
+    )
+    loaded = {name.split(".")[0] for name in json.loads(run.stdout)}
+    assert {"restoring", "config", "plan"} <= modules, modules
+    assert not loaded & {*BLOCKED_AT_PARSE, "jinja2", "jsonschema"}, sorted(modules)

@@ -6,27 +6,12 @@ import re
 import time
 
 import pytest
-from conftest import REPO, TINY, run_snakemake
+from conftest import CPU_MACHINE, GPU_MACHINE, REPO, TF_GPU, TF_NO_GPU, TINY, run_snakemake
 
 from bloodcells import gpus, hardware
 from bloodcells.hardware import GpuRequiredError, enforce_gpu_requirement, gpu_requirement_error
 
-GPU_MACHINE = {
-    "nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)"],
-    "device_nodes": ["/dev/nvidia0"],
-    "nvidia_smi_found": True,
-}
 NODES_ONLY = {"nvidia_smi": [], "device_nodes": ["/dev/nvidia0"], "nvidia_smi_found": False}
-CPU_MACHINE = {"nvidia_smi": [], "device_nodes": [], "nvidia_smi_found": False}
-TF_GPU = {
-    "version": "2.21.0",
-    "gpus": ["/physical_device:GPU:0"],
-    "built_with_cuda": True,
-    "cuda_version": "12.5.1",
-    "cudnn_version": "9",
-    "cuda_packages": ["nvidia-cudnn-cu12"],
-}
-TF_NO_GPU = TF_GPU | {"gpus": []}
 TF_BROKEN = {"error": "ImportError: libcudart.so.12: cannot open shared object file"}
 
 
