@@ -197,8 +197,8 @@ def test_the_modules_the_rules_import_load_none_of_the_jobs_packages():
     # Without a login venv or a cluster: every bloodcells module the Snakefile and rules import, and what they import.
     rules = "".join(path.read_text() for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))])
     modules = set()
-    for module, names in re.findall(r"^from bloodcells(?:\.(\w+))? import ([\w, ]+)$", rules, re.M):
-        modules |= {module} if module else {name.strip() for name in names.split(",")}
+    for module, names in re.findall(r"^from bloodcells(?:\.(\w+))? import (\([^)]*\)|.*)$", rules, re.M):
+        modules |= {module} if module else set(re.findall(r"\w+", names))
     probe = (
         "import json, sys\n"
         + "".join(f"import bloodcells.{m}\n" for m in modules)
