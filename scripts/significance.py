@@ -5,9 +5,14 @@ import json
 import numpy as np
 
 from bloodcells.atomic import write_text_atomic
-from bloodcells.comparisons import planned_comparisons, prediction_outcomes, run_comparisons, significance_frame
+from bloodcells.comparisons import (
+    bootstrap_frame,
+    planned_comparisons,
+    prediction_outcomes,
+    run_comparisons,
+    significance_frame,
+)
 from bloodcells.logs import log_to_file
-from bloodcells.stats import bootstrap_frame
 from bloodcells.tables import read_json
 from bloodcells.texts import load_paper_yaml
 

@@ -217,3 +217,15 @@ def significance_frame(results: Sequence[dict]) -> pd.DataFrame:
             for t in r["tests"]
         ]
     )
+
+
+def bootstrap_frame(runs: Sequence[str], boots: Sequence[dict]) -> pd.DataFrame:
+    """One row per run: the bootstrap 95 % intervals of its test ACC and AUC (results/stats/bootstrap.csv)."""
+    return pd.DataFrame(
+        [
+            {"run": run}
+            | {f"{metric}_ci95_{end}": boot[metric][end] for metric in ("accuracy", "auc") for end in ("low", "high")}
+            | {"n_boot": boot["n_boot"]}
+            for run, boot in zip(runs, boots, strict=True)
+        ]
+    )

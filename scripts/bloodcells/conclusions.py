@@ -46,6 +46,11 @@ def _configurations(evidence: Evidence) -> dict[tuple, list[str]]:
     return groups
 
 
+def _configuration_label(key: tuple) -> str:
+    """'ResNet-101 (224 px), batch 16' of an (arch, size, batch_size) key of _configurations."""
+    return model_label(dict(zip(("arch", "size", "batch_size"), key, strict=True)))
+
+
 def _mean(values) -> float:
     return float(np.mean(list(values)))
 
@@ -61,10 +66,7 @@ def size_accuracy_above(check: dict, evidence: Evidence) -> tuple[str, str]:
     if not configs:
         return NOT_TESTABLE, f"no {check['size']} px model in this grid (sizes: {_sizes(evidence)})"
     accuracy = {key: _mean(evidence.metrics[r]["accuracy"] for r in runs) for key, runs in configs.items()}
-    text = ", ".join(
-        f"{model_label(dict(zip(('arch', 'size', 'batch_size'), key, strict=True)))} {acc:.4f}"
-        for key, acc in accuracy.items()
-    )
+    text = ", ".join(f"{_configuration_label(key)} {acc:.4f}" for key, acc in accuracy.items())
     ok = all(acc > check["threshold"] for acc in accuracy.values())
     return (SUPPORTED if ok else NOT_SUPPORTED), f"test accuracy {text}; threshold {check['threshold']}"
 
@@ -195,12 +197,14 @@ def best_configuration(check: dict, evidence: Evidence) -> tuple[str, str]:
     if named not in configs:
         return (
             NOT_TESTABLE,
-            f"{model_label(dict(zip(('arch', 'size', 'batch_size'), named, strict=True)))} is not in this grid",
+            f"{_configuration_label(named)} is not in this grid",
         )
     accuracy = {key: _mean(evidence.metrics[r]["accuracy"] for r in runs) for key, runs in configs.items()}
     best = max(accuracy, key=accuracy.get)
-    label = lambda key: model_label(dict(zip(("arch", "size", "batch_size"), key, strict=True)))  # noqa: E731
-    text = f"most accurate: {label(best)} ({accuracy[best]:.4f}); {label(named)} {accuracy[named]:.4f}"
+    text = (
+        f"most accurate: {_configuration_label(best)} ({accuracy[best]:.4f}); "
+        f"{_configuration_label(named)} {accuracy[named]:.4f}"
+    )
     if best != named:
         return NOT_SUPPORTED, text
     tests = _comparisons(evidence, check["comparison"])

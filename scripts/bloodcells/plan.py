@@ -113,7 +113,7 @@ def table_params(config: dict, plan: Plan, table: str) -> dict:
         "configs": [[values, members] for values, members in configurations(runs, plan.runs)],
         "dataset": dataset,
         "source": config["datasets"][dataset]["source"],
-        "synthetic": synthetic or dataset in synthesized_datasets(config),
+        "synthetic": synthetic or is_synthetic(config, dataset),
     }
 
 

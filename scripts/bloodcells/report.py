@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .curves import comparison_panels
+from .plan import is_synthetic
 from .studies import lr_label
 from .tables import template_environment
 
@@ -161,8 +162,7 @@ POSTER_MIN_SIZE = 64
 def small_scale_note(texts: dict, config: dict, dataset: str) -> str | None:
     """The report's opening note on real cells below the poster's smallest size (paper/report.yaml small_scale), else
     None: synthetic cells have their banner, and a build at the poster's sizes needs no such note."""
-    source = config["datasets"][dataset]
-    if source["source"] == "synthetic" or "synthesize" in source or config["defaults"]["size"] >= POSTER_MIN_SIZE:
+    if is_synthetic(config, dataset) or config["defaults"]["size"] >= POSTER_MIN_SIZE:
         return None
     training = config["training"]
     weights = "ImageNet weights" if training["weights"] == "imagenet" else "random weights"

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from scipy import stats as scipy_stats
 
 
@@ -71,18 +70,6 @@ def bootstrap_ci(
     result["n_boot"] = n_boot
     result["level"] = level
     return result
-
-
-def bootstrap_frame(runs: Sequence[str], boots: Sequence[dict]) -> pd.DataFrame:
-    """One row per run: the bootstrap 95 % intervals of its test ACC and AUC (results/stats/bootstrap.csv)."""
-    return pd.DataFrame(
-        [
-            {"run": run}
-            | {f"{metric}_ci95_{end}": boot[metric][end] for metric in ("accuracy", "auc") for end in ("low", "high")}
-            | {"n_boot": boot["n_boot"]}
-            for run, boot in zip(runs, boots, strict=True)
-        ]
-    )
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
