@@ -193,8 +193,8 @@ def main(argv=None) -> None:
     figures["prepare_dataset_s"] = time.perf_counter() - start
 
     from bloodcells.checkpoint import Checkpoint
-    from bloodcells.dataset import class_names_of
     from bloodcells.model import inference_model
+    from bloodcells.names import class_names_of
     from bloodcells.training import RunSpec, TrainSettings, train_run
 
     n_classes = len(class_names_of(dataset))

@@ -3,9 +3,10 @@
 import json
 
 from bloodcells.atomic import write_text_atomic
-from bloodcells.dataset import class_names_of, load_split
+from bloodcells.dataset import load_split
 from bloodcells.jobsetup import start_tensorflow_job
 from bloodcells.metrics import evaluate_predictions
+from bloodcells.names import class_names_of
 from bloodcells.predictions import predict_saved_model, save_predictions
 
 

@@ -1,8 +1,9 @@
 """Snakemake adapter: a montage of training images, one row per class."""
 
-from bloodcells.dataset import class_names_of, load_split
+from bloodcells.dataset import load_split
 from bloodcells.logs import log_to_file
 from bloodcells.montage import make_montage
+from bloodcells.names import class_names_of
 
 
 def main(smk) -> None:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcells.dataset import class_names_of, save_dataset
+from bloodcells.dataset import save_dataset
 from bloodcells.logs import log_to_file
+from bloodcells.names import class_names_of
 from bloodcells.sources import import_folder, import_pbc, load_medmnist_npz
 from bloodcells.synthetic import make_synthetic_dataset
 

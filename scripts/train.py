@@ -4,10 +4,11 @@ import json
 import signal
 
 from bloodcells.atomic import atomic_path, remove_stale_parts, rows_csv, write_text_atomic
-from bloodcells.dataset import class_names_of, load_split
+from bloodcells.dataset import load_split
 from bloodcells.download import verified_weights
 from bloodcells.gpus import tensorflow_sees_gpu
 from bloodcells.jobsetup import start_tensorflow_job
+from bloodcells.names import class_names_of
 from bloodcells.provenance import training_session
 
 

@@ -3,8 +3,9 @@
 import json
 
 from bloodcells.atomic import write_text_atomic
-from bloodcells.dataset import class_names_of, load_split
+from bloodcells.dataset import load_split
 from bloodcells.jobsetup import start_tensorflow_job
+from bloodcells.names import class_names_of
 from bloodcells.predictions import predict_saved_model, save_predictions
 from bloodcells.studies import transfer_metrics
 

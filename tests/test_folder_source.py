@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcells.dataset import DatasetError, class_names_of
+from bloodcells.dataset import DatasetError
+from bloodcells.names import class_names_of
 from bloodcells.sources import grey_top, import_folder, read_square, to_rgb
 from bloodcells.synthetic import write_synthetic_folder
 

@@ -12,10 +12,11 @@ keras = pytest.importorskip("keras")
 from conftest import gradcam_job, load_rule_script  # noqa: E402
 
 from bloodcells import gradcam as gc  # noqa: E402
-from bloodcells.dataset import BLOODMNIST_CLASSES, save_dataset  # noqa: E402
+from bloodcells.dataset import save_dataset  # noqa: E402
 from bloodcells.gradcam_focus import central_disc_mask, focus_scores, focus_table, region_masks  # noqa: E402
 from bloodcells.gradcam_panel import select_examples  # noqa: E402
 from bloodcells.model import build_model  # noqa: E402
+from bloodcells.names import BLOODMNIST_CLASSES  # noqa: E402
 
 # Planted-signal bound. A heatmap spread evenly scores heat share / area share = 1; one that sits
 # only on the signal disc scores 1 / area share (about 20 here, though an 8x8 map upsampled to

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from test_model_training import StopAfterEpochs
 
-from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import best_epoch_row
 from bloodcells.metrics import accuracy
 from bloodcells.model import predict_probabilities
+from bloodcells.names import BLOODMNIST_CLASSES
 from bloodcells.synthetic import make_synthetic_dataset
 from bloodcells.training import RunSpec, TrainSettings, train_run
 

@@ -23,8 +23,9 @@ from PIL import Image
 from bloodcells.atomic import atomic_directory, remove_stale_parts, write_text_atomic
 from bloodcells.checkpoint import SEED_BLOCK, Checkpoint, load_model_weights, reset_seed_generators
 from bloodcells.config import ConfigError, validate_config
-from bloodcells.dataset import BLOODMNIST_CLASSES, DatasetError, load_split, save_dataset
+from bloodcells.dataset import DatasetError, load_split, save_dataset
 from bloodcells.model import Augmentation, RandomShearZoomFlip, load_model
+from bloodcells.names import BLOODMNIST_CLASSES
 from bloodcells.predictions import predict_saved_model
 from bloodcells.sources import import_folder
 from bloodcells.synthetic import make_synthetic_dataset, write_synthetic_folder

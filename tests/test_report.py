@@ -26,9 +26,9 @@ from PIL import Image
 from bloodcells import files
 from bloodcells.conclusions import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Evidence, assess
 from bloodcells.config import validate_config
-from bloodcells.dataset import BLOODMNIST_CLASSES
 from bloodcells.history import loss_behaviour
 from bloodcells.latex import allowed_control_words, compile_pdf, unexpected_commands
+from bloodcells.names import BLOODMNIST_CLASSES
 from bloodcells.plan import config_hash, report_config
 from bloodcells.provenance import data_files, git_state, host, package_versions, training_hosts, training_session
 from bloodcells.report import benchmark_rows, epoch_span, png_data_uri, recipe_note, tex_name, training_host_rows

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from bloodcells import download, sources
-from bloodcells.dataset import BLOODMNIST_CLASSES, SPLITS, DatasetError, check_arrays
+from bloodcells.dataset import SPLITS, DatasetError, check_arrays
+from bloodcells.names import BLOODMNIST_CLASSES
 
 PBC_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/pbc_sample"
 

@@ -10,7 +10,7 @@ from conftest import POSTER, REPO, RUN_VALUES, SCHEMA, load_rule_script, place_r
 
 from bloodcells.comparisons import planned_comparisons, run_comparisons
 from bloodcells.config import ConfigError, validate_config
-from bloodcells.dataset import BLOODMNIST_CLASSES
+from bloodcells.names import BLOODMNIST_CLASSES
 from bloodcells.runs import configurations, plan_runs, study_values
 from bloodcells.studies import (
     classification_report,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcells import dataset, montage, synthetic
+from bloodcells import dataset, montage, names, synthetic
 from bloodcells.synthetic import BASOPHIL, EOSINOPHIL, LYMPHOCYTE, MONOCYTE, NEUTROPHIL, PLATELET
 
 
@@ -51,7 +51,7 @@ def test_bad_label_is_rejected() -> None:
 
 
 def test_dataset_follows_the_bloodmnist_schema(small: dict[str, np.ndarray]) -> None:
-    dataset.check_arrays(small, len(dataset.BLOODMNIST_CLASSES))
+    dataset.check_arrays(small, len(names.BLOODMNIST_CLASSES))
     for split, n in zip(dataset.SPLITS, (400, 40, 40), strict=True):
         assert small[f"{split}_images"].shape == (n, 64, 64, 3)
         assert small[f"{split}_images"].dtype == np.uint8
@@ -165,7 +165,7 @@ def test_montage_writes_a_png(tmp_path, small: dict[str, np.ndarray]) -> None:
     montage.make_montage(
         small["train_images"],
         small["train_labels"],
-        dataset.BLOODMNIST_CLASSES,
+        names.BLOODMNIST_CLASSES,
         str(path),
         per_class=3,
         title="synthetic 64 px",

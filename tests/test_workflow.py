@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from conftest import TINY, run_snakemake
 
-from bloodcells.dataset import BLOODMNIST_CLASSES
+from bloodcells.names import BLOODMNIST_CLASSES
 
 
 def declared_outputs(workdir: Path) -> list[str]:

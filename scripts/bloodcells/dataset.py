@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .names import BLOODMNIST_CLASSES, class_names_of  # noqa: F401  (their home is names: no numpy there)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

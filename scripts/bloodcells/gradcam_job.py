@@ -32,8 +32,9 @@ class GradcamJob:
 
 def explain_run(job: GradcamJob, panel: str, pdf: str, heatmaps: str, focus_csv: str) -> list[dict]:
     """Grad-CAM of every test image for its predicted class: panel PNG and PDF, heatmaps npz, focus table (returned)."""
-    from .dataset import class_names_of, load_split
+    from .dataset import load_split
     from .model import load_model  # imports TensorFlow: only in a job whose log is redirected
+    from .names import class_names_of
 
     class_names = class_names_of(job.source)
     test = load_split(job.data, "test", len(class_names))

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .dataset import BLOODMNIST_CLASSES, MIN_SIZE, SPLITS, DatasetError, check_arrays, read_npz
+from .dataset import MIN_SIZE, SPLITS, DatasetError, check_arrays, read_npz
+from .names import BLOODMNIST_CLASSES
 
 # The folder is named after the BloodMNIST class; "ig" pools metamyelocytes, myelocytes and promyelocytes.
 PBC_FOLDERS: dict[str, int] = {

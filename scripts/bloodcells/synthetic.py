@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .dataset import BLOODMNIST_CLASSES, MIN_SIZE, SPLITS, check_arrays
+from .dataset import MIN_SIZE, SPLITS, check_arrays
+from .names import BLOODMNIST_CLASSES
 
 # BloodMNIST training split (medmnist 3.0.2), in label order; 11,959 images.
 BLOODMNIST_TRAIN_COUNTS: tuple[int, ...] = (852, 2181, 1085, 2026, 849, 993, 2330, 1643)
