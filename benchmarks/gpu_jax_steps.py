@@ -45,7 +45,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +55,8 @@ from pathlib import Path
 os.environ["KERAS_BACKEND"] = "jax"  # this benchmark is JAX-only; set before keras is imported anywhere
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from bloodcells import gpus  # noqa: E402
 
 TRAIN_IMAGES = 11959  # BloodMNIST training split
 VAL_IMAGES = 1712  # BloodMNIST validation split
@@ -123,31 +124,12 @@ def cfg_name(cfg) -> str:
 def resolve_precision(name: str) -> str:
     if name != "auto":
         return name
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
-            if out.returncode == 0 and "GPU" in out.stdout:
-                return "mixed_float16"
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return "float32"
+    return "mixed_float16" if gpus.nvidia_smi_ids() else "float32"
 
 
 def nvidia_smi() -> str | None:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    query = ["--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"]
+    return (gpus.nvidia_smi(query) or "").strip() or None
 
 
 # ---------------------------------------------------------------- JAX / Keras setup

@@ -1,7 +1,7 @@
 """The quick study's recipe on real cells: config.quick.yaml through Snakemake on the PBC cells of
 ../shared/data/pbc32/pbc_32.npz (its train and val splits to train, val for the epoch log, test to test), served as
 BloodMNIST's download by a loopback server. Prints the test accuracy and each job's time; exits 1 below --min-accuracy.
-Too long for CI (about 9 minutes on a 2-core machine), so a benchmark: the real-data regression check of issue 24.
+Too long for CI (timings in benchmarks/README.md), so a benchmark: the real-data regression check of issue 24.
 
     python benchmarks/quick_pbc32.py                      # work folder: a temporary one
     python benchmarks/quick_pbc32.py --work /tmp/quick --min-accuracy 0.85
@@ -27,7 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PBC32 = REPO.parent / "shared/data/pbc32/pbc_32.npz"
-# The measurement of 2026-12-06 (README): 0.867. The threshold leaves room for the 2.3x spread of the project's CPUs,
+# Below the test accuracy measured in benchmarks/README.md, leaving room for the 2.3x spread of the project's CPUs,
 # which changes thread timing, not the arithmetic, and for another TensorFlow build's kernels.
 MIN_ACCURACY = 0.85
 

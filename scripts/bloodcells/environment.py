@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import gpus
-from .hardware import GPU_RULES, gpu_not_seen_reasons
+from .hardware import GPU_RULES, INSTALL_ADVICE, gpu_not_seen_reasons
 
 LOW_DISK_BYTES = 20 * 1024**3  # the full study writes ~10 GB (datasets, 12 models, checkpoints)
 
@@ -28,10 +28,7 @@ def diagnose(machine: dict, tf_info: dict, environ: dict, free: int) -> list[str
     warnings = []
     rules = ", ".join(GPU_RULES)
     if "error" in tf_info:
-        warnings.append(
-            f"TensorFlow cannot be imported ({tf_info['error']}): {rules} will fail. "
-            "Use the tensorflow env (snakemake --use-conda) or pip install --require-hashes -r requirements-gpu.lock."
-        )
+        warnings.append(f"TensorFlow cannot be imported ({tf_info['error']}): {rules} will fail. {INSTALL_ADVICE}.")
     elif gpus.machine_has_gpu(machine) and not tf_info["gpus"]:
         reasons = gpu_not_seen_reasons(machine, tf_info, environ)
         warnings.append(

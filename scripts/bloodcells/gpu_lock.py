@@ -37,7 +37,8 @@ LOCK_DIR_VARIABLE = "BLOODCELLS_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/bloodcells-gpu-locks"
 SLURM_GPU_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS")
 
-# The lock held by this process; kept referenced so its file stays open until the process ends.
+# The card this process holds (later claim_gpu calls return it); its lock fd is never closed, so the lock lasts until
+# the process ends.
 _HELD: GpuClaim | None = None
 
 
@@ -218,8 +219,8 @@ def job_label(rule: str, wildcards: Mapping[str, str]) -> str:
     return f"rule {rule} ({values}) pid {os.getpid()} on {socket.gethostname()}"
 
 
-def pin_job_to_gpu(gpus: int, label: str) -> str | None:
-    """claim_gpu for a job that asks for a GPU (its rule's `resources: gpu`, here `gpus`, >= 1); else nothing."""
-    if not gpus:
+def pin_job_to_gpu(count: int, label: str) -> str | None:
+    """claim_gpu for a job that asks for a GPU (its rule's `resources: gpu`, here `count`, >= 1); else nothing."""
+    if not count:
         return None
     return claim_gpu(label=label)

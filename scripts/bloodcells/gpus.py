@@ -20,7 +20,7 @@ def has_gpu(devices: str | Path = "/dev") -> bool:
     build, or CUDA libraries missing): code that has TensorFlow imported anyway should prefer
     `tf.config.list_physical_devices("GPU")`.
     """
-    return any(Path(devices).glob("nvidia[0-9]*"))
+    return bool(device_node_ids(devices))
 
 
 def device_node_ids(devices: str | Path = "/dev") -> list[str]:

@@ -16,6 +16,8 @@ CHECK_COMMANDS = (
     "`snakemake check_environment --use-conda` (with your profile, on a GPU node) or "
     "`python scripts/check_environment.py`"
 )
+PIP_INSTALL = "pip install --require-hashes -r requirements-gpu.lock"
+INSTALL_ADVICE = f"Use the tensorflow env (snakemake --use-conda) or {PIP_INSTALL}"
 
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
@@ -98,10 +100,8 @@ def gpu_requirement_error(require, machine: dict, tf_info: dict, environ: Mappin
     setting = f"config training.require_gpu: {str(require).lower()}"
     if "error" in tf_info:
         return (
-            f"TensorFlow cannot be imported ({tf_info['error']}); {setting}. Use the tensorflow env "
-            "(snakemake --use-conda) or pip install --require-hashes -r requirements-gpu.lock, then check with "
-            + CHECK_COMMANDS
-            + "."
+            f"TensorFlow cannot be imported ({tf_info['error']}); {setting}. {INSTALL_ADVICE}, then check with "
+            f"{CHECK_COMMANDS}."
         )
     if tf_info["gpus"]:
         return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterable
 
+from .hardware import PIP_INSTALL
+
 # The third-party modules the rule scripts import (tests/test_software.py checks this against the scripts), but
 # medmnist: only BloodMNIST downloads read it (installed apart, --no-deps); the demo and the tests run without it.
 JOB_MODULES = (
@@ -40,7 +42,6 @@ def job_software_problem(uses_conda: bool, missing: list[str], python: str) -> s
         f"The jobs would run with Snakemake's own Python, {python} (no conda: each job, on SLURM too, starts as "
         f"'{python} -m snakemake'), which lacks {', '.join(missing)}: every training, evaluation and report job "
         "would fail. No job was started or submitted. Either install the full environment where this Python "
-        "lives, on a file system the nodes see (README 'On a cluster', pip: "
-        "pip install --require-hashes -r requirements-gpu.lock), or give each job a conda env of its own: add "
-        "--software-deployment-method conda (README 'On a cluster', conda)."
+        f"lives, on a file system the nodes see (README 'On a cluster', pip: {PIP_INSTALL}), or give each job a "
+        "conda env of its own: add --software-deployment-method conda (README 'On a cluster', conda)."
     )

@@ -261,8 +261,9 @@ def train_run(
                 f"{checkpoint.model_path(state)}: cannot load the checkpointed model ({error}); "
                 f"delete {checkpoint.directory} to train this run from the start"
             ) from error
-        if loss_scale(model) is not None:  # optimizer state: a fresh one would skip steps again from 2^15 down
-            log(f"loss scale {loss_scale(model):g} from the checkpoint (mixed precision)")
+        # optimizer state: a fresh one would skip steps again from 2^15 down
+        if (scale := loss_scale(model)) is not None:
+            log(f"loss scale {scale:g} from the checkpoint (mixed precision)")
     start_session(state, session)
     finished = state["stopped_early"] or state["epochs_done"] >= settings.max_epochs
     if not finished:
@@ -287,6 +288,6 @@ def train_run(
         )
     restore_best_weights(model, state, checkpoint, None if finished else callback.best_in_memory)
     log(f"best epoch {state['best_epoch']} (val_loss {state['best_val_loss']:.4f}) of {state['epochs_done']} run")
-    if loss_scale(model) is not None:
-        log(f"loss scale {loss_scale(model):g} after the last step, {int(model.optimizer.iterations)} steps applied")
+    if (scale := loss_scale(model)) is not None:
+        log(f"loss scale {scale:g} after the last step, {int(model.optimizer.iterations)} steps applied")
     return TrainedRun(model, state["history"], checkpoint, state["sessions"])
