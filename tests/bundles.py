@@ -11,8 +11,11 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import yaml
+from conftest import SCHEMA, TINY
 
-from bloodcells import bundle, bundle_contents, plan, restored_files
+from bloodcells import bundle, bundle_contents, plan, restored_files, restoring
+from bloodcells.config import validate_config
 from bloodcells.names import class_names_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -145,6 +148,29 @@ def fake_build(root: Path, config: dict, models: bool = False) -> dict[str, str 
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(file_content(path, config, made.runs))
     return paths
+
+
+def tiny_config(**changes) -> dict:
+    """The tiny test config, validated (defaults filled in), with top-level `changes`."""
+    return validate_config(yaml.safe_load(TINY.read_text()) | changes, SCHEMA)
+
+
+def fake_bundle(folder: Path, config: dict) -> tuple[Path, dict]:
+    """A bundle of a fake build of `config` (files under folder/source, with the content the workflow writes) at
+    folder/results-bundle.tar.gz: (its path, its manifest)."""
+    paths = fake_build(folder / "source", config)
+    archive = folder / "results-bundle.tar.gz"
+    git = {"commit": "0" * 40, "dirty": False}
+    runs = plan.make_plan(config).runs
+    manifest = bundle.write_bundle(
+        archive, folder / "source", paths, runs, bundle_contents.results_config(config), git, False
+    )
+    return archive, manifest
+
+
+def restore(root: Path, config: dict, **keys) -> restoring.Restored:
+    """Run the parse-time hook for `config` with config keys `keys` into `root`."""
+    return restoring.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
 
 
 def members(archive: Path) -> dict[str, bytes]:
