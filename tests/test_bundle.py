@@ -46,14 +46,6 @@ def made(tmp_path) -> tuple[Path, dict, dict]:
     return archive, config, manifest
 
 
-def with_manifest_entry(contents: dict[str, bytes], name: str, data: bytes) -> dict[str, bytes]:
-    """Bundle contents with one more member, listed in the manifest with its true hash and size."""
-    manifest = json.loads(contents[bundle.MANIFEST])
-    entry = {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "run": None}
-    manifest["files"].append(entry)
-    return contents | {bundle.MANIFEST: json.dumps(manifest).encode(), name: data}
-
-
 def written(root: Path) -> list[str]:
     """Every file and folder under root/results and root/benchmarks."""
     return sorted(str(path.relative_to(root)) for folder in bundle.ROOTS for path in (root / folder).rglob("*"))
@@ -160,7 +152,7 @@ def test_a_bundle_that_does_not_match_its_manifest_is_refused_before_writing(mad
     elif tamper == "symlink":
         links[named] = "/etc/passwd"
     else:  # a listed, correctly hashed file whose path leaves results/
-        contents = with_manifest_entry(contents, named, b"escaped")
+        contents = relisted(contents, {named: b"escaped"})
     bad = repack(tmp_path, contents, links)
     root = tmp_path / "fresh"
     root.mkdir()
