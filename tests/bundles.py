@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import tarfile
-import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -91,11 +90,6 @@ def file_content(path: str, config: dict, runs: dict[str, dict]) -> bytes:
         return PNG + tag.encode()
     if name.endswith(".pdf"):
         return b"%PDF-1.4\n%" + tag.encode()
-    if name == "model.keras":
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            archive.writestr("config.json", tag)
-        return buffer.getvalue()
     if name.endswith(".npz"):
         return npz(labels=np.arange(4) % max(len(classes), 1), tag=np.array([tag]))
     if path == bundle_contents.PROVENANCE:
@@ -140,10 +134,10 @@ def file_content(path: str, config: dict, runs: dict[str, dict]) -> bytes:
     return json.dumps(record, indent=1).encode()
 
 
-def fake_build(root: Path, config: dict, models: bool = False) -> dict[str, str | None]:
+def fake_build(root: Path, config: dict) -> dict[str, str | None]:
     """The files of a finished build of `config` under `root`, with content of their kind; path -> run."""
     made = plan.make_plan(config)
-    paths = bundle_contents.bundled_files(config, made, models)
+    paths = bundle_contents.bundled_files(config, made)
     for path in paths:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(file_content(path, config, made.runs))
