@@ -35,6 +35,9 @@ RUN_VALUES = {
     "class_weights": False,
 }
 
+# The folder layout and splits of the schema's defaults (rules/schema/config.schema.yaml, datasets.* of a folder).
+LAYOUT = {"train": "Train", "test": "TestA", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
+
 
 # What bloodcells.gpus reports of a machine with one NVIDIA GPU, of one without, and of TensorFlow on each.
 GPU_MACHINE = {
