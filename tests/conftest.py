@@ -57,6 +57,19 @@ TF_GPU = {
 TF_NO_GPU = TF_GPU | {"gpus": []}
 
 
+def comparison_record(
+    name: str, a: tuple[str, float], b: tuple[str, float], p_exact: float, verdict: str = "supported"
+) -> dict:
+    """A significance record of one seed with this verdict: (label, accuracy) of its two sides."""
+    return {
+        "comparison": name,
+        "verdict": verdict,
+        "a": a[0],
+        "b": b[0],
+        "tests": [{"a_accuracy": a[1], "b_accuracy": b[1], "p_exact": p_exact}],
+    }
+
+
 # Every snakemake run of the tests holds this lock shared; a test that edits a file of the repository holds it
 # alone (editing_repository), so that no run on another xdist worker plans (or records) jobs from the edited file.
 REPO_LOCK = Path(tempfile.gettempdir()) / f"bloodcells-tests-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}.lock"
