@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TINY = REPO / "tests/configs/tiny.yaml"  # the end-to-end test config; the tiny_run fixture runs it once per session
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
+PBC_SAMPLE = REPO.parent / "shared/data/pbc_sample"  # real PBC cells beside the clone; never copied into the repo
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())  # the poster's published values
 
 

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PBC_SAMPLE
 from PIL import Image
 
 from bloodcells import download, sources
 from bloodcells.dataset import BLOODMNIST_CLASSES, SPLITS, DatasetError, check_arrays
-
-PBC_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/pbc_sample"
-
 
 # --- medmnist: a loopback server --------------------------------------------------------------------
 
