@@ -40,13 +40,15 @@ RUN_VALUES = {
 LAYOUT = {"train": "Train", "test": "TestA", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
 
 
-# What bloodcells.gpus reports of a machine with one NVIDIA GPU, of one without, and of TensorFlow on each.
+# What bloodcells.gpus reports of a machine with one NVIDIA GPU, of one without, of one with device nodes alone, and of
+# TensorFlow on each.
 GPU_MACHINE = {
     "nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)"],
     "device_nodes": ["/dev/nvidia0"],
     "nvidia_smi_found": True,
 }
 CPU_MACHINE = {"nvidia_smi": [], "device_nodes": [], "nvidia_smi_found": False}
+NODES_ONLY = {"nvidia_smi": [], "device_nodes": ["/dev/nvidia0"], "nvidia_smi_found": False}
 TF_GPU = {
     "version": "2.21.0",
     "gpus": ["/physical_device:GPU:0"],
