@@ -7,12 +7,14 @@ import hashlib
 import io
 import json
 import tarfile
-import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import yaml
+from conftest import SCHEMA, TINY
 
-from bloodcells import bundle, bundle_contents, plan, restored_files
+from bloodcells import bundle, bundle_contents, plan, restored_files, restoring
+from bloodcells.config import validate_config
 from bloodcells.names import class_names_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -88,11 +90,6 @@ def file_content(path: str, config: dict, runs: dict[str, dict]) -> bytes:
         return PNG + tag.encode()
     if name.endswith(".pdf"):
         return b"%PDF-1.4\n%" + tag.encode()
-    if name == "model.keras":
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            archive.writestr("config.json", tag)
-        return buffer.getvalue()
     if name.endswith(".npz"):
         return npz(labels=np.arange(4) % max(len(classes), 1), tag=np.array([tag]))
     if path == bundle_contents.PROVENANCE:
@@ -137,14 +134,37 @@ def file_content(path: str, config: dict, runs: dict[str, dict]) -> bytes:
     return json.dumps(record, indent=1).encode()
 
 
-def fake_build(root: Path, config: dict, models: bool = False) -> dict[str, str | None]:
+def fake_build(root: Path, config: dict) -> dict[str, str | None]:
     """The files of a finished build of `config` under `root`, with content of their kind; path -> run."""
     made = plan.make_plan(config)
-    paths = bundle_contents.bundled_files(config, made, models)
+    paths = bundle_contents.bundled_files(config, made)
     for path in paths:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(file_content(path, config, made.runs))
     return paths
+
+
+def tiny_config(**changes) -> dict:
+    """The tiny test config, validated (defaults filled in), with top-level `changes`."""
+    return validate_config(yaml.safe_load(TINY.read_text()) | changes, SCHEMA)
+
+
+def fake_bundle(folder: Path, config: dict) -> tuple[Path, dict]:
+    """A bundle of a fake build of `config` (files under folder/source, with the content the workflow writes) at
+    folder/results-bundle.tar.gz: (its path, its manifest)."""
+    paths = fake_build(folder / "source", config)
+    archive = folder / "results-bundle.tar.gz"
+    git = {"commit": "0" * 40, "dirty": False}
+    runs = plan.make_plan(config).runs
+    manifest = bundle.write_bundle(
+        archive, folder / "source", paths, runs, bundle_contents.results_config(config), git, False
+    )
+    return archive, manifest
+
+
+def restore(root: Path, config: dict, **keys) -> restoring.Restored:
+    """Run the parse-time hook for `config` with config keys `keys` into `root`."""
+    return restoring.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
 
 
 def members(archive: Path) -> dict[str, bytes]:

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TINY = REPO / "tests/configs/tiny.yaml"  # the end-to-end test config; the tiny_run fixture runs it once per session
 SCHEMA = REPO / "rules/schema/config.schema.yaml"
+PBC_SAMPLE = REPO.parent / "shared/data/pbc_sample"  # real PBC cells beside the clone; never copied into the repo
 POSTER = yaml.safe_load((REPO / "paper/poster_values.yaml").read_text())  # the poster's published values
 
 
@@ -35,14 +36,19 @@ RUN_VALUES = {
     "class_weights": False,
 }
 
+# The folder layout and splits of the schema's defaults (rules/schema/config.schema.yaml, datasets.* of a folder).
+LAYOUT = {"train": "Train", "test": "TestA", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
 
-# What bloodcells.gpus reports of a machine with one NVIDIA GPU, of one without, and of TensorFlow on each.
+
+# What bloodcells.gpus reports of a machine with one NVIDIA GPU, of one without, of one with device nodes alone, and of
+# TensorFlow on each.
 GPU_MACHINE = {
     "nvidia_smi": ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake)"],
     "device_nodes": ["/dev/nvidia0"],
     "nvidia_smi_found": True,
 }
 CPU_MACHINE = {"nvidia_smi": [], "device_nodes": [], "nvidia_smi_found": False}
+NODES_ONLY = {"nvidia_smi": [], "device_nodes": ["/dev/nvidia0"], "nvidia_smi_found": False}
 TF_GPU = {
     "version": "2.21.0",
     "gpus": ["/physical_device:GPU:0"],
@@ -52,6 +58,19 @@ TF_GPU = {
     "cuda_packages": ["nvidia-cudnn-cu12"],
 }
 TF_NO_GPU = TF_GPU | {"gpus": []}
+
+
+def comparison_record(
+    name: str, a: tuple[str, float], b: tuple[str, float], p_exact: float, verdict: str = "supported"
+) -> dict:
+    """A significance record of one seed with this verdict: (label, accuracy) of its two sides."""
+    return {
+        "comparison": name,
+        "verdict": verdict,
+        "a": a[0],
+        "b": b[0],
+        "tests": [{"a_accuracy": a[1], "b_accuracy": b[1], "p_exact": p_exact}],
+    }
 
 
 # Every snakemake run of the tests holds this lock shared; a test that edits a file of the repository holds it

@@ -38,6 +38,9 @@ DESELECT = (
     " or bootstrap_coverage)"
 )
 
+# What the tests read besides the package, the tests and scripts/: copied beside them, and by mutmut into its sandbox.
+READ = ("paper", "rules", "envs", "profiles", "docs", "config.yaml", "config.demo.yaml", "Snakefile", "README.md")
+
 
 def stage(directory: Path, modules: list[str], repo: Path = REPO) -> None:
     """Copy the package (top level), the tests and the files they read into `directory`, with mutmut's config."""
@@ -48,21 +51,8 @@ def stage(directory: Path, modules: list[str], repo: Path = REPO) -> None:
     shutil.copytree(repo / "tests", directory / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     # the rule adapters (scripts/*.py, which some tests load) beside the package they import
     shutil.copytree(repo / "scripts", directory / "scripts", ignore=shutil.ignore_patterns("__pycache__", "bloodcells"))
-    for name in ("paper", "rules", "envs", "profiles", "docs"):
-        shutil.copytree(repo / name, directory / name)
-    for name in ("config.yaml", "config.demo.yaml", "Snakefile", "README.md"):
-        shutil.copy2(repo / name, directory / name)
-    also_copy = [
-        "scripts",
-        "paper",
-        "rules",
-        "envs",
-        "profiles",
-        "docs",
-        "config.yaml",
-        "config.demo.yaml",
-        "Snakefile",
-    ]
+    for name in READ:
+        (shutil.copytree if (repo / name).is_dir() else shutil.copy2)(repo / name, directory / name)
     (directory / "pyproject.toml").write_text(
         "[tool.pytest.ini_options]\n"
         'pythonpath = ["."]\n'
@@ -70,7 +60,7 @@ def stage(directory: Path, modules: list[str], repo: Path = REPO) -> None:
         "[tool.mutmut]\n"
         'source_paths = ["bloodcells/"]\n'
         f"only_mutate = {json.dumps([f'bloodcells/{m}.py' for m in modules])}\n"
-        f"also_copy = {json.dumps(also_copy + ['README.md'])}\n"
+        f"also_copy = {json.dumps(['scripts', *READ])}\n"
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-k", "{DESELECT}"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps([f'tests/{t}' for t in tests])}\n"
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bundles import fake_build, members, relisted, repack
+from bundles import fake_build, fake_bundle, members, relisted, repack, restore, tiny_config
 from conftest import REPO, SCHEMA, TINY, run_snakemake
 
 from bloodcells import bundle, bundle_contents, plan, restoring
@@ -38,37 +38,12 @@ EXPENSIVE = {
 }
 
 
-def tiny_config(**changes) -> dict:
-    """The tiny test config, validated (defaults filled in), with top-level `changes`."""
-    config = yaml.safe_load(TINY.read_text()) | changes
-    return validate_config(config, SCHEMA)
-
-
 @pytest.fixture
 def made(tmp_path) -> tuple[Path, dict, dict]:
     """A bundle of a fake tiny build: (its path, the config, the manifest)."""
     config = tiny_config()
-    source = tmp_path / "source"
-    paths = fake_build(source, config)
-    archive = tmp_path / "results-bundle.tar.gz"
-    git = {"commit": "0" * 40, "dirty": False}
-    manifest = bundle.write_bundle(
-        archive, source, paths, plan.make_plan(config).runs, bundle_contents.results_config(config), git, False
-    )
+    archive, manifest = fake_bundle(tmp_path, config)
     return archive, config, manifest
-
-
-def with_manifest_entry(contents: dict[str, bytes], name: str, data: bytes) -> dict[str, bytes]:
-    """Bundle contents with one more member, listed in the manifest with its true hash and size."""
-    manifest = json.loads(contents[bundle.MANIFEST])
-    entry = {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "run": None}
-    manifest["files"].append(entry)
-    return contents | {bundle.MANIFEST: json.dumps(manifest).encode(), name: data}
-
-
-def restore(root: Path, config: dict, **keys) -> restoring.Restored:
-    """Run the parse-time hook for `config` with config keys `keys` into `root`."""
-    return restoring.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
 
 
 def written(root: Path) -> list[str]:
@@ -177,7 +152,7 @@ def test_a_bundle_that_does_not_match_its_manifest_is_refused_before_writing(mad
     elif tamper == "symlink":
         links[named] = "/etc/passwd"
     else:  # a listed, correctly hashed file whose path leaves results/
-        contents = with_manifest_entry(contents, named, b"escaped")
+        contents = relisted(contents, {named: b"escaped"})
     bad = repack(tmp_path, contents, links)
     root = tmp_path / "fresh"
     root.mkdir()

@@ -15,33 +15,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from bundles import fake_build, members, npz, relisted, repack, tree_hash
-from conftest import REPO, SCHEMA, TINY
+from bundles import fake_bundle, members, npz, relisted, repack, restore, tiny_config, tree_hash
+from conftest import REPO
 
-from bloodcells import bundle, bundle_contents, plan, restoring, staging, tar_limits
+from bloodcells import bundle, restoring, staging, tar_limits
 from bloodcells.bundle_contents import PROVENANCE
-from bloodcells.config import validate_config
 
 RUN = "synthetic-32-resnet50-bs16-s0"
 EXPLAINED = "synthetic-32-resnet101-bs16-s0"
-
-
-def tiny_config(**changes) -> dict:
-    """The tiny test config, validated (defaults filled in), with top-level `changes`."""
-    return validate_config(yaml.safe_load(TINY.read_text()) | changes, SCHEMA)
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> tuple[Path, dict]:
     """A bundle of a fake tiny build whose files have the content the workflow writes: (its path, the config)."""
     config = tiny_config()
-    folder = tmp_path_factory.mktemp("good")
-    paths = fake_build(folder / "source", config)
-    archive = folder / "results-bundle.tar.gz"
-    git = {"commit": "0" * 40, "dirty": False}
-    runs = plan.make_plan(config).runs
-    bundle.write_bundle(archive, folder / "source", paths, runs, bundle_contents.results_config(config), git, False)
+    archive, _ = fake_bundle(tmp_path_factory.mktemp("good"), config)
     return archive, config
 
 
@@ -54,11 +42,6 @@ def work(tmp_path) -> Path:
     mine.write_bytes(b"made here")
     (root / "benchmarks").mkdir()
     return root
-
-
-def restore(root: Path, config: dict, **keys) -> restoring.Restored:
-    """Run the parse-time hook for `config` with config keys `keys` into `root`."""
-    return restoring.restore_configured(config | keys, plan.make_plan(config), root, log=lambda message: None)
 
 
 def refused(root: Path, config: dict, archive: Path, **keys) -> str:

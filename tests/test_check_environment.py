@@ -2,7 +2,7 @@
 found" problem gets (no TensorFlow import here)."""
 
 import pytest
-from conftest import CPU_MACHINE, GPU_MACHINE, TF_GPU, TF_NO_GPU, load_rule_script
+from conftest import CPU_MACHINE, GPU_MACHINE, NODES_ONLY, TF_GPU, TF_NO_GPU, load_rule_script
 
 from bloodcells import environment, gpus
 
@@ -28,8 +28,7 @@ def test_gpu_present_but_not_seen_warns_with_the_cause():
     [hidden] = environment.diagnose(GPU_MACHINE, TF_NO_GPU, {"CUDA_VISIBLE_DEVICES": ""}, PLENTY)
     assert "CUDA_VISIBLE_DEVICES='' hides every GPU" in hidden
     # device nodes alone (nvidia-smi missing from PATH) still count as a GPU
-    nodes_only = {"nvidia_smi": [], "device_nodes": ["/dev/nvidia0"], "nvidia_smi_found": False}
-    [warning] = environment.diagnose(nodes_only, TF_NO_GPU, {}, PLENTY)
+    [warning] = environment.diagnose(NODES_ONLY, TF_NO_GPU, {}, PLENTY)
     assert "nvidia-smi lists no GPU" in warning
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import LAYOUT
 from PIL import Image
 
 from bloodcells.dataset import DatasetError
@@ -16,8 +17,6 @@ CLASSES = {
     "Monocyte": "monocyte",
     "Neutrophil": "neutrophil",
 }
-# The folder layout and splits of the schema's defaults (rules/schema/config.schema.yaml, datasets.* of a folder).
-LAYOUT = {"train": "Train", "test": "TestA", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
 
 
 @pytest.fixture

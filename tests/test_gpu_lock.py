@@ -63,15 +63,6 @@ def release(claim: gpu_lock.GpuClaim) -> None:
     os.close(claim.fd)
 
 
-def wait_for(path: Path, seconds: float = 20) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
-
-
 def poll(condition, what: str, seconds: float = 120):
     """Wait until condition() is true; fail naming `what` after `seconds` (generous: the machine may be loaded)."""
     deadline = time.monotonic() + seconds
@@ -79,6 +70,12 @@ def poll(condition, what: str, seconds: float = 120):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {seconds} s")
         time.sleep(0.02)
+
+
+def wait_for(path: Path, seconds: float = 20) -> str:
+    """The text of `path` once it exists and is not empty."""
+    poll(lambda: path.exists() and path.read_text(), f"{path} never appeared", seconds)
+    return path.read_text()
 
 
 def test_concurrent_jobs_never_share_a_card(tmp_path):

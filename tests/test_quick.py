@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SCHEMA, run_snakemake
+from conftest import PBC_SAMPLE, REPO, SCHEMA, run_snakemake
 from PIL import Image
 
 from bloodcells import files
@@ -23,7 +23,6 @@ from bloodcells.sources import center_crop_resize, list_pbc_images, load_medmnis
 from bloodcells.texts import load_paper_yaml
 
 QUICK = REPO / "config.quick.yaml"
-PBC_SAMPLE = REPO.parent / "shared/data/pbc_sample"  # real PBC cells beside the clone; never copied into the repo
 
 
 def test_official_sizes_are_the_ones_medmnist_records():

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SCHEMA, TINY, gradcam_job, load_rule_script, rule_blocks, run_snakemake
+from conftest import LAYOUT, REPO, SCHEMA, TINY, gradcam_job, load_rule_script, rule_blocks, run_snakemake
 from keras.src.saving import saving_lib
 from PIL import Image
 
@@ -133,17 +133,7 @@ def test_truncated_corrupt_and_non_image_files_are_skipped_counted_and_named(tmp
     (train / "Lymphocyte" / "notes.txt").write_text("counts were done by hand\n")
     (train / "Lymphocyte" / "empty.jpg").write_bytes(b"")
     messages: list[str] = []
-    arrays = import_folder(
-        tmp_path,
-        32,
-        CLASSES,
-        train="Train",
-        test="TestA",
-        val_fraction=0.2,
-        test_fraction=0.2,
-        seed=0,
-        log=messages.append,
-    )
+    arrays = import_folder(tmp_path, 32, CLASSES, **LAYOUT, log=messages.append)
     log = "\n".join(messages)
     print(log)
     broken = [

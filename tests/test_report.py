@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 from browser import chromium_binary, load_page, screenshot_is_blank
-from conftest import POSTER, REPO, SCHEMA, load_rule_script
+from conftest import POSTER, REPO, SCHEMA, comparison_record, load_rule_script
 from markupsafe import escape as html_escape  # the escaping jinja2 applies
 from PIL import Image
 
@@ -74,17 +74,6 @@ def fake_metrics(accuracy: float, recall: dict[str, float]) -> dict:
     }
 
 
-def supported_comparison(name: str, a: tuple[str, float], b: tuple[str, float], p_exact: float) -> dict:
-    """A significance record of one seed whose verdict is 'supported': (label, accuracy) of its two sides."""
-    return {
-        "comparison": name,
-        "verdict": "supported",
-        "a": a[0],
-        "b": b[0],
-        "tests": [{"a_accuracy": a[1], "b_accuracy": b[1], "p_exact": p_exact}],
-    }
-
-
 def grid_evidence(**overrides) -> Evidence:
     """The grid with ResNet-101 224 bs16 best, monocyte and IG weakest, 224 px runs spiky, ResNet-50 steady."""
     metrics, behaviour = {}, {}
@@ -99,7 +88,7 @@ def grid_evidence(**overrides) -> Evidence:
         if v["arch"] == "resnet101":
             losses = [1.0, 0.5, 0.95, 0.45]
         behaviour[run] = loss_behaviour(losses)
-    comparison = supported_comparison("table3_best_vs_second", ("R101", 0.99), ("R50", 0.975), p_exact=0.001)
+    comparison = comparison_record("table3_best_vs_second", ("R101", 0.99), ("R50", 0.975), p_exact=0.001)
     defaults = {"grid": GRID, "metrics": metrics, "behaviour": behaviour, "comparisons": [comparison]}
     return Evidence(**(defaults | overrides))
 
@@ -153,7 +142,7 @@ def test_study_conclusions_read_the_study_tables_and_tests():
         }
     )
     table4 = pd.DataFrame({"row": ["accuracy"], "column": ["f1-score"], "mean": [0.93], "poster": [0.93]})
-    attention = supported_comparison("attention_se_cw_vs_none", ("none", 0.978), ("SE", 0.955), p_exact=0.01)
+    attention = comparison_record("attention_se_cw_vs_none", ("none", 0.978), ("SE", 0.955), p_exact=0.01)
     focus = focus_frame(2.5, {c: 2.0 for c in CLASSES})
     evidence = grid_evidence(
         tables={"methods_dropout": dropout, "table4": table4}, comparisons=[attention], focus={"r": focus}

@@ -6,12 +6,11 @@ import re
 import time
 
 import pytest
-from conftest import CPU_MACHINE, GPU_MACHINE, REPO, TF_GPU, TF_NO_GPU, TINY, run_snakemake
+from conftest import CPU_MACHINE, GPU_MACHINE, NODES_ONLY, REPO, TF_GPU, TF_NO_GPU, TINY, run_snakemake
 
 from bloodcells import gpus, hardware
 from bloodcells.hardware import GpuRequiredError, enforce_gpu_requirement, gpu_requirement_error
 
-NODES_ONLY = {"nvidia_smi": [], "device_nodes": ["/dev/nvidia0"], "nvidia_smi_found": False}
 TF_BROKEN = {"error": "ImportError: libcudart.so.12: cannot open shared object file"}
 
 

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PBC_SAMPLE
 from PIL import Image
 
 from bloodcells import download, sources
 from bloodcells.dataset import SPLITS, DatasetError, check_arrays
 from bloodcells.names import BLOODMNIST_CLASSES
-
-PBC_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/pbc_sample"
-
 
 # --- medmnist: a loopback server --------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import comparison_record
 from test_report import CLASSES, CONCLUSIONS, GRID, focus_frame, grid_evidence
 
 from bloodcells.comparisons import Comparison, run_comparisons
@@ -270,13 +271,9 @@ def table2(**cells: float) -> pd.DataFrame:
 
 
 def optimizer_test(verdict_text: str) -> dict:
-    return {
-        "comparison": "optimizer_adam_vs_rmsprop_lr1e-4",
-        "verdict": verdict_text,
-        "a": "Adam",
-        "b": "RMSprop",
-        "tests": [{"a_accuracy": 0.98, "b_accuracy": 0.95, "p_exact": 0.01}],
-    }
+    return comparison_record(
+        "optimizer_adam_vs_rmsprop_lr1e-4", ("Adam", 0.98), ("RMSprop", 0.95), p_exact=0.01, verdict=verdict_text
+    )
 
 
 @pytest.mark.parametrize(
@@ -302,13 +299,7 @@ def test_best_cell_without_its_table_or_cell_is_not_testable():
 
 
 def attention_test(name: str, verdict_text: str) -> dict:
-    return {
-        "comparison": name,
-        "verdict": verdict_text,
-        "a": "none",
-        "b": "attention",
-        "tests": [{"a_accuracy": 0.978, "b_accuracy": 0.955, "p_exact": 0.01}],
-    }
+    return comparison_record(name, ("none", 0.978), ("attention", 0.955), p_exact=0.01, verdict=verdict_text)
 
 
 @pytest.mark.parametrize("second", ["not significant", "contradicted"])
