@@ -29,7 +29,6 @@ CONFIG = "config.json"
 BUNDLE_FILE = "results/bundle/results-bundle.tar.gz"
 # Only files under these folders of the working directory are bundled, and restored.
 ROOTS = ("results", "benchmarks")
-CHUNK_BYTES = 1 << 20
 MANIFEST_MAX_BYTES = 16 << 20  # the full study's manifest is about 100 kB
 PROBLEMS_SHOWN = 30
 
@@ -45,11 +44,8 @@ def json_roundtrip(value: Any) -> Any:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The hex SHA-256 of a file."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # --- making a bundle --------------------------------------------------------------------------------
@@ -91,8 +87,8 @@ def _tar_info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-class _HashingReader:
-    """A file's reader that hashes (SHA-256) what it hands out, as tarfile copies it into the archive."""
+class HashingReader:
+    """A file's reader that hashes (SHA-256) what it hands out, as it is copied (into the archive, out of it)."""
 
     def __init__(self, handle) -> None:
         self.handle, self.digest = handle, hashlib.sha256()
@@ -130,7 +126,7 @@ def write_bundle(
             for entry in manifest["files"]:
                 source = root / entry["path"]
                 with open(source, "rb") as handle:
-                    reader = _HashingReader(handle)
+                    reader = HashingReader(handle)
                     tar.addfile(_tar_info(entry["path"], entry["bytes"], source.stat().st_mtime), reader)
                 # a file rewritten after it was hashed would make a bundle that its own manifest refuses
                 if reader.digest.hexdigest() != entry["sha256"]:
@@ -181,7 +177,7 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
 def _hash_stream(handle, limit: int | None = None) -> tuple[str, bytes | None]:
     """SHA-256 of what `handle` gives; the bytes too when there are at most `limit` of them (else None)."""
     digest, kept, size = hashlib.sha256(), [], 0
-    for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+    for chunk in iter(lambda: handle.read(download.CHUNK_BYTES), b""):
         digest.update(chunk)
         size += len(chunk)
         if limit is not None and size <= limit:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import tarfile
@@ -13,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
-from .bundle import CHUNK_BYTES, BundleError, file_sha256, problem_lines
+from .bundle import BundleError, HashingReader, file_sha256, problem_lines
 from .quoting import shown
 
 STAGING_PREFIX = ".restore-staging-"
@@ -50,12 +49,10 @@ def extract(archive: Path, entries: list[dict], stage: Path, mtime: float) -> No
                 continue
             dest = stage / entry["path"]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
             with tar.extractfile(member) as source, open(dest, "wb") as out:
-                for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != entry["sha256"]:
+                reader = HashingReader(source)
+                shutil.copyfileobj(reader, out)
+            if reader.digest.hexdigest() != entry["sha256"]:
                 raise BundleError(f"{shown(entry['path'])} changed since the bundle was verified")
             os.utime(dest, (mtime, mtime))
     if wanted:
