@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import download, restored_files
 from .atomic import write_text_atomic
-from .bundle import BundleError, file_sha256, json_roundtrip, problem_lines, verify_bundle
+from .bundle import CONFIG, BundleError, file_sha256, json_roundtrip, problem_lines, verify_bundle
 from .bundle_contents import BUNDLE_KEYS, bundled_files
 from .plan import Plan
 from .quoting import shown
@@ -126,12 +126,17 @@ def restore_bundle(
     record: Callable[[Restored], None],
     log: Callable[[str], None],
 ) -> Restored:
-    """Verify a bundle against its manifest, this config's runs (config key restore_shared_runs) and the files its
-    bundle may carry (`allowed`, path -> run); unpack, check and move its files into place under `root` and
-    `record` the restore, all or nothing. A BundleError names each problem."""
+    """Verify a bundle against its manifest, its config.json against this workflow's schema, this config's runs
+    (config key restore_shared_runs) and the files its bundle may carry (`allowed`, path -> run); unpack, check and
+    move its files into place under `root` and `record` the restore, all or nothing. A BundleError names each
+    problem."""
     manifest, bundle_config = verify_bundle(archive, download.restore_max_bytes(config))
-    entries = select_entries(manifest, planned, bool(config.get("restore_shared_runs")), str(archive))
     refusal = f"results bundle {archive} refused, nothing was restored"
+    try:
+        restored_files.check_bundle_config(bundle_config)
+    except restored_files.ContentError as error:
+        raise BundleError(f"{refusal}: {CONFIG}: {error}") from error
+    entries = select_entries(manifest, planned, bool(config.get("restore_shared_runs")), str(archive))
     if problems := name_problems(entries, allowed):
         raise BundleError(f"{refusal}: it holds files no bundle of this config carries:\n" + problem_lines(problems))
     if problems := restored_files.size_problems(entries):
