@@ -192,11 +192,7 @@ def fetch_bundle(
         raise BundleError(f"config key restore: {error}; config key restore_max_bytes sets the limit") from error
     except (download.DownloadError, ValueError) as error:
         raise BundleError(f"config key restore: {error}") from error
-    if actual != sha256.lower():
-        raise BundleError(
-            f"results bundle {url}: SHA-256 {actual} is not the {sha256.lower()} of config key restore_sha256; "
-            "nothing was restored"
-        )
+    check_sha256(url, actual, sha256)
     return dest
 
 
@@ -211,11 +207,11 @@ def local_bundle(source: str, root: Path) -> Path:
     return archive
 
 
-def check_sha256(archive: Path, sha256: str | None) -> None:
-    """Raise a BundleError naming the bundle where restore_sha256 is given and is not the file's SHA-256."""
-    if sha256 and (actual := file_sha256(archive)) != sha256.lower():
+def check_sha256(name: str | Path, actual: str, sha256: str) -> None:
+    """Raise a BundleError naming the bundle where `actual`, its SHA-256, is not config key restore_sha256's."""
+    if actual != sha256.lower():
         raise BundleError(
-            f"results bundle {archive}: SHA-256 {actual} is not the {sha256.lower()} of config key restore_sha256; "
+            f"results bundle {name}: SHA-256 {actual} is not the {sha256.lower()} of config key restore_sha256; "
             "nothing was restored"
         )
 
@@ -298,7 +294,8 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
                 archive = fetch_bundle(source, sha256, Path(folder), log, download.restore_max_bytes(config))
                 restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
         else:
-            check_sha256(archive, sha256)
+            if sha256:
+                check_sha256(archive, file_sha256(archive), sha256)
             restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
     except OSError as error:  # reading the bundle or the folder: restore_bundle has undone any writing
         raise BundleError(f"results bundle {source} refused, nothing was restored: {shown(str(error), 500)}") from error
