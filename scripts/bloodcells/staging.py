@@ -18,6 +18,11 @@ from .quoting import shown
 STAGING_PREFIX = ".restore-staging-"
 
 
+def folders(path: str, root: Path) -> list[Path]:
+    """The folders under `root` that hold `path`, outermost first."""
+    return [root / parent for parent in reversed(PurePosixPath(path).parents) if str(parent) != "."]
+
+
 def conflicts(entries: Iterable[dict], root: Path) -> tuple[list[dict], list[str]]:
     """The entries to write (absent from `root`) and one line per file already there with other content, or in the
     way of one (a file where a folder goes, a link); files already there with the bundle's content are left alone."""
@@ -25,8 +30,9 @@ def conflicts(entries: Iterable[dict], root: Path) -> tuple[list[dict], list[str
     for entry in entries:
         dest = root / entry["path"]
         # a folder may be a link (results/ on a scratch disk); a file or a dangling link where one goes blocks it
-        folders = [root / parent for parent in reversed(PurePosixPath(entry["path"]).parents) if str(parent) != "."]
-        blocked = next((f for f in folders if (f.exists() or f.is_symlink()) and not f.is_dir()), None)
+        blocked = next(
+            (f for f in folders(entry["path"], root) if (f.exists() or f.is_symlink()) and not f.is_dir()), None
+        )
         if blocked is not None:
             problems.append(f"{entry['path']}: {blocked} is in the way (not a folder)")
         elif dest.is_symlink() or (dest.exists() and not dest.is_file()):
@@ -67,7 +73,7 @@ def place(stage: Path, paths: list[str], root: Path, commit: Callable[[], None])
     try:
         for path in paths:
             dest = root / path
-            for folder in [root / parent for parent in reversed(PurePosixPath(path).parents) if str(parent) != "."]:
+            for folder in folders(path, root):
                 if not folder.is_dir():
                     folder.mkdir()
                     made.append(folder)
