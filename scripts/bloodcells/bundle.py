@@ -154,9 +154,8 @@ def unsafe_path(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Member:
-    """A regular file of a bundle's archive: its name, size and SHA-256."""
+    """A regular file of a bundle's archive: its size and SHA-256."""
 
-    name: str
     size: int
     sha256: str
 
@@ -204,7 +203,7 @@ def scan_archive(archive: Path) -> tuple[dict[str, Member], dict[str, bytes], li
                     continue
                 keep = MANIFEST_MAX_BYTES if member.name in (MANIFEST, CONFIG) else None
                 sha256, data = _hash_stream(tar.extractfile(member), keep)
-                members[member.name] = Member(member.name, member.size, sha256)
+                members[member.name] = Member(member.size, sha256)
                 if data is not None:
                     small[member.name] = data
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:

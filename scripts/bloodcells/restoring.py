@@ -179,9 +179,7 @@ def is_url(source: str) -> bool:
     return urllib.parse.urlsplit(source).scheme in ("http", "https", "ftp", "file")
 
 
-def fetch_bundle(
-    url: str, sha256: str, folder: Path, log: Callable[[str], None], max_bytes: int = download.MAX_BYTES
-) -> Path:
+def fetch_bundle(url: str, sha256: str, folder: Path, log: Callable[[str], None], max_bytes: int) -> Path:
     """Download a bundle into `folder` (a temporary one) and return it, only if its SHA-256 is `sha256`; a redirect
     to another host or scheme, more than `max_bytes` or a stalled server refuses it (download.stream_to)."""
     dest = folder / (Path(urllib.parse.urlsplit(url).path).name or "results-bundle.tar.gz")
@@ -216,13 +214,13 @@ def check_sha256(name: str | Path, actual: str, sha256: str) -> None:
         )
 
 
-def restore_key(source: str, sha256: str | None, planned: dict[str, dict], shared: bool, root: Path) -> dict:
-    """What identifies a restore without reading the bundle: source, restore_sha256, a local file's size and
-    modification time, the planned runs' hash and restore_shared_runs."""
+def restore_key(source: str, sha256: str | None, planned: dict[str, dict], shared: bool, archive: Path | None) -> dict:
+    """What identifies a restore without reading the bundle: source, restore_sha256, the local file's (`archive`,
+    None for a URL) size and modification time, the planned runs' hash and restore_shared_runs."""
     runs = hashlib.sha256(json.dumps(json_roundtrip(planned), sort_keys=True).encode()).hexdigest()
     key = {"source": source, "sha256": (sha256 or "").lower(), "runs": runs, "shared": shared}
-    if not is_url(source):
-        stat = local_bundle(source, root).stat()
+    if archive is not None:
+        stat = archive.stat()
         key |= {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return key
 
@@ -283,7 +281,7 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
         raise BundleError(f"config key restore_sha256: needed with a URL in config key restore ({source})")
     archive = None if url else local_bundle(source, root)
     shared = bool(config.get("restore_shared_runs", False))
-    key = restore_key(source, sha256, plan.runs, shared, root)
+    key = restore_key(source, sha256, plan.runs, shared, archive)
     # A second parse (the next snakemake command, a cluster job) finds the files in place and reads no bundle.
     if (done := already_restored(key, root, allowed)) is not None:
         return done
