@@ -29,7 +29,6 @@ CONFIG = "config.json"
 BUNDLE_FILE = "results/bundle/results-bundle.tar.gz"
 # Only files under these folders of the working directory are bundled, and restored.
 ROOTS = ("results", "benchmarks")
-CHUNK_BYTES = 1 << 20
 MANIFEST_MAX_BYTES = 16 << 20  # the full study's manifest is about 100 kB
 PROBLEMS_SHOWN = 30
 
@@ -45,11 +44,8 @@ def json_roundtrip(value: Any) -> Any:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The hex SHA-256 of a file."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # --- making a bundle --------------------------------------------------------------------------------
@@ -91,8 +87,8 @@ def _tar_info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-class _HashingReader:
-    """A file's reader that hashes (SHA-256) what it hands out, as tarfile copies it into the archive."""
+class HashingReader:
+    """A file's reader that hashes (SHA-256) what it hands out, as it is copied (into the archive, out of it)."""
 
     def __init__(self, handle) -> None:
         self.handle, self.digest = handle, hashlib.sha256()
@@ -130,7 +126,7 @@ def write_bundle(
             for entry in manifest["files"]:
                 source = root / entry["path"]
                 with open(source, "rb") as handle:
-                    reader = _HashingReader(handle)
+                    reader = HashingReader(handle)
                     tar.addfile(_tar_info(entry["path"], entry["bytes"], source.stat().st_mtime), reader)
                 # a file rewritten after it was hashed would make a bundle that its own manifest refuses
                 if reader.digest.hexdigest() != entry["sha256"]:
@@ -158,9 +154,8 @@ def unsafe_path(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Member:
-    """A regular file of a bundle's archive: its name, size and SHA-256."""
+    """A regular file of a bundle's archive: its size and SHA-256."""
 
-    name: str
     size: int
     sha256: str
 
@@ -181,7 +176,7 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
 def _hash_stream(handle, limit: int | None = None) -> tuple[str, bytes | None]:
     """SHA-256 of what `handle` gives; the bytes too when there are at most `limit` of them (else None)."""
     digest, kept, size = hashlib.sha256(), [], 0
-    for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+    for chunk in iter(lambda: handle.read(download.CHUNK_BYTES), b""):
         digest.update(chunk)
         size += len(chunk)
         if limit is not None and size <= limit:
@@ -208,7 +203,7 @@ def scan_archive(archive: Path) -> tuple[dict[str, Member], dict[str, bytes], li
                     continue
                 keep = MANIFEST_MAX_BYTES if member.name in (MANIFEST, CONFIG) else None
                 sha256, data = _hash_stream(tar.extractfile(member), keep)
-                members[member.name] = Member(member.name, member.size, sha256)
+                members[member.name] = Member(member.size, sha256)
                 if data is not None:
                     small[member.name] = data
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
@@ -283,7 +278,6 @@ def verify_bundle(archive: Path, max_bytes: int = download.MAX_BYTES) -> tuple[d
         )
     try:
         config = restored_files.checked_json(small.get(CONFIG, b""), "bundle_config")
-        restored_files.check_bundle_config(config)
     except restored_files.ContentError as error:
         raise BundleError(f"results bundle {archive} refused, nothing was restored: {CONFIG}: {error}") from error
     return manifest, config

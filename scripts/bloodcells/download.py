@@ -53,11 +53,8 @@ def restore_max_bytes(config: dict) -> int:
 
 def file_md5(path: Path) -> str:
     """Return the hex MD5 of the file at `path`."""
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def _check_url(url: str) -> bool:

@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from .bundle_contents import PROVENANCE
+from .config import ConfigError, validate_config
 from .download import restore_max_bytes
 from .names import class_names_of
 from .quoting import shown
@@ -93,8 +95,6 @@ def checked_json(data: bytes, kind: str):
 
 def check_bundle_config(config: dict) -> None:
     """A bundle's config.json: a config this workflow accepts (rules/schema/config.schema.yaml)."""
-    from .config import ConfigError, validate_config  # here: rule bundle imports this module, and never validates
-
     try:
         validate_config(copy.deepcopy(config), CONFIG_SCHEMA)
     except (ConfigError, KeyError, TypeError, AttributeError) as error:
@@ -118,8 +118,7 @@ def check_metrics(record: dict, classes: tuple[str, ...]) -> None:
 
 def check_transfer(record: dict, source: tuple[str, ...], target: tuple[str, ...], run: str) -> None:
     """A transfer evaluation's metrics.json: its run, and the classes of both datasets."""
-    if record["run"] != run:
-        raise ContentError(f"run {shown(record['run'])} is not the folder's {run}")
+    _check_run(record, run)
     _same(record["source_classes"], source, "source_classes")
     _same(record["target_classes"], target, "target_classes")
     _same(record["restricted_per_class"], target, "restricted_per_class classes")
@@ -266,7 +265,7 @@ def check_file(file: Path, path: str, config: dict, planned: dict[str, dict]) ->
         _check_magic(file, b"%PDF-", "PDF")
     elif name in ("predictions.npz", "heatmaps.npz", "model.keras"):
         check_zip(file, restore_max_bytes(config), arrays=name != "model.keras")
-    elif path == "results/report/provenance.json":
+    elif path == PROVENANCE:
         record = checked_json(_read(file), "provenance")
         if unknown := sorted(set(record["training_hosts"]) - set(planned)):
             raise ContentError(f"training_hosts names runs this config does not plan: {shown(', '.join(unknown))}")

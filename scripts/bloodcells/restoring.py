@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import download, restored_files
 from .atomic import write_text_atomic
-from .bundle import BundleError, file_sha256, json_roundtrip, problem_lines, verify_bundle
+from .bundle import CONFIG, BundleError, file_sha256, json_roundtrip, problem_lines, verify_bundle
 from .bundle_contents import BUNDLE_KEYS, bundled_files
 from .plan import Plan
 from .quoting import shown
@@ -126,12 +126,17 @@ def restore_bundle(
     record: Callable[[Restored], None],
     log: Callable[[str], None],
 ) -> Restored:
-    """Verify a bundle against its manifest, this config's runs (config key restore_shared_runs) and the files its
-    bundle may carry (`allowed`, path -> run); unpack, check and move its files into place under `root` and
-    `record` the restore, all or nothing. A BundleError names each problem."""
+    """Verify a bundle against its manifest, its config.json against this workflow's schema, this config's runs
+    (config key restore_shared_runs) and the files its bundle may carry (`allowed`, path -> run); unpack, check and
+    move its files into place under `root` and `record` the restore, all or nothing. A BundleError names each
+    problem."""
     manifest, bundle_config = verify_bundle(archive, download.restore_max_bytes(config))
-    entries = select_entries(manifest, planned, bool(config.get("restore_shared_runs")), str(archive))
     refusal = f"results bundle {archive} refused, nothing was restored"
+    try:
+        restored_files.check_bundle_config(bundle_config)
+    except restored_files.ContentError as error:
+        raise BundleError(f"{refusal}: {CONFIG}: {error}") from error
+    entries = select_entries(manifest, planned, bool(config.get("restore_shared_runs")), str(archive))
     if problems := name_problems(entries, allowed):
         raise BundleError(f"{refusal}: it holds files no bundle of this config carries:\n" + problem_lines(problems))
     if problems := restored_files.size_problems(entries):
@@ -174,9 +179,7 @@ def is_url(source: str) -> bool:
     return urllib.parse.urlsplit(source).scheme in ("http", "https", "ftp", "file")
 
 
-def fetch_bundle(
-    url: str, sha256: str, folder: Path, log: Callable[[str], None], max_bytes: int = download.MAX_BYTES
-) -> Path:
+def fetch_bundle(url: str, sha256: str, folder: Path, log: Callable[[str], None], max_bytes: int) -> Path:
     """Download a bundle into `folder` (a temporary one) and return it, only if its SHA-256 is `sha256`; a redirect
     to another host or scheme, more than `max_bytes` or a stalled server refuses it (download.stream_to)."""
     dest = folder / (Path(urllib.parse.urlsplit(url).path).name or "results-bundle.tar.gz")
@@ -187,11 +190,7 @@ def fetch_bundle(
         raise BundleError(f"config key restore: {error}; config key restore_max_bytes sets the limit") from error
     except (download.DownloadError, ValueError) as error:
         raise BundleError(f"config key restore: {error}") from error
-    if actual != sha256.lower():
-        raise BundleError(
-            f"results bundle {url}: SHA-256 {actual} is not the {sha256.lower()} of config key restore_sha256; "
-            "nothing was restored"
-        )
+    check_sha256(url, actual, sha256)
     return dest
 
 
@@ -206,22 +205,22 @@ def local_bundle(source: str, root: Path) -> Path:
     return archive
 
 
-def check_sha256(archive: Path, sha256: str | None) -> None:
-    """Raise a BundleError naming the bundle where restore_sha256 is given and is not the file's SHA-256."""
-    if sha256 and (actual := file_sha256(archive)) != sha256.lower():
+def check_sha256(name: str | Path, actual: str, sha256: str) -> None:
+    """Raise a BundleError naming the bundle where `actual`, its SHA-256, is not config key restore_sha256's."""
+    if actual != sha256.lower():
         raise BundleError(
-            f"results bundle {archive}: SHA-256 {actual} is not the {sha256.lower()} of config key restore_sha256; "
+            f"results bundle {name}: SHA-256 {actual} is not the {sha256.lower()} of config key restore_sha256; "
             "nothing was restored"
         )
 
 
-def restore_key(source: str, sha256: str | None, planned: dict[str, dict], shared: bool, root: Path) -> dict:
-    """What identifies a restore without reading the bundle: source, restore_sha256, a local file's size and
-    modification time, the planned runs' hash and restore_shared_runs."""
+def restore_key(source: str, sha256: str | None, planned: dict[str, dict], shared: bool, archive: Path | None) -> dict:
+    """What identifies a restore without reading the bundle: source, restore_sha256, the local file's (`archive`,
+    None for a URL) size and modification time, the planned runs' hash and restore_shared_runs."""
     runs = hashlib.sha256(json.dumps(json_roundtrip(planned), sort_keys=True).encode()).hexdigest()
     key = {"source": source, "sha256": (sha256 or "").lower(), "runs": runs, "shared": shared}
-    if not is_url(source):
-        stat = local_bundle(source, root).stat()
+    if archive is not None:
+        stat = archive.stat()
         key |= {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return key
 
@@ -282,7 +281,7 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
         raise BundleError(f"config key restore_sha256: needed with a URL in config key restore ({source})")
     archive = None if url else local_bundle(source, root)
     shared = bool(config.get("restore_shared_runs", False))
-    key = restore_key(source, sha256, plan.runs, shared, root)
+    key = restore_key(source, sha256, plan.runs, shared, archive)
     # A second parse (the next snakemake command, a cluster job) finds the files in place and reads no bundle.
     if (done := already_restored(key, root, allowed)) is not None:
         return done
@@ -293,7 +292,8 @@ def restore_configured(config: dict, plan: Plan, root: Path, log: Callable[[str]
                 archive = fetch_bundle(source, sha256, Path(folder), log, download.restore_max_bytes(config))
                 restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
         else:
-            check_sha256(archive, sha256)
+            if sha256:
+                check_sha256(archive, file_sha256(archive), sha256)
             restored = restore_bundle(archive, root, plan.runs, config, allowed, record, log)
     except OSError as error:  # reading the bundle or the folder: restore_bundle has undone any writing
         raise BundleError(f"results bundle {source} refused, nothing was restored: {shown(str(error), 500)}") from error

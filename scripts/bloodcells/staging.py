@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import tarfile
@@ -13,10 +12,15 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
-from .bundle import CHUNK_BYTES, BundleError, file_sha256, problem_lines
+from .bundle import BundleError, HashingReader, file_sha256, problem_lines
 from .quoting import shown
 
 STAGING_PREFIX = ".restore-staging-"
+
+
+def folders(path: str, root: Path) -> list[Path]:
+    """The folders under `root` that hold `path`, outermost first."""
+    return [root / parent for parent in reversed(PurePosixPath(path).parents) if str(parent) != "."]
 
 
 def conflicts(entries: Iterable[dict], root: Path) -> tuple[list[dict], list[str]]:
@@ -26,8 +30,9 @@ def conflicts(entries: Iterable[dict], root: Path) -> tuple[list[dict], list[str
     for entry in entries:
         dest = root / entry["path"]
         # a folder may be a link (results/ on a scratch disk); a file or a dangling link where one goes blocks it
-        folders = [root / parent for parent in reversed(PurePosixPath(entry["path"]).parents) if str(parent) != "."]
-        blocked = next((f for f in folders if (f.exists() or f.is_symlink()) and not f.is_dir()), None)
+        blocked = next(
+            (f for f in folders(entry["path"], root) if (f.exists() or f.is_symlink()) and not f.is_dir()), None
+        )
         if blocked is not None:
             problems.append(f"{entry['path']}: {blocked} is in the way (not a folder)")
         elif dest.is_symlink() or (dest.exists() and not dest.is_file()):
@@ -50,12 +55,10 @@ def extract(archive: Path, entries: list[dict], stage: Path, mtime: float) -> No
                 continue
             dest = stage / entry["path"]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
             with tar.extractfile(member) as source, open(dest, "wb") as out:
-                for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != entry["sha256"]:
+                reader = HashingReader(source)
+                shutil.copyfileobj(reader, out)
+            if reader.digest.hexdigest() != entry["sha256"]:
                 raise BundleError(f"{shown(entry['path'])} changed since the bundle was verified")
             os.utime(dest, (mtime, mtime))
     if wanted:
@@ -70,7 +73,7 @@ def place(stage: Path, paths: list[str], root: Path, commit: Callable[[], None])
     try:
         for path in paths:
             dest = root / path
-            for folder in [root / parent for parent in reversed(PurePosixPath(path).parents) if str(parent) != "."]:
+            for folder in folders(path, root):
                 if not folder.is_dir():
                     folder.mkdir()
                     made.append(folder)
